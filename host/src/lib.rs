@@ -1,0 +1,18 @@
+//! sluice: an edge gateway for AI-provider traffic whose policies are
+//! sandboxed WebAssembly components.
+//!
+//! Where things live:
+//! - [`policy`]: the policy vocabulary in plain Rust (requests, buckets,
+//!   decisions) shared by the pipeline and the plugin runtime.
+//! - [`plugin`]: the wasmtime runtime that loads, sandboxes and calls policy
+//!   components, and the host imports they may use.
+//! - [`state`]: shared state (memory or Redis): key-value, the atomic
+//!   rate-limit charge.
+//! - [`config`]: the TOML config, its defaults and validation.
+//! - [`telemetry`]: metrics registry and logging.
+
+pub mod config;
+pub mod plugin;
+pub mod policy;
+pub mod state;
+pub mod telemetry;
