@@ -12,6 +12,7 @@
 //! - [`telemetry`]: metrics registry and logging.
 
 pub mod config;
+#[cfg(feature = "wip-plugin")]
 pub mod plugin;
 pub mod policy;
 pub mod state;

@@ -1,0 +1,533 @@
+//! [`Plugin`]: a loaded component and its calls, each in a fresh sandboxed
+//! instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::{Instance, InstancePre};
+use wasmtime::{Store, Trap};
+
+use super::bindings::exports::sluice::policy as ex;
+use super::engine::EPOCH_TICK;
+use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
+use super::sandbox::{HostEnv, Limits, StoreData};
+use super::{Kind, convert};
+use crate::policy::{
+    Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, SemanticCandidate,
+    SemanticProbe, Usage,
+};
+
+/// Largest cache key or semantic text a plugin may answer with, in bytes.
+const MAX_ANSWER_TEXT_BYTES: usize = 64 * 1024;
+/// Most buckets one admission may name.
+const MAX_BUCKETS: usize = 16;
+
+/// Why one plugin call failed. The plugin's slot failure policy decides what
+/// the request sees; the host keeps serving either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the plugin does not provide {0}")]
+    NotProvided(Kind),
+    #[error("deadline of {0:?} exceeded")]
+    Deadline(Duration),
+    #[error("memory limit exceeded")]
+    OutOfMemory,
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("init rejected its config: {0}")]
+    InitRejected(String),
+    #[error("invalid answer: {0}")]
+    BadAnswer(String),
+    #[error("no instance available: {0}")]
+    Unavailable(String),
+}
+
+impl CallError {
+    /// A small fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Deadline(_) => "timeout",
+            CallError::OutOfMemory => "oom",
+            CallError::Trap(_) => "trap",
+            CallError::NotProvided(_)
+            | CallError::InitRejected(_)
+            | CallError::BadAnswer(_)
+            | CallError::Unavailable(_) => "error",
+        }
+    }
+}
+
+/// Call counters and a latency histogram of one loaded plugin.
+#[derive(Default)]
+pub struct PluginStats {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    /// Bucket i counts calls that took [2^i, 2^(i+1)) microseconds.
+    latency_us: [AtomicU64; 24],
+}
+
+/// A snapshot of [`PluginStats`] for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    pub calls: u64,
+    pub failures: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+impl PluginStats {
+    fn record(&self, took: Duration, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = took.as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(self.latency_us.len() - 1);
+        self.latency_us[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts and latency percentiles (upper bounds of power-of-two buckets).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let counts: Vec<u64> = self
+            .latency_us
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let quantile = |q: f64| {
+            let rank = (total as f64 * q).ceil() as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank.max(1) {
+                    return 1u64 << (i + 1);
+                }
+            }
+            0
+        };
+        StatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            p50_us: if total == 0 { 0 } else { quantile(0.5) },
+            p99_us: if total == 0 { 0 } else { quantile(0.99) },
+        }
+    }
+}
+
+/// Export lookups resolved once at load.
+struct Exports {
+    lifecycle: Option<ex::lifecycle::GuestIndices>,
+    cache_key: Option<ex::cache_key::GuestIndices>,
+    semantic: Option<ex::semantic::GuestIndices>,
+    throttle: Option<ex::throttle::GuestIndices>,
+    retry: Option<ex::retry::GuestIndices>,
+}
+
+/// A loaded, initialised plugin component.
+pub struct Plugin {
+    runtime: PluginRuntime,
+    pre: InstancePre<StoreData>,
+    exports: Exports,
+    env: Arc<HostEnv>,
+    limits: Limits,
+    deadline_ticks: u64,
+    info: ComponentInfo,
+    loaded_at: std::time::SystemTime,
+    stats: PluginStats,
+}
+
+/// One fresh instance, alive for one call.
+struct Call {
+    store: Store<StoreData>,
+    instance: Instance,
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: PluginRuntime,
+        pre: InstancePre<StoreData>,
+        info: ComponentInfo,
+        env: Arc<HostEnv>,
+        limits: Limits,
+    ) -> wasmtime::Result<Self> {
+        let has = |k: Kind| info.kinds.contains(&k);
+        let exports = Exports {
+            lifecycle: ex::lifecycle::GuestIndices::new(&pre).ok(),
+            cache_key: has(Kind::CacheKey)
+                .then(|| ex::cache_key::GuestIndices::new(&pre))
+                .transpose()?,
+            semantic: has(Kind::Semantic)
+                .then(|| ex::semantic::GuestIndices::new(&pre))
+                .transpose()?,
+            throttle: has(Kind::Throttle)
+                .then(|| ex::throttle::GuestIndices::new(&pre))
+                .transpose()?,
+            retry: has(Kind::Retry)
+                .then(|| ex::retry::GuestIndices::new(&pre))
+                .transpose()?,
+        };
+        let deadline_ticks =
+            (limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1;
+        Ok(Self {
+            runtime,
+            pre,
+            exports,
+            env,
+            limits,
+            deadline_ticks,
+            info,
+            loaded_at: std::time::SystemTime::now(),
+            stats: PluginStats::default(),
+        })
+    }
+
+    /// What the component is: hash, kinds, imports, size.
+    pub fn info(&self) -> &ComponentInfo {
+        &self.info
+    }
+
+    /// The kinds this plugin provides.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.info.kinds
+    }
+
+    /// The slot it was loaded for.
+    pub fn slot(&self) -> &str {
+        &self.env.slot
+    }
+
+    /// When it was loaded.
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
+    }
+
+    /// Its call counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// Its sandbox limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Instantiates once and runs `init`: the load-time check that the
+    /// component links, starts and accepts its config.
+    pub(crate) async fn smoke_test(&self) -> Result<(), PluginError> {
+        match self.begin().await {
+            Ok(_) => Ok(()),
+            Err(CallError::InitRejected(msg)) => Err(PluginError::InitRejected(msg)),
+            Err(e) => Err(PluginError::InitFailed(e.to_string())),
+        }
+    }
+
+    /// A fresh instance with its deadline and memory cap set, initialised
+    /// with the plugin's config.
+    async fn begin(&self) -> Result<Call, CallError> {
+        let mut store = Store::new(
+            self.runtime.engine(),
+            StoreData::new(self.env.clone(), &self.limits),
+        );
+        store.limiter(|d| &mut d.memory);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = match self.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => {
+                // Pool exhaustion and instantiation traps look alike; the
+                // classification below tells them apart.
+                return Err(match classify(&store, &e, self.limits.deadline) {
+                    CallError::Trap(msg) if e.downcast_ref::<Trap>().is_none() => {
+                        CallError::Unavailable(msg)
+                    }
+                    other => other,
+                });
+            }
+        };
+        if let Some(idx) = &self.exports.lifecycle {
+            let guest = idx
+                .load(&mut store, &instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let config = self.env.config_json.to_string();
+            match guest.call_init(&mut store, &config).await {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => return Err(CallError::InitRejected(msg)),
+                Err(e) => return Err(classify(&store, &e, self.limits.deadline)),
+            }
+        }
+        Ok(Call { store, instance })
+    }
+
+    /// Runs `f` on a fresh instance, then classifies, logs and counts.
+    async fn run<R, F>(&self, f: F) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(
+            &'a mut Call,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<R, CallError>> + Send + 'a>,
+        >,
+    {
+        let started = Instant::now();
+        // Belt and braces: the epoch deadline stops guest code; this bounds
+        // time spent suspended in host imports too.
+        let budget = self.limits.deadline * 2 + Duration::from_millis(50);
+        let result = match tokio::time::timeout(budget, async {
+            let mut call = self.begin().await?;
+            let out = f(&mut call).await;
+            self.flush_output(&call.store);
+            out
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Deadline(self.limits.deadline)),
+        };
+        let took = started.elapsed();
+        self.stats.record(took, result.is_err());
+        if let Some(m) = &self.env.metrics {
+            m.plugin_call(
+                &self.env.slot,
+                result.as_ref().err().map_or("ok", |e| e.label()),
+                took,
+            );
+        }
+        if let Err(e) = &result {
+            tracing::warn!(slot = %self.env.slot, error = %e, "plugin call failed");
+        }
+        result
+    }
+
+    fn flush_output(&self, store: &Store<StoreData>) {
+        let (bytes, dropped) = store.data().output.take();
+        if bytes.is_empty() && dropped == 0 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "sluice::plugin", slot = %self.env.slot, "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(target: "sluice::plugin", slot = %self.env.slot, dropped, "plugin output over the capture limit was dropped");
+        }
+    }
+
+    /// `cache-key.derive`.
+    pub async fn derive_cache_key(&self, req: &PolicyRequest) -> Result<CacheDecision, CallError> {
+        let idx = self
+            .exports
+            .cache_key
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::CacheKey))?;
+        let req = convert::request(req);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let d = guest
+                    .call_derive(&mut call.store, &req)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))?;
+                let d = convert::cache_decision(d);
+                if let CacheDecision::Cache { key, .. } = &d {
+                    check_text("cache key", key)?;
+                }
+                Ok(d)
+            })
+        })
+        .await
+    }
+
+    /// `semantic.prepare`.
+    pub async fn semantic_prepare(
+        &self,
+        req: &PolicyRequest,
+    ) -> Result<Option<SemanticProbe>, CallError> {
+        let idx = self
+            .exports
+            .semantic
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::Semantic))?;
+        let req = convert::request(req);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let p = guest
+                    .call_prepare(&mut call.store, &req)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))?;
+                let p = p.map(convert::probe);
+                if let Some(p) = &p {
+                    check_text("semantic text", &p.text)?;
+                    check_text("semantic namespace", &p.namespace)?;
+                    if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
+                        return Err(CallError::BadAnswer(format!(
+                            "threshold {} is not within [-1, 1]",
+                            p.threshold
+                        )));
+                    }
+                }
+                Ok(p)
+            })
+        })
+        .await
+    }
+
+    /// `semantic.accept`.
+    pub async fn semantic_accept(
+        &self,
+        req: &PolicyRequest,
+        candidate: &SemanticCandidate,
+    ) -> Result<bool, CallError> {
+        let idx = self
+            .exports
+            .semantic
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::Semantic))?;
+        let req = convert::request(req);
+        let candidate = convert::candidate(candidate);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                guest
+                    .call_accept(&mut call.store, &req, &candidate)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))
+            })
+        })
+        .await
+    }
+
+    /// `throttle.admit`.
+    pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
+        let idx = self
+            .exports
+            .throttle
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::Throttle))?;
+        let req = convert::request(req);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let a = guest
+                    .call_admit(&mut call.store, &req)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))?;
+                let a = convert::admission(a).map_err(CallError::BadAnswer)?;
+                if let Admission::Charge { buckets } = &a {
+                    check_buckets(buckets)?;
+                }
+                Ok(a)
+            })
+        })
+        .await
+    }
+
+    /// `throttle.settle`.
+    pub async fn throttle_settle(
+        &self,
+        req: &PolicyRequest,
+        usage: &Usage,
+    ) -> Result<Vec<Bucket>, CallError> {
+        let idx = self
+            .exports
+            .throttle
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::Throttle))?;
+        let req = convert::request(req);
+        let usage = convert::usage(usage);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let b = guest
+                    .call_settle(&mut call.store, &req, usage)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))?;
+                let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
+                check_buckets(&b)?;
+                Ok(b)
+            })
+        })
+        .await
+    }
+
+    /// `retry.decide`.
+    pub async fn retry_decide(
+        &self,
+        req: &PolicyRequest,
+        attempt: &Attempt,
+    ) -> Result<RetryVerdict, CallError> {
+        let idx = self
+            .exports
+            .retry
+            .as_ref()
+            .ok_or(CallError::NotProvided(Kind::Retry))?;
+        let req = convert::request(req);
+        let attempt = convert::attempt(attempt);
+        let deadline = self.limits.deadline;
+        self.run(|call| {
+            Box::pin(async move {
+                let guest = idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let v = guest
+                    .call_decide(&mut call.store, &req, &attempt)
+                    .await
+                    .map_err(|e| classify(&call.store, &e, deadline))?;
+                Ok(convert::verdict(v))
+            })
+        })
+        .await
+    }
+}
+
+fn check_text(what: &str, s: &str) -> Result<(), CallError> {
+    if s.len() > MAX_ANSWER_TEXT_BYTES {
+        return Err(CallError::BadAnswer(format!(
+            "{what} is {} bytes; the limit is {MAX_ANSWER_TEXT_BYTES}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_buckets(buckets: &[Bucket]) -> Result<(), CallError> {
+    if buckets.len() > MAX_BUCKETS {
+        return Err(CallError::BadAnswer(format!(
+            "{} buckets; at most {MAX_BUCKETS}",
+            buckets.len()
+        )));
+    }
+    for b in buckets {
+        if b.key.is_empty() || b.key.len() > 512 {
+            return Err(CallError::BadAnswer("bucket keys must be 1 to 512 bytes".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Names what stopped a call: the memory cap, the deadline, or a trap.
+fn classify(store: &Store<StoreData>, err: &wasmtime::Error, deadline: Duration) -> CallError {
+    if store.data().memory.exceeded {
+        return CallError::OutOfMemory;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline(deadline),
+        Some(trap) => CallError::Trap(trap.to_string()),
+        None => CallError::Trap(first_line(err)),
+    }
+}
