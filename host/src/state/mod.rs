@@ -1,1 +1,464 @@
-//! TODO: being written.
+//! Shared state: namespaced key-value with TTL/incr/CAS, and the atomic
+//! rate-limit charge, on one of two backends chosen by `[state] kind`:
+//!
+//! - `memory` ([`memory`]): in-process, one node, nothing to install;
+//! - `redis` ([`redis_backend`]): standalone or Redis Cluster, shared by
+//!   every node.
+//!
+//! The rate-limit algorithm is written once, in Lua (`limiter.lua`), and runs
+//! inside a Redis script on the server clock, or in-process through mlua on
+//! the memory backend. Keys are laid out in [`keys`].
+//!
+//! When Redis fails or exceeds `op_timeout`, `on_error` decides: fail-open
+//! answers from a local memory fallback (approximate: per node), fail-closed
+//! answers [`StateError::Unavailable`]. Either way the state is marked
+//! degraded; while degraded, operations skip Redis entirely (no timeout paid
+//! per call) and a background probe PINGs it every 250 ms, clearing the flag
+//! as soon as it answers.
+//!
+//! At startup Redis is checked once: fail-open starts degraded if it is
+//! unreachable (the gateway serves, and switches to Redis when it appears);
+//! fail-closed refuses to start, because every state call would fail and the
+//! operator asked for refusals over approximations — better a clear startup
+//! error (wrong URL, wrong password) than a node that answers 503 to all.
+
+mod keys;
+mod limiter;
+mod memory;
+mod redis_backend;
+mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub use limiter::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
+pub use settings::{DEFAULT_OP_TIMEOUT, OnError, StateKind, StateSettings};
+
+use crate::policy::{Bucket, ChargeResult};
+use limiter::Mode;
+use memory::MemoryBackend;
+use redis_backend::{CONNECT_TIMEOUT, RedisBackend};
+
+/// Longest namespace, in bytes.
+pub const MAX_NAMESPACE_BYTES: usize = 128;
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// How often a degraded state checks whether Redis answers again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// At most one Redis warning per this period; the rest are counted.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a state operation failed. Never a reason to trap a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The backend could not be reached in time.
+    #[error("state unavailable: {0}")]
+    Unavailable(String),
+    /// The call was refused (bad namespace, key, TTL, bucket; not a counter).
+    #[error("invalid state call: {0}")]
+    Invalid(String),
+}
+
+/// A snapshot for /readyz and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateHealth {
+    /// `"memory"`, `"redis"` or `"redis-cluster"`.
+    pub backend: &'static str,
+    pub on_error: OnError,
+    /// Redis is failing: calls answer from the fallback (fail-open) or fail.
+    pub degraded: bool,
+    /// Calls answered from the local fallback so far.
+    pub fallbacks: u64,
+    /// Redis calls that failed or timed out so far.
+    pub errors: u64,
+    /// The last Redis failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// A handle on the shared state: cheap to clone, usable from any task.
+#[derive(Clone)]
+pub struct State {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<MemoryBackend>),
+    Redis(Arc<Remote>),
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+impl State {
+    /// Opens the backend `settings` choose (see the module docs for startup
+    /// behaviour when Redis is down).
+    pub async fn connect(settings: &StateSettings) -> Result<State, StateError> {
+        settings.validate()?;
+        match settings.kind {
+            StateKind::Memory => Ok(State::memory()),
+            StateKind::Redis => {
+                let remote = Arc::new(Remote::new(settings)?);
+                let checked =
+                    tokio::time::timeout(2 * CONNECT_TIMEOUT, remote.redis.heal(CONNECT_TIMEOUT))
+                        .await
+                        .unwrap_or_else(|_| Err(StateError::Unavailable("timed out".into())));
+                match (checked, settings.on_error) {
+                    (Ok(()), _) => {
+                        tracing::info!(backend = remote.redis.name(), "state: connected to Redis");
+                    }
+                    (Err(e), OnError::FailClosed) => {
+                        return Err(StateError::Unavailable(format!(
+                            "cannot reach Redis at startup and on_error = \"fail-closed\": {e}"
+                        )));
+                    }
+                    (Err(e), OnError::FailOpen) => {
+                        remote.failed(&e.to_string());
+                    }
+                }
+                Ok(State {
+                    backend: Backend::Redis(remote),
+                })
+            }
+        }
+    }
+
+    /// An in-process state (the `memory` backend); needs no runtime.
+    pub fn memory() -> State {
+        let backend = MemoryBackend::new()
+            .expect("limiter.lua is part of the binary and loads (covered by unit tests)");
+        State {
+            backend: Backend::Memory(Arc::new(backend)),
+        }
+    }
+
+    /// The value of `key`, if present and not expired.
+    pub async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let k = kv_key(ns, key)?;
+        match &self.backend {
+            Backend::Memory(m) => m.get(&k),
+            Backend::Redis(r) => r.run(r.redis.get(&k), |m| m.get(&k)).await,
+        }
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl` (none: never).
+    pub async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        let k = kv_key(ns, key)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        match &self.backend {
+            Backend::Memory(m) => m.set(&k, value, ttl),
+            Backend::Redis(r) => {
+                r.run(r.redis.set(&k, value, ttl_ms), |m| m.set(&k, value, ttl))
+                    .await
+            }
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    pub async fn delete(&self, ns: &str, key: &str) -> Result<bool, StateError> {
+        let k = kv_key(ns, key)?;
+        match &self.backend {
+            Backend::Memory(m) => m.delete(&k),
+            Backend::Redis(r) => r.run(r.redis.delete(&k), |m| m.delete(&k)).await,
+        }
+    }
+
+    /// Adds `delta` to the integer at `key` (missing counts as 0) and returns
+    /// the new value; `ttl` applies only when this call creates the key. The
+    /// value is stored as decimal text, so `get` reads e.g. `b"42"`.
+    pub async fn incr(
+        &self,
+        ns: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StateError> {
+        let k = kv_key(ns, key)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        match &self.backend {
+            Backend::Memory(m) => m.incr(&k, delta, ttl),
+            Backend::Redis(r) => {
+                r.run(r.redis.incr(&k, delta, ttl_ms), |m| m.incr(&k, delta, ttl))
+                    .await
+            }
+        }
+    }
+
+    /// Writes `value` only if the current value equals `expected` (`None`:
+    /// the key must be absent); whether it wrote. Like `set`, a write without
+    /// `ttl` leaves the key without expiry.
+    pub async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StateError> {
+        let k = kv_key(ns, key)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        match &self.backend {
+            Backend::Memory(m) => m.compare_and_swap(&k, expected, value, ttl),
+            Backend::Redis(r) => {
+                r.run(r.redis.compare_and_swap(&k, expected, value, ttl_ms), |m| {
+                    m.compare_and_swap(&k, expected, value, ttl)
+                })
+                .await
+            }
+        }
+    }
+
+    /// The atomic, all-or-nothing rate-limit charge over `buckets`.
+    ///
+    /// Each bucket is a token bucket of `shape.capacity()` tokens refilled
+    /// continuously at `shape.per_ms()`; a bucket never charged is full. If
+    /// every bucket with a positive cost holds enough tokens, all are taken
+    /// and the result is admitted; otherwise nothing is taken and
+    /// `retry_after_ms` is the longest wait until every refused bucket could
+    /// pay (at least 1). Negative costs are refunds: they always apply, capped
+    /// at capacity, even when the charge is refused.
+    ///
+    /// A cost above a bucket's capacity is never admitted; its
+    /// `retry_after_ms` is one full refill period of that bucket.
+    ///
+    /// All buckets of a namespace share one Redis hash tag (see [`keys`]), so
+    /// any of them can be charged together, atomically, in one round trip.
+    pub async fn charge(&self, ns: &str, buckets: &[Bucket]) -> Result<ChargeResult, StateError> {
+        self.limit(ns, buckets, Mode::Charge).await
+    }
+
+    /// Applies every signed cost unconditionally, e.g. to reconcile an
+    /// estimated charge with actual usage. A bucket may go below zero (debt):
+    /// later charges wait until it has refilled. Always admitted.
+    pub async fn adjust(&self, ns: &str, buckets: &[Bucket]) -> Result<ChargeResult, StateError> {
+        self.limit(ns, buckets, Mode::Adjust).await
+    }
+
+    async fn limit(
+        &self,
+        ns: &str,
+        buckets: &[Bucket],
+        mode: Mode,
+    ) -> Result<ChargeResult, StateError> {
+        check_namespace(ns)?;
+        limiter::validate(buckets)?;
+        if buckets.is_empty() {
+            return Ok(ChargeResult {
+                admitted: true,
+                ..ChargeResult::default()
+            });
+        }
+        let keys: Vec<String> = buckets
+            .iter()
+            .map(|b| keys::bucket_key(ns, &b.key))
+            .collect();
+        match &self.backend {
+            Backend::Memory(m) => m.limit(&keys, buckets, mode),
+            Backend::Redis(r) => {
+                r.run(r.redis.limit(&keys, buckets, mode), |m| {
+                    m.limit(&keys, buckets, mode)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Whether Redis is currently failing (always false for memory).
+    pub fn is_degraded(&self) -> bool {
+        match &self.backend {
+            Backend::Memory(_) => false,
+            Backend::Redis(r) => r.degraded.load(Ordering::Acquire),
+        }
+    }
+
+    /// Backend name, degraded flag and counters, for /readyz and metrics.
+    pub fn health(&self) -> StateHealth {
+        match &self.backend {
+            Backend::Memory(_) => StateHealth {
+                backend: "memory",
+                on_error: OnError::FailOpen,
+                degraded: false,
+                fallbacks: 0,
+                errors: 0,
+                last_error: None,
+            },
+            Backend::Redis(r) => StateHealth {
+                backend: r.redis.name(),
+                on_error: r.on_error,
+                degraded: r.degraded.load(Ordering::Acquire),
+                fallbacks: r.fallbacks.load(Ordering::Relaxed),
+                errors: r.errors.load(Ordering::Relaxed),
+                last_error: r.last_error.lock().clone(),
+            },
+        }
+    }
+}
+
+// === impl Remote ===
+
+/// Redis plus what failure handling needs.
+struct Remote {
+    redis: RedisBackend,
+    /// The local stand-in in fail-open mode.
+    fallback: Option<MemoryBackend>,
+    on_error: OnError,
+    op_timeout: Duration,
+    degraded: AtomicBool,
+    fallbacks: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// When the last warning was logged, and how many were skipped since.
+    warned: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Remote {
+    fn new(settings: &StateSettings) -> Result<Self, StateError> {
+        let fallback = match settings.on_error {
+            OnError::FailOpen => Some(MemoryBackend::new()?),
+            OnError::FailClosed => None,
+        };
+        Ok(Self {
+            redis: RedisBackend::new(settings)?,
+            fallback,
+            on_error: settings.on_error,
+            op_timeout: settings.op_timeout,
+            degraded: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            warned: Mutex::new((None, 0)),
+        })
+    }
+
+    /// Runs `remote` within `op_timeout` unless degraded; on failure (or
+    /// while degraded) answers with `local` over the fallback, or fails.
+    async fn run<T>(
+        self: &Arc<Self>,
+        remote: impl Future<Output = Result<T, StateError>>,
+        local: impl FnOnce(&MemoryBackend) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        if !self.degraded.load(Ordering::Acquire) {
+            let reason = match tokio::time::timeout(self.op_timeout, remote).await {
+                Ok(Err(StateError::Unavailable(reason))) => reason,
+                Ok(answer) => return answer,
+                Err(_) => format!("no answer within {} ms", self.op_timeout.as_millis()),
+            };
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.failed(&reason);
+        }
+        match &self.fallback {
+            Some(memory) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                local(memory)
+            }
+            None => Err(StateError::Unavailable(format!(
+                "Redis is failing ({})",
+                self.last_error.lock().as_deref().unwrap_or("unknown error")
+            ))),
+        }
+    }
+
+    /// Records a Redis failure; the first one marks the state degraded and
+    /// starts the probe that clears it.
+    fn failed(self: &Arc<Self>, reason: &str) {
+        *self.last_error.lock() = Some(reason.to_owned());
+        let newly = !self.degraded.swap(true, Ordering::AcqRel);
+        if newly {
+            self.spawn_probe();
+        }
+        let skipped = {
+            let mut warned = self.warned.lock();
+            let due = warned.0.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+            if !due {
+                warned.1 += 1;
+                return;
+            }
+            *warned = (Some(Instant::now()), 0);
+            warned.1
+        };
+        let action = match self.on_error {
+            OnError::FailOpen => "answering from the local fallback",
+            OnError::FailClosed => "failing state calls",
+        };
+        tracing::warn!(
+            backend = self.redis.name(),
+            error = reason,
+            skipped_warnings = skipped,
+            "state: Redis failed; {action} until it answers again"
+        );
+    }
+
+    fn spawn_probe(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                // Stop once every `State` handle is gone.
+                let Some(remote) = weak.upgrade() else {
+                    return;
+                };
+                match remote.redis.heal(remote.op_timeout).await {
+                    Ok(()) => {
+                        remote.degraded.store(false, Ordering::Release);
+                        tracing::info!(backend = remote.redis.name(), "state: Redis answers again");
+                        return;
+                    }
+                    Err(e) => *remote.last_error.lock() = Some(e.to_string()),
+                }
+            }
+        });
+    }
+}
+
+// === input checks ===
+
+fn check_namespace(ns: &str) -> Result<(), StateError> {
+    if ns.is_empty() || ns.len() > MAX_NAMESPACE_BYTES {
+        return Err(StateError::Invalid(format!(
+            "namespace must be 1 to {MAX_NAMESPACE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn kv_key(ns: &str, key: &str) -> Result<String, StateError> {
+    check_namespace(ns)?;
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StateError::Invalid(format!(
+            "key must be 1 to {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(keys::kv_key(ns, key))
+}
+
+/// A TTL in whole milliseconds (rounded up); zero is refused rather than
+/// guessed to mean "none" or "already expired".
+fn ttl_ms(ttl: Option<Duration>) -> Result<Option<u64>, StateError> {
+    let Some(ttl) = ttl else {
+        return Ok(None);
+    };
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    if ms == 0 {
+        return Err(StateError::Invalid("ttl must be at least 1 ms".into()));
+    }
+    // Redis adds the TTL to its clock in signed 64-bit milliseconds.
+    if ms > (i64::MAX / 2) as u128 {
+        return Err(StateError::Invalid("ttl is too long".into()));
+    }
+    Ok(Some(ms as u64))
+}

@@ -1,0 +1,322 @@
+//! The memory backend: in-process maps with TTL, and the limiter run through
+//! mlua over them. Also the local fallback of the Redis backend in fail-open
+//! mode.
+//!
+//! The key space is split into shards by hash tag (like Redis Cluster slots),
+//! so every bucket of a namespace sits in one shard and a charge is atomic
+//! under that shard's lock. Locks are `parking_lot` mutexes held for
+//! microseconds and never across an `.await`.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::StateError;
+use super::keys;
+use super::limiter::{LuaLimiter, Mode};
+use crate::policy::{Bucket, ChargeResult};
+
+const SHARDS: usize = 16;
+/// Expired entries dropped per write, so memory is reclaimed without a
+/// sweeper task and no single call pays for a large sweep.
+const PURGE_PER_WRITE: usize = 32;
+
+/// In-process state.
+pub(crate) struct MemoryBackend {
+    shards: Box<[Mutex<Shard>]>,
+    limiter: Mutex<LuaLimiter>,
+    /// Zero point of the limiter's clock (monotonic: wall-clock jumps must
+    /// not refill or drain buckets).
+    epoch: Instant,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Option<Instant>,
+    /// When this entry's record in the expiry heap fires, if it has one.
+    heap_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, Entry>,
+    /// Expiry records, soonest first. At most one live record per entry
+    /// (`Entry::heap_at`); a record that no longer matches is skipped.
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Shard {
+    fn get(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+        if self.map.get(key).is_some_and(|e| !e.live(now)) {
+            self.map.remove(key);
+        }
+        self.map.get(key)
+    }
+
+    fn put(&mut self, key: &str, value: Vec<u8>, ttl: Option<Duration>, now: Instant) {
+        // An unrepresentable deadline is as good as none.
+        let expires_at = ttl.and_then(|t| now.checked_add(t));
+        let heap_at = self.map.get(key).and_then(|e| e.heap_at);
+        let entry = Entry {
+            value,
+            expires_at,
+            heap_at,
+        };
+        self.map.insert(key.to_owned(), entry);
+        self.schedule(key);
+        self.purge(now);
+    }
+
+    /// Makes sure the entry's expiry has a heap record no later than it.
+    fn schedule(&mut self, key: &str) {
+        let Some(entry) = self.map.get_mut(key) else {
+            return;
+        };
+        let Some(at) = entry.expires_at else {
+            return;
+        };
+        // An earlier record reschedules itself when it fires (see `purge`).
+        if entry.heap_at.is_some_and(|h| h <= at) {
+            return;
+        }
+        entry.heap_at = Some(at);
+        self.expiries.push(Reverse((at, key.to_owned())));
+    }
+
+    fn purge(&mut self, now: Instant) {
+        for _ in 0..PURGE_PER_WRITE {
+            match self.expiries.peek() {
+                Some(Reverse((at, _))) if *at <= now => {}
+                _ => return,
+            }
+            let Some(Reverse((at, key))) = self.expiries.pop() else {
+                return;
+            };
+            let Some(entry) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if entry.heap_at != Some(at) {
+                continue; // stale record
+            }
+            entry.heap_at = None;
+            if !entry.live(now) {
+                self.map.remove(&key);
+            } else {
+                self.schedule(&key);
+            }
+        }
+    }
+}
+
+impl MemoryBackend {
+    pub(crate) fn new() -> Result<Self, StateError> {
+        Ok(Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            limiter: Mutex::new(LuaLimiter::new()?),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        let mut h = DefaultHasher::new();
+        keys::hash_tag(key).hash(&mut h);
+        &self.shards[(h.finish() % SHARDS as u64) as usize]
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        Ok(shard.get(key, now).map(|e| e.value.clone()))
+    }
+
+    pub(crate) fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        self.shard(key).lock().put(key, value.to_vec(), ttl, now);
+        Ok(())
+    }
+
+    pub(crate) fn delete(&self, key: &str) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        Ok(shard.map.remove(key).is_some_and(|e| e.live(now)))
+    }
+
+    pub(crate) fn incr(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        let (current, keep_ttl) = match shard.get(key, now) {
+            Some(e) => (parse_integer(&e.value)?, Some(e.expires_at)),
+            None => (0, None),
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| StateError::Invalid("increment or decrement would overflow".into()))?;
+        let value = next.to_string().into_bytes();
+        match keep_ttl {
+            // Existing key: keep its expiry, as INCRBY does.
+            Some(expires_at) => {
+                if let Some(e) = shard.map.get_mut(key) {
+                    e.value = value;
+                    e.expires_at = expires_at;
+                }
+                shard.purge(now);
+            }
+            None => shard.put(key, value, ttl, now),
+        }
+        Ok(next)
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        let current = shard.get(key, now).map(|e| e.value.as_slice());
+        if current != expected {
+            return Ok(false);
+        }
+        shard.put(key, value.to_vec(), ttl, now);
+        Ok(true)
+    }
+
+    /// Runs the limiter over `keys` (bucket keys of one namespace, so one shard).
+    pub(crate) fn limit(
+        &self,
+        keys: &[String],
+        buckets: &[Bucket],
+        mode: Mode,
+    ) -> Result<ChargeResult, StateError> {
+        let Some(first) = keys.first() else {
+            return Ok(ChargeResult {
+                admitted: true,
+                ..ChargeResult::default()
+            });
+        };
+        let now = Instant::now();
+        let now_ms = now.duration_since(self.epoch).as_secs_f64() * 1000.0;
+        let mut shard = self.shard(first).lock();
+        let outcome = {
+            let states: Vec<Option<&[u8]>> = keys
+                .iter()
+                .map(|k| {
+                    shard
+                        .map
+                        .get(k)
+                        .filter(|e| e.live(now))
+                        .map(|e| e.value.as_slice())
+                })
+                .collect();
+            self.limiter.lock().run(&states, buckets, now_ms, mode)?
+        };
+        for (key, write) in keys.iter().zip(outcome.writes) {
+            if let Some((state, ttl_ms)) = write {
+                shard.put(
+                    key,
+                    state.into_bytes(),
+                    Some(Duration::from_millis(ttl_ms)),
+                    now,
+                );
+            }
+        }
+        Ok(outcome.result)
+    }
+}
+
+/// Parses a counter the way Redis does: optional `-`, digits, no leading
+/// zeros, no spaces, in range of i64.
+fn parse_integer(bytes: &[u8]) -> Result<i64, StateError> {
+    let not_integer = || StateError::Invalid("value is not an integer or out of range".into());
+    let s = std::str::from_utf8(bytes).map_err(|_| not_integer())?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && s != "-0";
+    if !canonical {
+        return Err(not_integer());
+    }
+    s.parse().map_err(|_| not_integer())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_parse_like_redis() {
+        assert_eq!(parse_integer(b"42").unwrap(), 42);
+        assert_eq!(parse_integer(b"-7").unwrap(), -7);
+        assert_eq!(parse_integer(b"0").unwrap(), 0);
+        for bad in [
+            &b""[..],
+            b"+1",
+            b" 1",
+            b"01",
+            b"-0",
+            b"1.5",
+            b"x",
+            b"99999999999999999999",
+        ] {
+            assert!(parse_integer(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expired_entries_are_reclaimed_by_later_writes() {
+        let m = MemoryBackend::new().unwrap();
+        let key = keys::kv_key("ns", "gone");
+        m.set(&key, b"v", Some(Duration::from_millis(1))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while m.get(&key).unwrap().is_some() {
+            assert!(Instant::now() < deadline, "entry never expired");
+            std::thread::yield_now();
+        }
+        // Reading expired it; now check the heap path on another key.
+        m.set(&key, b"v", Some(Duration::from_millis(1))).unwrap();
+        let shard = m.shard(&key);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            shard.lock().purge(Instant::now());
+            if shard.lock().map.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "purge never dropped the entry");
+            std::thread::yield_now();
+        }
+        assert!(shard.lock().expiries.is_empty());
+    }
+
+    #[test]
+    fn rewrites_keep_one_expiry_record_per_key() {
+        let m = MemoryBackend::new().unwrap();
+        let key = keys::kv_key("ns", "hot");
+        for _ in 0..1000 {
+            m.set(&key, b"v", Some(Duration::from_secs(60))).unwrap();
+        }
+        assert_eq!(m.shard(&key).lock().expiries.len(), 1);
+    }
+}

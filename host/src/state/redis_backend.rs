@@ -1,0 +1,338 @@
+//! The Redis backend: standalone (one URL) or Redis Cluster, over async
+//! multiplexed connections that reconnect by themselves. Every atomic step is
+//! one command, one transaction or one script: one round trip per operation.
+//!
+//! This layer knows nothing about timeouts policy or fallbacks; `State` wraps
+//! each call in `op_timeout` and decides what a failure means.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+
+use super::StateError;
+use super::limiter::{self, LIMITER_LUA, Mode};
+use super::settings::{StateSettings, redact_url};
+use crate::policy::{Bucket, ChargeResult};
+
+/// Bound on establishing a connection (TLS and cluster slot discovery
+/// included); longer than `op_timeout`, which bounds each operation.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The limiter as a Redis script: read every bucket, run the shared
+/// algorithm with the server clock, write the changed states back.
+/// KEYS = bucket keys (one hash tag); ARGV = mode, then capacity, refill per
+/// ms and cost per bucket.
+static LIMITER_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LIMITER_LUA}
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local n = #KEYS
+local states = {{}}
+for i = 1, n do
+  states[i] = redis.call('GET', KEYS[i])
+end
+local args = {{}}
+for i = 2, #ARGV do
+  args[i - 1] = tonumber(ARGV[i])
+end
+local new_states, ttls, out = limiter(n, states, args, now_ms, ARGV[1])
+for i = 1, n do
+  if new_states[i] then
+    redis.call('SET', KEYS[i], new_states[i], 'PX', string.format('%d', ttls[i]))
+  end
+end
+return out
+"
+    ))
+});
+
+/// Compare-and-swap. ARGV = expected present ("1"/"0"), expected, new
+/// value, TTL in ms ("0": none).
+static CAS_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[4] == '0' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1",
+    )
+});
+
+/// A connection to either flavour; both multiplex and are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+enum Link {
+    /// Connects lazily and reconnects on its own after I/O errors.
+    Single(ConnectionManager),
+    /// Routes by slot and reconnects to nodes on its own; the whole
+    /// connection is (re)built by `heal` when it cannot be created or stops
+    /// answering (e.g. every node restarted).
+    Cluster {
+        client: ClusterClient,
+        conn: RwLock<Option<ClusterConnection>>,
+    },
+}
+
+/// Redis, standalone or cluster.
+pub(crate) struct RedisBackend {
+    link: Link,
+}
+
+impl RedisBackend {
+    /// Builds the clients; no network traffic yet. Needs a Tokio runtime.
+    pub(crate) fn new(settings: &StateSettings) -> Result<Self, StateError> {
+        let bad_url = |url: &str, e: RedisError| {
+            StateError::Invalid(format!("state: redis url `{}`: {e}", redact_url(url)))
+        };
+        let link = if let Some(url) = &settings.url {
+            let client = redis::Client::open(url.as_str()).map_err(|e| bad_url(url, e))?;
+            // Few, short reconnect retries: a failed attempt is retried by the
+            // next operation or health probe anyway, and long backoffs would
+            // delay recovery well after Redis is back.
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(200))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(settings.op_timeout));
+            let manager = ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|e| bad_url(url, e))?;
+            Link::Single(manager)
+        } else {
+            let seeds = settings.cluster.iter().map(String::as_str);
+            let client = ClusterClient::builder(seeds)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(settings.op_timeout)
+                .retries(2)
+                .min_retry_wait(5)
+                .max_retry_wait(50)
+                .build()
+                .map_err(|e| StateError::Invalid(format!("state: redis cluster urls: {e}")))?;
+            Link::Cluster {
+                client,
+                conn: RwLock::new(None),
+            }
+        };
+        Ok(Self { link })
+    }
+
+    /// `"redis"` or `"redis-cluster"`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self.link {
+            Link::Single(_) => "redis",
+            Link::Cluster { .. } => "redis-cluster",
+        }
+    }
+
+    fn conn(&self) -> Result<Conn, StateError> {
+        match &self.link {
+            Link::Single(m) => Ok(Conn::Single(m.clone())),
+            Link::Cluster { conn, .. } => conn.read().clone().map(Conn::Cluster).ok_or_else(|| {
+                StateError::Unavailable("not connected to the Redis cluster".into())
+            }),
+        }
+    }
+
+    /// Establishes the connection (if not yet) and checks that every node
+    /// (every primary, on a cluster) answers PING within `timeout`.
+    pub(crate) async fn heal(&self, timeout: Duration) -> Result<(), StateError> {
+        let first = self.ping(timeout).await;
+        let Link::Cluster { client, conn } = &self.link else {
+            return first;
+        };
+        if first.is_ok() {
+            return first;
+        }
+        let fresh = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| {
+                StateError::Unavailable("connecting to the Redis cluster timed out".into())
+            })?
+            .map_err(classify)?;
+        *conn.write() = Some(fresh);
+        self.ping(timeout).await
+    }
+
+    async fn ping(&self, timeout: Duration) -> Result<(), StateError> {
+        let mut c = self.conn()?;
+        let cmd = redis::cmd("PING");
+        match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut c)).await {
+            Ok(r) => r.map(drop).map_err(classify),
+            Err(_) => Err(StateError::Unavailable("PING timed out".into())),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let mut c = self.conn()?;
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(classify)
+    }
+
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<(), StateError> {
+        let mut c = self.conn()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ms) = ttl_ms {
+            cmd.arg("PX").arg(ms);
+        }
+        cmd.query_async(&mut c).await.map_err(classify)
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool, StateError> {
+        let mut c = self.conn()?;
+        let removed: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(classify)?;
+        Ok(removed > 0)
+    }
+
+    pub(crate) async fn incr(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, StateError> {
+        let mut c = self.conn()?;
+        let Some(ms) = ttl_ms else {
+            return redis::cmd("INCRBY")
+                .arg(key)
+                .arg(delta)
+                .query_async(&mut c)
+                .await
+                .map_err(classify);
+        };
+        // Creating the key with its TTL first, in one transaction, gives the
+        // TTL only to a key this call creates. (Not a Lua script: Lua numbers
+        // are doubles and would round counters above 2^53.)
+        let (value,): (i64,) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(0)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .ignore()
+            .cmd("INCRBY")
+            .arg(key)
+            .arg(delta)
+            .query_async(&mut c)
+            .await
+            .map_err(classify)?;
+        Ok(value)
+    }
+
+    pub(crate) async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, StateError> {
+        let mut c = self.conn()?;
+        let swapped: i64 = CAS_SCRIPT
+            .key(key)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(value)
+            .arg(ttl_ms.unwrap_or(0))
+            .invoke_async(&mut c)
+            .await
+            .map_err(classify)?;
+        Ok(swapped == 1)
+    }
+
+    /// Runs the limiter script over `keys` (one hash tag, so one slot).
+    pub(crate) async fn limit(
+        &self,
+        keys: &[String],
+        buckets: &[Bucket],
+        mode: Mode,
+    ) -> Result<ChargeResult, StateError> {
+        let mut c = self.conn()?;
+        let mut call = LIMITER_SCRIPT.prepare_invoke();
+        call.arg(mode.as_str());
+        for (key, bucket) in keys.iter().zip(buckets) {
+            call.key(key);
+            for x in limiter::spec(bucket) {
+                // `Display` of f64 round-trips exactly through Lua's tonumber.
+                call.arg(x.to_string());
+            }
+        }
+        let out: Vec<i64> = call.invoke_async(&mut c).await.map_err(classify)?;
+        let out: Vec<u64> = out.into_iter().map(|x| x.max(0) as u64).collect();
+        limiter::result_from(buckets, &out)
+    }
+}
+
+/// Splits Redis errors into "your data is wrong" (`Invalid`: the caller's
+/// problem, never a reason to fall back) and everything else (`Unavailable`).
+fn classify(e: RedisError) -> StateError {
+    let text = e.to_string();
+    let about_data = matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension
+    ) && (text.contains("not an integer")
+        || text.contains("overflow")
+        || text.contains("WRONGTYPE"));
+    if about_data {
+        StateError::Invalid(text)
+    } else {
+        StateError::Unavailable(text)
+    }
+}
