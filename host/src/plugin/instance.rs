@@ -259,34 +259,23 @@ impl Plugin {
         Ok(Call { store, instance })
     }
 
-    /// Runs `f` on a fresh instance, then classifies, logs and counts.
-    async fn run<R, F>(&self, f: F) -> Result<R, CallError>
-    where
-        F: for<'a> FnOnce(
-            &'a mut Call,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<R, CallError>> + Send + 'a>,
-        >,
-    {
+    /// Bounds `work` (one call on a fresh instance) in time, then logs and
+    /// counts its outcome.
+    async fn run<R>(
+        &self,
+        work: impl std::future::Future<Output = Result<R, CallError>>,
+    ) -> Result<R, CallError> {
         let started = Instant::now();
         // Belt and braces: the epoch deadline stops guest code; this bounds
         // time spent suspended in host imports too.
         let budget = self.limits.deadline * 2 + Duration::from_millis(50);
-        let result = match tokio::time::timeout(budget, async {
-            let mut call = self.begin().await?;
-            let out = f(&mut call).await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(CallError::Deadline(self.limits.deadline)),
-        };
+        let result = tokio::time::timeout(budget, work)
+            .await
+            .unwrap_or(Err(CallError::Deadline(self.limits.deadline)));
         let took = started.elapsed();
         self.stats.record(took, result.is_err());
         if let Some(m) = &self.env.metrics {
-            m.plugin_call(
+            m.call(
                 &self.env.slot,
                 result.as_ref().err().map_or("ok", |e| e.label()),
                 took,
@@ -321,11 +310,12 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::CacheKey))?;
         let req = convert::request(req);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 let d = guest
                     .call_derive(&mut call.store, &req)
                     .await
@@ -335,7 +325,10 @@ impl Plugin {
                     check_text("cache key", key)?;
                 }
                 Ok(d)
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }
@@ -352,11 +345,12 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Semantic))?;
         let req = convert::request(req);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 let p = guest
                     .call_prepare(&mut call.store, &req)
                     .await
@@ -373,7 +367,10 @@ impl Plugin {
                     }
                 }
                 Ok(p)
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }
@@ -392,16 +389,20 @@ impl Plugin {
         let req = convert::request(req);
         let candidate = convert::candidate(candidate);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 guest
                     .call_accept(&mut call.store, &req, &candidate)
                     .await
                     .map_err(|e| classify(&call.store, &e, deadline))
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }
@@ -415,11 +416,12 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Throttle))?;
         let req = convert::request(req);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 let a = guest
                     .call_admit(&mut call.store, &req)
                     .await
@@ -429,7 +431,10 @@ impl Plugin {
                     check_buckets(buckets)?;
                 }
                 Ok(a)
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }
@@ -448,11 +453,12 @@ impl Plugin {
         let req = convert::request(req);
         let usage = convert::usage(usage);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 let b = guest
                     .call_settle(&mut call.store, &req, usage)
                     .await
@@ -460,7 +466,10 @@ impl Plugin {
                 let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
                 check_buckets(&b)?;
                 Ok(b)
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }
@@ -479,17 +488,21 @@ impl Plugin {
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
         let deadline = self.limits.deadline;
-        self.run(|call| {
-            Box::pin(async move {
-                let guest = idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+        self.run(async {
+            let mut call = self.begin().await?;
+            let guest = idx
+                .load(&mut call.store, &call.instance)
+                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let out = async {
                 let v = guest
                     .call_decide(&mut call.store, &req, &attempt)
                     .await
                     .map_err(|e| classify(&call.store, &e, deadline))?;
                 Ok(convert::verdict(v))
-            })
+            }
+            .await;
+            self.flush_output(&call.store);
+            out
         })
         .await
     }

@@ -25,7 +25,7 @@ mod slot;
 pub use engine::{EngineSettings, default_cache_dir};
 pub use instance::{CallError, Plugin, PluginStats};
 pub use runtime::{ComponentInfo, LoadOptions, PluginError, PluginRuntime};
-pub use sandbox::Limits;
+pub use sandbox::{Limits, PluginMetrics};
 pub use slot::{FailurePolicy, PluginSlot};
 
 use serde::{Deserialize, Serialize};

@@ -12,10 +12,9 @@ use wasmtime::component::{Component, Linker};
 use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
 use super::instance::Plugin;
-use super::sandbox::{HostEnv, Limits, StoreData};
+use super::sandbox::{HostEnv, Limits, PluginMetrics, StoreData};
 use super::{Kind, WIT_PACKAGE, WIT_VERSION};
 use crate::state::State;
-use crate::telemetry::Metrics;
 
 /// Why a component cannot serve as a plugin. Each message is one line an
 /// operator can act on.
@@ -98,7 +97,7 @@ struct Inner {
     cache_dir: Option<PathBuf>,
     max_memory_bytes: usize,
     state: State,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<dyn PluginMetrics>>,
     _ticker: EpochTicker,
 }
 
@@ -107,7 +106,7 @@ impl PluginRuntime {
     pub fn new(
         settings: EngineSettings,
         state: State,
-        metrics: Option<Arc<Metrics>>,
+        metrics: Option<Arc<dyn PluginMetrics>>,
     ) -> anyhow::Result<Self> {
         let engine = engine::build_engine(&settings)?;
         let mut linker = Linker::new(&engine);

@@ -16,6 +16,15 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::state::State;
 
+/// Where the runtime reports plugin calls and plugins' custom metrics.
+pub trait PluginMetrics: Send + Sync {
+    /// One call of `slot` ended with `result` ("ok", "trap", "timeout", "oom", "error").
+    fn call(&self, slot: &str, result: &'static str, took: Duration);
+    fn counter_add(&self, slot: &str, name: &str, value: u64);
+    fn gauge_set(&self, slot: &str, name: &str, value: f64);
+    fn histogram_observe(&self, slot: &str, name: &str, value: f64);
+}
+
 /// Per-plugin sandbox limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -43,7 +52,7 @@ pub(crate) struct HostEnv {
     /// The plugin's own config as JSON.
     pub config_json: Arc<str>,
     pub state: State,
-    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
+    pub metrics: Option<Arc<dyn PluginMetrics>>,
 }
 
 /// The data of one instance's store.
