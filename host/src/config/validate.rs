@@ -1,0 +1,291 @@
+//! Cross-field rules, checked after parsing and `env:` resolution. Each
+//! failure names the field it is about; the first failure is reported.
+
+use std::collections::HashMap;
+
+use super::sections::ANONYMOUS_TENANT;
+use super::{Config, ConfigError, EmbedderKind, PluginSlot, ProviderKind, compile_models};
+use crate::state::StateError;
+use crate::telemetry::parse_log_filter;
+
+type Check = Result<(), ConfigError>;
+
+pub(super) fn validate(c: &Config) -> Check {
+    server(c)?;
+    state(c)?;
+    providers(c)?;
+    tenants(c)?;
+    cache(c)?;
+    retry(c)?;
+    semantic(c)?;
+    plugins(c)?;
+    telemetry(c)
+}
+
+fn fail(path: impl Into<String>, message: impl Into<String>) -> Check {
+    Err(ConfigError::invalid(path, message))
+}
+
+fn positive(path: &str, value: u64) -> Check {
+    if value == 0 {
+        return fail(path, "must be greater than 0");
+    }
+    Ok(())
+}
+
+/// Provider and tenant names become metric labels, cache scopes and state
+/// keys, so they are kept short and plain. Starting with an alphanumeric
+/// leaves `_`-prefixed names free for internal labels.
+fn name(path: &str, value: &str) -> Check {
+    let ok = value.len() <= 64
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        return fail(
+            path,
+            format!(
+                "`{value}` is not a valid name (1-64 characters: letters, digits, `_`, `-`, `.`; starting with a letter or digit)"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn not_blank(path: &str, value: &str) -> Check {
+    if value.trim().is_empty() {
+        return fail(path, "must not be empty");
+    }
+    Ok(())
+}
+
+fn server(c: &Config) -> Check {
+    let s = &c.server;
+    positive("server.max_body_bytes", s.max_body_bytes as u64)?;
+    positive("server.request_timeout_ms", s.request_timeout_ms)?;
+    if let Some(token) = &s.admin_token {
+        not_blank("server.admin_token", token.expose())?;
+    }
+    if let Some(admin) = s.admin_listen {
+        if s.admin_token.is_none() {
+            return fail(
+                "server.admin_token",
+                "is required when server.admin_listen is set (the admin API needs a bearer token)",
+            );
+        }
+        if admin == s.listen {
+            return fail("server.admin_listen", "must differ from server.listen");
+        }
+    }
+    Ok(())
+}
+
+fn state(c: &Config) -> Check {
+    c.state.validate().map_err(|e| {
+        let message = match e {
+            StateError::Invalid(m) => m,
+            other => other.to_string(),
+        };
+        // The state module prefixes its own messages with the section name.
+        let message = message.strip_prefix("state: ").unwrap_or(&message);
+        ConfigError::invalid("state", message)
+    })
+}
+
+fn providers(c: &Config) -> Check {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in c.providers.iter().enumerate() {
+        let at = |field: &str| format!("providers[{i}].{field}");
+        name(&at("name"), &p.name)?;
+        if let Some(first) = seen.insert(&p.name, i) {
+            return fail(
+                at("name"),
+                format!(
+                    "duplicate provider name `{}` (also providers[{first}])",
+                    p.name
+                ),
+            );
+        }
+        if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+            return fail(
+                at("base_url"),
+                format!("`{}` must start with http:// or https://", p.base_url),
+            );
+        }
+        for (j, key) in p.keys.iter().enumerate() {
+            not_blank(&at(&format!("keys[{j}]")), key.expose())?;
+        }
+        for (j, pattern) in p.models.iter().enumerate() {
+            not_blank(&at(&format!("models[{j}]")), pattern)?;
+        }
+        compile_models(i, &p.models)?;
+        positive(&at("timeout_ms"), p.timeout_ms)?;
+        positive(&at("connect_timeout_ms"), p.connect_timeout_ms)?;
+        positive(&at("key_cooldown_ms"), p.key_cooldown_ms)?;
+        if p.kind == ProviderKind::Anthropic {
+            not_blank(&at("anthropic_version"), &p.anthropic_version)?;
+        }
+    }
+    Ok(())
+}
+
+fn tenants(c: &Config) -> Check {
+    not_blank("anonymous.tier", &c.anonymous.tier)?;
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    // Keyed by the key itself but never printed: errors point at the field
+    // holding the earlier copy instead.
+    let mut keys: HashMap<&str, String> = HashMap::new();
+    for (i, t) in c.tenants.iter().enumerate() {
+        let at = |field: &str| format!("tenants[{i}].{field}");
+        name(&at("name"), &t.name)?;
+        if t.name == ANONYMOUS_TENANT {
+            return fail(
+                at("name"),
+                "`anonymous` is reserved for requests without a virtual key",
+            );
+        }
+        if let Some(first) = names.insert(&t.name, i) {
+            return fail(
+                at("name"),
+                format!("duplicate tenant name `{}` (also tenants[{first}])", t.name),
+            );
+        }
+        not_blank(&at("tier"), &t.tier)?;
+        for (j, key) in t.keys.iter().enumerate() {
+            let path = at(&format!("keys[{j}]"));
+            not_blank(&path, key.expose())?;
+            if let Some(first) = keys.get(key.expose()) {
+                return fail(
+                    path,
+                    format!(
+                        "this virtual key is already used by {first}; a key belongs to one tenant"
+                    ),
+                );
+            }
+            keys.insert(key.expose(), path);
+        }
+    }
+    Ok(())
+}
+
+fn cache(c: &Config) -> Check {
+    let k = &c.cache;
+    positive("cache.max_bytes", k.max_bytes)?;
+    positive("cache.max_entry_bytes", k.max_entry_bytes)?;
+    positive("cache.default_ttl_seconds", k.default_ttl_seconds.into())?;
+    if k.max_entry_bytes > k.max_bytes {
+        return fail(
+            "cache.max_entry_bytes",
+            format!(
+                "{} is larger than cache.max_bytes ({})",
+                k.max_entry_bytes, k.max_bytes
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn retry(c: &Config) -> Check {
+    let r = &c.retry;
+    if !(0.0..=1.0).contains(&r.budget_ratio) {
+        return fail(
+            "retry.budget_ratio",
+            format!("{} must be between 0 and 1", r.budget_ratio),
+        );
+    }
+    positive("retry.max_attempts_cap", r.max_attempts_cap.into())
+}
+
+fn semantic(c: &Config) -> Check {
+    let s = &c.semantic;
+    not_blank("semantic.model", &s.model)?;
+    if let Some(d) = s.dimensions {
+        positive("semantic.dimensions", d.into())?;
+    }
+    if let Some(name) = &s.provider
+        && !c.providers.iter().any(|p| &p.name == name)
+    {
+        return fail(
+            "semantic.provider",
+            format!("no provider is named `{name}`"),
+        );
+    }
+    if !s.enabled {
+        return Ok(());
+    }
+    match s.embedder {
+        EmbedderKind::Local if s.path.is_none() => fail(
+            "semantic.path",
+            "is required when semantic.embedder = \"local\"",
+        ),
+        EmbedderKind::Local => Ok(()),
+        EmbedderKind::Openai => {
+            let provider = match &s.provider {
+                Some(name) => c.providers.iter().find(|p| &p.name == name),
+                None => {
+                    let mut found = None;
+                    for (i, p) in c.providers.iter().enumerate() {
+                        if compile_models(i, &p.models)?.is_match(&s.model) {
+                            found = Some(p);
+                            break;
+                        }
+                    }
+                    found
+                }
+            };
+            match provider {
+                None => fail(
+                    "semantic.model",
+                    format!(
+                        "no provider serves `{}`; add it to a provider's models or set semantic.provider",
+                        s.model
+                    ),
+                ),
+                Some(p) if p.kind != ProviderKind::Openai => fail(
+                    if s.provider.is_some() {
+                        "semantic.provider"
+                    } else {
+                        "semantic.model"
+                    },
+                    format!(
+                        "provider `{}` is kind \"{}\"; embeddings need an OpenAI-compatible provider",
+                        p.name, p.kind
+                    ),
+                ),
+                Some(_) => Ok(()),
+            }
+        }
+    }
+}
+
+fn plugins(c: &Config) -> Check {
+    for slot in PluginSlot::ALL {
+        let limits = &c.plugins.slot(slot).limits;
+        let at = |field: &str| format!("plugins.{slot}.limits.{field}");
+        if !(1..=4096).contains(&limits.memory_mib) {
+            return fail(
+                at("memory_mib"),
+                format!("{} must be between 1 and 4096", limits.memory_mib),
+            );
+        }
+        if !(1..=60_000).contains(&limits.deadline_ms) {
+            return fail(
+                at("deadline_ms"),
+                format!("{} must be between 1 and 60000", limits.deadline_ms),
+            );
+        }
+        positive(&at("max_return_bytes"), limits.max_return_bytes.into())?;
+    }
+    Ok(())
+}
+
+fn telemetry(c: &Config) -> Check {
+    not_blank("telemetry.log_level", &c.telemetry.log_level)?;
+    parse_log_filter(&c.telemetry.log_level)
+        .map(|_| ())
+        .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))
+}

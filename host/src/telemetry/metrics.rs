@@ -1,0 +1,527 @@
+//! [`Metrics`]: the gateway's Prometheus registry, with one typed handle per
+//! series the hot path records into.
+//!
+//! Label values come from small enums or from names in the config
+//! (providers, tenants); a name the registry was not built with is recorded
+//! under `_other`, so no input can grow the number of series. Per-provider,
+//! per-tenant, per-slot and per-outcome series are created up front (they
+//! show as 0 before the first event); recording into them is an atomic add
+//! after at most one hash-map lookup by `&str`, with no allocation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
+use super::plugin_metrics::{PluginMetrics, Record};
+use crate::config::{ANONYMOUS_TENANT, Config, PluginSlot};
+
+/// Content type of [`Metrics::encode`]'s output: OpenMetrics text, which
+/// Prometheus negotiates and scrapes natively (the encoder writes counter
+/// families without `_total` in `# TYPE` and ends with `# EOF`, which the
+/// older `text/plain; version=0.0.4` format does not allow).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label value for a provider or tenant name the registry does not know.
+pub const OTHER_LABEL: &str = "_other";
+
+/// End-to-end request latency buckets (seconds): 5 ms to 2 min.
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Plugin call latency buckets (seconds): 50 µs to 100 ms; the default
+/// deadline is 20 ms.
+const PLUGIN_BUCKETS: [f64; 11] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1,
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: ApiRoute,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: ApiRoute,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: CacheOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TokenLabels {
+    tenant: String,
+    kind: TokenKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AttemptLabels {
+    provider: String,
+    outcome: UpstreamOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SlotLabels {
+    slot: PluginSlot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PluginCallLabels {
+    slot: PluginSlot,
+    result: PluginCallResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Handles for one provider's series.
+#[derive(Debug)]
+struct ProviderSeries {
+    attempts: Vec<Counter>,
+    retries: Counter,
+    budget_exhausted: Counter,
+    duration: Histogram,
+}
+
+/// Handles for one tenant's series.
+#[derive(Debug)]
+struct TenantSeries {
+    throttle_rejects: Counter,
+    tokens: [Counter; 2],
+}
+
+/// The gateway's metrics. Build one per process (usually from the config),
+/// share it as `Arc<Metrics>`, scrape with [`Metrics::encode`].
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Vec<Histogram>,
+    cache_outcomes: Vec<Counter>,
+    tenants: HashMap<Box<str>, TenantSeries>,
+    other_tenant: TenantSeries,
+    providers: HashMap<Box<str>, ProviderSeries>,
+    other_provider: ProviderSeries,
+    plugin_calls: Vec<Vec<Counter>>,
+    plugin_duration: Vec<Histogram>,
+    plugin_dropped: Vec<Counter>,
+    plugin_custom: Arc<PluginMetrics>,
+    state_fallbacks: Counter,
+    state_degraded: Gauge,
+    coalesced: Counter,
+}
+
+impl Default for Metrics {
+    /// A registry with no providers and no configured tenants (only
+    /// `anonymous`); handy in tests.
+    fn default() -> Self {
+        Self::new(std::iter::empty(), std::iter::empty())
+    }
+}
+
+impl Metrics {
+    /// A registry whose provider and tenant labels are the config's.
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(
+            config.providers.iter().map(|p| p.name.as_str()),
+            config.tenants.iter().map(|t| t.name.as_str()),
+        )
+    }
+
+    /// A registry for these provider and tenant names (`anonymous` is
+    /// always added to the tenants).
+    pub fn new<'a>(
+        providers: impl IntoIterator<Item = &'a str>,
+        tenants: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+
+        registry.register(
+            "build",
+            "The running sluice version.",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+
+        // === requests and cache ===
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests answered, by route and HTTP status.",
+            requests.clone(),
+        );
+        let request_duration_family: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request received to response headers sent, by route.",
+            Unit::Seconds,
+            request_duration_family.clone(),
+        );
+        let request_duration = ApiRoute::ALL
+            .iter()
+            .map(|&route| request_duration_family.get_or_create_owned(&RouteLabels { route }))
+            .collect();
+
+        let cache_family = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_outcomes",
+            "Cache answers: hit, semantic-hit, miss, bypass.",
+            cache_family.clone(),
+        );
+        let cache_outcomes = CacheOutcome::ALL
+            .iter()
+            .map(|&outcome| cache_family.get_or_create_owned(&OutcomeLabels { outcome }))
+            .collect();
+
+        // === tenants ===
+        let rejects = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "throttle_rejects",
+            "Requests refused by the throttle, by tenant.",
+            rejects.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Upstream tokens used, by tenant and kind (prompt, completion).",
+            tokens.clone(),
+        );
+        let tenant_series = |name: &str| TenantSeries {
+            throttle_rejects: rejects.get_or_create_owned(&TenantLabels {
+                tenant: name.to_owned(),
+            }),
+            tokens: [TokenKind::Prompt, TokenKind::Completion].map(|kind| {
+                tokens.get_or_create_owned(&TokenLabels {
+                    tenant: name.to_owned(),
+                    kind,
+                })
+            }),
+        };
+        let mut tenant_map: HashMap<Box<str>, TenantSeries> = tenants
+            .into_iter()
+            .map(|name| (name.into(), tenant_series(name)))
+            .collect();
+        tenant_map.insert(ANONYMOUS_TENANT.into(), tenant_series(ANONYMOUS_TENANT));
+        let other_tenant = tenant_series(OTHER_LABEL);
+
+        // === providers ===
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts, by provider and outcome.",
+            attempts.clone(),
+        );
+        let retries = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries (and fallbacks) started, by the provider that failed.",
+            retries.clone(),
+        );
+        let exhausted = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries the plugin asked for but the retry budget refused, by provider.",
+            exhausted.clone(),
+        );
+        let upstream_duration: HistogramFamily<ProviderLabels> =
+            Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS));
+        registry.register_with_unit(
+            "upstream_duration",
+            "Duration of one upstream attempt, by provider.",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let provider_series = |name: &str| {
+            let labels = ProviderLabels {
+                provider: name.to_owned(),
+            };
+            ProviderSeries {
+                attempts: UpstreamOutcome::ALL
+                    .iter()
+                    .map(|&outcome| {
+                        attempts.get_or_create_owned(&AttemptLabels {
+                            provider: name.to_owned(),
+                            outcome,
+                        })
+                    })
+                    .collect(),
+                retries: retries.get_or_create_owned(&labels),
+                budget_exhausted: exhausted.get_or_create_owned(&labels),
+                duration: upstream_duration.get_or_create_owned(&labels),
+            }
+        };
+        let provider_map = providers
+            .into_iter()
+            .map(|name| (name.into(), provider_series(name)))
+            .collect();
+        let other_provider = provider_series(OTHER_LABEL);
+
+        // === plugins ===
+        let calls = Family::<PluginCallLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin calls, by slot and result (ok, trap, timeout, oom, error).",
+            calls.clone(),
+        );
+        let plugin_calls = PluginSlot::ALL_BY_INDEX
+            .iter()
+            .map(|&slot| {
+                PluginCallResult::ALL
+                    .iter()
+                    .map(|&result| calls.get_or_create_owned(&PluginCallLabels { slot, result }))
+                    .collect()
+            })
+            .collect();
+        let call_duration: HistogramFamily<SlotLabels> =
+            Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
+        registry.register_with_unit(
+            "plugin_call_duration",
+            "Duration of one plugin call, by slot.",
+            Unit::Seconds,
+            call_duration.clone(),
+        );
+        let plugin_duration = PluginSlot::ALL_BY_INDEX
+            .iter()
+            .map(|&slot| call_duration.get_or_create_owned(&SlotLabels { slot }))
+            .collect();
+        let dropped = Family::<SlotLabels, Counter>::default();
+        registry.register(
+            "plugin_metrics_dropped",
+            "Custom plugin metric records refused (bad or reserved name, kind change, too many names, non-finite value).",
+            dropped.clone(),
+        );
+        let plugin_dropped = PluginSlot::ALL_BY_INDEX
+            .iter()
+            .map(|&slot| dropped.get_or_create_owned(&SlotLabels { slot }))
+            .collect();
+        let plugin_custom = Arc::new(PluginMetrics::default());
+        registry.register_collector(Box::new(plugin_custom.clone()));
+
+        // === state and coalescing ===
+        let state_fallbacks = Counter::default();
+        registry.register(
+            "state_fallbacks",
+            "State operations served by the local fallback because the shared store failed.",
+            state_fallbacks.clone(),
+        );
+        let state_degraded = Gauge::default();
+        registry.register(
+            "state_degraded",
+            "1 while the shared state store is unreachable, else 0.",
+            state_degraded.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            "coalesced_requests",
+            "Requests answered by joining an identical request already in flight.",
+            coalesced.clone(),
+        );
+
+        Self {
+            registry,
+            requests,
+            request_duration,
+            cache_outcomes,
+            tenants: tenant_map,
+            other_tenant,
+            providers: provider_map,
+            other_provider,
+            plugin_calls,
+            plugin_duration,
+            plugin_dropped,
+            plugin_custom,
+            state_fallbacks,
+            state_degraded,
+            coalesced,
+        }
+    }
+
+    /// The whole registry in OpenMetrics text (serve with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; keep whatever was written.
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    // === requests and cache ===
+
+    /// One client request answered with `status` after `took`.
+    pub fn request(&self, route: ApiRoute, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        if let Some(h) = self.request_duration.get(route.index()) {
+            h.observe(took.as_secs_f64());
+        }
+    }
+
+    /// How the cache answered one request.
+    pub fn cache_outcome(&self, outcome: CacheOutcome) {
+        if let Some(c) = self.cache_outcomes.get(outcome.index()) {
+            c.inc();
+        }
+    }
+
+    /// One request coalesced onto an identical one in flight.
+    pub fn coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    // === tenants ===
+
+    fn tenant(&self, tenant: &str) -> &TenantSeries {
+        self.tenants.get(tenant).unwrap_or(&self.other_tenant)
+    }
+
+    /// The throttle refused a request of `tenant`.
+    pub fn throttle_reject(&self, tenant: &str) {
+        self.tenant(tenant).throttle_rejects.inc();
+    }
+
+    /// Upstream tokens spent for `tenant`.
+    pub fn tokens(&self, tenant: &str, prompt: u64, completion: u64) {
+        let series = self.tenant(tenant);
+        series.tokens[TokenKind::Prompt.index()].inc_by(prompt);
+        series.tokens[TokenKind::Completion.index()].inc_by(completion);
+    }
+
+    // === providers ===
+
+    fn provider(&self, provider: &str) -> &ProviderSeries {
+        self.providers.get(provider).unwrap_or(&self.other_provider)
+    }
+
+    /// One upstream attempt against `provider` ended with `outcome` after
+    /// `took`.
+    pub fn upstream_attempt(&self, provider: &str, outcome: UpstreamOutcome, took: Duration) {
+        let series = self.provider(provider);
+        if let Some(c) = series.attempts.get(outcome.index()) {
+            c.inc();
+        }
+        series.duration.observe(took.as_secs_f64());
+    }
+
+    /// A retry (or fallback) after a failed attempt against `provider`.
+    pub fn retry(&self, provider: &str) {
+        self.provider(provider).retries.inc();
+    }
+
+    /// The retry budget of `provider` refused a retry.
+    pub fn retry_budget_exhausted(&self, provider: &str) {
+        self.provider(provider).budget_exhausted.inc();
+    }
+
+    // === state ===
+
+    /// A state operation fell back to the local store.
+    pub fn state_fallback(&self) {
+        self.state_fallbacks.inc();
+    }
+
+    /// Whether the shared store is currently unreachable.
+    pub fn set_state_degraded(&self, degraded: bool) {
+        self.state_degraded.set(i64::from(degraded));
+    }
+
+    // === plugins ===
+
+    /// One plugin call in `slot` (`"throttle"` or [`PluginSlot`]) ended with
+    /// `result` (`"ok"`, `"trap"`, … or [`PluginCallResult`]) after `took`.
+    /// Unknown slot names are ignored; unknown results count as `error`.
+    pub fn plugin_call(&self, slot: impl AsRef<str>, result: impl AsRef<str>, took: Duration) {
+        let Some(slot) = PluginSlot::parse(slot.as_ref()) else {
+            return;
+        };
+        let result = PluginCallResult::parse(result.as_ref()).unwrap_or(PluginCallResult::Error);
+        if let Some(c) = self
+            .plugin_calls
+            .get(slot.index())
+            .and_then(|r| r.get(result.index()))
+        {
+            c.inc();
+        }
+        if let Some(h) = self.plugin_duration.get(slot.index()) {
+            h.observe(took.as_secs_f64());
+        }
+    }
+
+    /// A plugin's `counter-add(name, value)`.
+    pub fn plugin_counter_add(&self, slot: impl AsRef<str>, name: &str, value: u64) {
+        self.plugin_record(slot.as_ref(), name, Record::CounterAdd(value));
+    }
+
+    /// A plugin's `gauge-set(name, value)`.
+    pub fn plugin_gauge_set(&self, slot: impl AsRef<str>, name: &str, value: f64) {
+        self.plugin_record(slot.as_ref(), name, Record::GaugeSet(value));
+    }
+
+    /// A plugin's `histogram-observe(name, value)`.
+    pub fn plugin_histogram_observe(&self, slot: impl AsRef<str>, name: &str, value: f64) {
+        self.plugin_record(slot.as_ref(), name, Record::HistogramObserve(value));
+    }
+
+    fn plugin_record(&self, slot: &str, name: &str, record: Record) {
+        let Some(slot) = PluginSlot::parse(slot) else {
+            return;
+        };
+        if let Err(refusal) = self.plugin_custom.record(slot, name, record) {
+            if let Some(c) = self.plugin_dropped.get(slot.index()) {
+                c.inc();
+            }
+            // Debug level: a looping plugin could otherwise flood the log.
+            tracing::debug!(%slot, name, ?refusal, "custom plugin metric dropped");
+        }
+    }
+}
+
+// The plugin runtime reports through its own trait so it does not depend on
+// this module; drop the cfg when the `wip-plugin` feature goes away.
+#[cfg(feature = "wip-plugin")]
+impl crate::plugin::PluginMetrics for Metrics {
+    fn call(&self, slot: &str, result: &'static str, took: Duration) {
+        self.plugin_call(slot, result, took);
+    }
+
+    fn counter_add(&self, slot: &str, name: &str, value: u64) {
+        self.plugin_counter_add(slot, name, value);
+    }
+
+    fn gauge_set(&self, slot: &str, name: &str, value: f64) {
+        self.plugin_gauge_set(slot, name, value);
+    }
+
+    fn histogram_observe(&self, slot: &str, name: &str, value: f64) {
+        self.plugin_histogram_observe(slot, name, value);
+    }
+}

@@ -1,0 +1,16 @@
+//! Telemetry: the Prometheus metrics registry ([`Metrics`]) and process-wide
+//! logging ([`init_logging`]).
+//!
+//! Metric label values are bounded: routes, statuses, outcomes and slots are
+//! small enums ([`ApiRoute`], [`CacheOutcome`], [`UpstreamOutcome`],
+//! [`PluginCallResult`]); provider and tenant labels are config names only.
+
+mod labels;
+mod logging;
+mod metrics;
+mod plugin_metrics;
+
+pub use labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
+pub use logging::{LogFormat, TelemetryError, init_logging, parse_log_filter};
+pub use metrics::{CONTENT_TYPE, Metrics, OTHER_LABEL};
+pub use plugin_metrics::MAX_NAMES_PER_SLOT;
