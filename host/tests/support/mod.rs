@@ -1,0 +1,6 @@
+//! Shared test fixtures. Each test binary uses a subset, hence the
+//! `dead_code` allowance. Add a fixture as its own file plus one `pub mod`
+//! line here.
+#![allow(dead_code)]
+
+pub mod redis;
