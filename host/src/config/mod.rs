@@ -220,6 +220,11 @@ impl Config {
             if p.base_url.is_empty() {
                 p.base_url = p.kind.default_base_url().to_owned();
             }
+            // Provider clients append `/chat/completions` etc.
+            let trimmed = p.base_url.trim().trim_end_matches('/');
+            if trimmed.len() != p.base_url.len() {
+                p.base_url = trimmed.to_owned();
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use globset::GlobSet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::secret::Secret;
 use crate::telemetry::LogFormat;
@@ -21,6 +21,7 @@ const MIB: u64 = 1024 * 1024;
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address of the API listener (`sluice serve --listen` overrides).
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
@@ -28,6 +29,7 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     /// A separate listener for `/admin` (and nothing else); requires
     /// `admin_token`. Unset: `/admin` is served on `listen`.
+    #[serde(deserialize_with = "optional_socket_addr")]
     pub admin_listen: Option<SocketAddr>,
     /// Overall deadline for one client request, retries included.
     pub request_timeout_ms: u64,
@@ -50,6 +52,21 @@ impl Default for ServerConfig {
             trust_forwarded_for: false,
         }
     }
+}
+
+/// An `ip:port` address, with an error that shows the expected form (the
+/// std parser's own message is just "invalid socket address syntax").
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let raw = String::deserialize(d)?;
+    raw.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{raw}` is not an ip:port address (e.g. \"127.0.0.1:8080\" or \"[::]:8080\")"
+        ))
+    })
+}
+
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
 }
 
 impl ServerConfig {

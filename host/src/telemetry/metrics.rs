@@ -164,7 +164,7 @@ impl Metrics {
 
         registry.register(
             "build",
-            "The running sluice version.",
+            "The running sluice version",
             Info::new(BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
             }),
@@ -174,14 +174,14 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Client requests answered, by route and HTTP status.",
+            "Client requests answered, by route and HTTP status",
             requests.clone(),
         );
         let request_duration_family: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS));
         registry.register_with_unit(
             "request_duration",
-            "Time from request received to response headers sent, by route.",
+            "Time from request received to response headers sent, by route",
             Unit::Seconds,
             request_duration_family.clone(),
         );
@@ -193,7 +193,7 @@ impl Metrics {
         let cache_family = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "cache_outcomes",
-            "Cache answers: hit, semantic-hit, miss, bypass.",
+            "Cache answers: hit, semantic-hit, miss, bypass",
             cache_family.clone(),
         );
         let cache_outcomes = CacheOutcome::ALL
@@ -205,13 +205,13 @@ impl Metrics {
         let rejects = Family::<TenantLabels, Counter>::default();
         registry.register(
             "throttle_rejects",
-            "Requests refused by the throttle, by tenant.",
+            "Requests refused by the throttle, by tenant",
             rejects.clone(),
         );
         let tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "tokens",
-            "Upstream tokens used, by tenant and kind (prompt, completion).",
+            "Upstream tokens used, by tenant and kind (prompt, completion)",
             tokens.clone(),
         );
         let tenant_series = |name: &str| TenantSeries {
@@ -236,26 +236,26 @@ impl Metrics {
         let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "upstream_attempts",
-            "Upstream attempts, by provider and outcome.",
+            "Upstream attempts, by provider and outcome",
             attempts.clone(),
         );
         let retries = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "retries",
-            "Retries (and fallbacks) started, by the provider that failed.",
+            "Retries (and fallbacks) started, by the provider that failed",
             retries.clone(),
         );
         let exhausted = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "retry_budget_exhausted",
-            "Retries the plugin asked for but the retry budget refused, by provider.",
+            "Retries the plugin asked for but the retry budget refused, by provider",
             exhausted.clone(),
         );
         let upstream_duration: HistogramFamily<ProviderLabels> =
             Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS));
         registry.register_with_unit(
             "upstream_duration",
-            "Duration of one upstream attempt, by provider.",
+            "Duration of one upstream attempt, by provider",
             Unit::Seconds,
             upstream_duration.clone(),
         );
@@ -288,7 +288,7 @@ impl Metrics {
         let calls = Family::<PluginCallLabels, Counter>::default();
         registry.register(
             "plugin_calls",
-            "Plugin calls, by slot and result (ok, trap, timeout, oom, error).",
+            "Plugin calls, by slot and result (ok, trap, timeout, oom, error)",
             calls.clone(),
         );
         let plugin_calls = PluginSlot::ALL_BY_INDEX
@@ -304,7 +304,7 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
         registry.register_with_unit(
             "plugin_call_duration",
-            "Duration of one plugin call, by slot.",
+            "Duration of one plugin call, by slot",
             Unit::Seconds,
             call_duration.clone(),
         );
@@ -315,7 +315,7 @@ impl Metrics {
         let dropped = Family::<SlotLabels, Counter>::default();
         registry.register(
             "plugin_metrics_dropped",
-            "Custom plugin metric records refused (bad or reserved name, kind change, too many names, non-finite value).",
+            "Custom plugin metric records refused (bad or reserved name, kind change, too many names, non-finite value)",
             dropped.clone(),
         );
         let plugin_dropped = PluginSlot::ALL_BY_INDEX
@@ -329,19 +329,19 @@ impl Metrics {
         let state_fallbacks = Counter::default();
         registry.register(
             "state_fallbacks",
-            "State operations served by the local fallback because the shared store failed.",
+            "State operations served by the local fallback because the shared store failed",
             state_fallbacks.clone(),
         );
         let state_degraded = Gauge::default();
         registry.register(
             "state_degraded",
-            "1 while the shared state store is unreachable, else 0.",
+            "1 while the shared state store is unreachable, else 0",
             state_degraded.clone(),
         );
         let coalesced = Counter::default();
         registry.register(
             "coalesced_requests",
-            "Requests answered by joining an identical request already in flight.",
+            "Requests answered by joining an identical request already in flight",
             coalesced.clone(),
         );
 

@@ -9,6 +9,8 @@ mod labels;
 mod logging;
 mod metrics;
 mod plugin_metrics;
+#[cfg(test)]
+mod tests;
 
 pub use labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
 pub use logging::{LogFormat, TelemetryError, init_logging, parse_log_filter};
