@@ -17,3 +17,4 @@ pub mod plugin;
 pub mod policy;
 pub mod state;
 pub mod telemetry;
+pub mod upstream;

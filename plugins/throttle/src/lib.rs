@@ -1,0 +1,51 @@
+//! The reference throttle plugin: request and token rate limits per tenant
+//! (or per client IP for anonymous callers), by tier. The decisions live in
+//! [`logic`]; this file only adapts them to the WIT.
+
+pub mod logic;
+
+use sluice_plugin_common::ConfigCell;
+use sluice_plugin_common::types::{Bucket, Request};
+
+use crate::exports::sluice::policy::lifecycle::Guest as Lifecycle;
+use crate::exports::sluice::policy::throttle::{Admission, Guest as Throttle, Usage};
+
+wit_bindgen::generate!({
+    world: "throttle-plugin",
+    path: "../../wit",
+    additional_derives: [PartialEq],
+    with: {
+        "sluice:policy/types@0.1.0": sluice_plugin_common::bindings::sluice::policy::types,
+        "sluice:policy/state@0.1.0": sluice_plugin_common::bindings::sluice::policy::state,
+        "sluice:policy/limits@0.1.0": sluice_plugin_common::bindings::sluice::policy::limits,
+        "sluice:policy/config@0.1.0": sluice_plugin_common::bindings::sluice::policy::config,
+        "sluice:policy/log@0.1.0": sluice_plugin_common::bindings::sluice::policy::log,
+        "sluice:policy/metrics@0.1.0": sluice_plugin_common::bindings::sluice::policy::metrics,
+        "sluice:policy/clock@0.1.0": sluice_plugin_common::bindings::sluice::policy::clock,
+    },
+});
+
+static CONFIG: ConfigCell<logic::Config> = ConfigCell::new();
+
+struct Plugin;
+
+impl Lifecycle for Plugin {
+    fn init(config: String) -> Result<(), String> {
+        CONFIG.init(&config)
+    }
+}
+
+impl Throttle for Plugin {
+    fn admit(req: Request) -> Admission {
+        logic::admit(&CONFIG.get(), &req)
+    }
+
+    fn settle(req: Request, usage: Usage) -> Vec<Bucket> {
+        logic::settle(&CONFIG.get(), &req, &usage)
+    }
+}
+
+// Only the component exports these symbols: their WIT names are not valid in
+// a native linker's version script, and native builds exist for tests only.
+#[cfg(target_arch = "wasm32")]
+export!(Plugin);

@@ -1,0 +1,493 @@
+//! Throttle decisions over plain request data.
+//!
+//! Every caller gets two buckets, refilled continuously over a minute:
+//! requests (cost 1) and tokens (cost: the prompt estimate plus `max_tokens`,
+//! or `completion_estimate_tokens` when the request sets none). Buckets are
+//! per tenant (`t:<tenant>:rpm`, `t:<tenant>:tpm`) with the limits of the
+//! tenant's tier; anonymous callers (tenant `anonymous`) are limited per
+//! client IP (`ip:<ip>:rpm`, `ip:<ip>:tpm`) with the `anonymous` limits.
+//!
+//! After the response, `settle` corrects the token bucket by the difference
+//! between the tokens actually used and the tokens charged: unused
+//! `max_tokens` are refunded, an underestimated prompt is charged extra. A
+//! cache hit spent no provider tokens, so its whole token charge is refunded;
+//! the request still counts against the request limit.
+//!
+//! Config (all fields optional):
+//! ```json
+//! {
+//!   "tiers": { "free": { "requests_per_minute": 100, "tokens_per_minute": 20000 } },
+//!   "anonymous": { "requests_per_minute": 20 },
+//!   "completion_estimate_tokens": 256
+//! }
+//! ```
+//! Built-in tiers (per minute): free 100 requests / 20 000 tokens, default
+//! 300 / 100 000, pro 1 000 / 400 000, enterprise 5 000 / 2 000 000;
+//! anonymous 20 / 10 000. A configured tier replaces the built-in one of that
+//! name entirely; a limit it leaves out is not enforced (no bucket). Any
+//! other tier name may be configured; a tenant whose tier is neither
+//! configured nor built in gets the `default` tier. A limit of 0 refuses
+//! every request, and a request that needs more tokens than its tier allows
+//! per minute is refused outright (429 without `retry-after`: waiting would
+//! not help), as the providers do.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_plugin_common::config::{ConfigError, PluginConfig};
+use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
+
+use crate::exports::sluice::policy::throttle::{Admission, Rejection, Usage};
+
+/// The tenant name the host gives callers without a key.
+pub const ANONYMOUS: &str = "anonymous";
+
+const WINDOW_MS: u64 = 60_000;
+
+/// The throttle plugin's config; see the module docs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub tiers: BTreeMap<String, Limits>,
+    pub anonymous: Option<Limits>,
+    pub completion_estimate_tokens: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tiers: BTreeMap::new(),
+            anonymous: None,
+            completion_estimate_tokens: 256,
+        }
+    }
+}
+
+/// Per-minute limits of one tier; an absent limit is not enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl Limits {
+    const fn new(requests_per_minute: u64, tokens_per_minute: u64) -> Self {
+        Self {
+            requests_per_minute: Some(requests_per_minute),
+            tokens_per_minute: Some(tokens_per_minute),
+        }
+    }
+}
+
+const BUILTIN_TIERS: &[(&str, Limits)] = &[
+    ("free", Limits::new(100, 20_000)),
+    ("default", Limits::new(300, 100_000)),
+    ("pro", Limits::new(1_000, 400_000)),
+    ("enterprise", Limits::new(5_000, 2_000_000)),
+];
+
+const BUILTIN_ANONYMOUS: Limits = Limits::new(20, 10_000);
+
+impl PluginConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for name in self.tiers.keys() {
+            if name.is_empty() {
+                return Err(ConfigError::field("tiers", "tier names must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The limits for a tier: configured, else built in, else `default`.
+    pub fn tier(&self, name: &str) -> Limits {
+        let builtin = |name: &str| {
+            BUILTIN_TIERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, limits)| *limits)
+        };
+        self.tiers
+            .get(name)
+            .copied()
+            .or_else(|| builtin(name))
+            .or_else(|| self.tiers.get("default").copied())
+            .or_else(|| builtin("default"))
+            .unwrap_or(Limits {
+                requests_per_minute: None,
+                tokens_per_minute: None,
+            })
+    }
+
+    /// The limits for anonymous callers.
+    pub fn anonymous(&self) -> Limits {
+        self.anonymous.unwrap_or(BUILTIN_ANONYMOUS)
+    }
+}
+
+/// Who a request is charged to: the key prefix, the limits, and the name
+/// used in messages.
+struct Subject {
+    prefix: String,
+    limits: Limits,
+    name: String,
+}
+
+fn subject(config: &Config, req: &Request) -> Subject {
+    if req.tenant == ANONYMOUS {
+        let ip = if req.client_ip.is_empty() {
+            "unknown"
+        } else {
+            req.client_ip.as_str()
+        };
+        Subject {
+            prefix: format!("ip:{ip}"),
+            limits: config.anonymous(),
+            name: "anonymous access".into(),
+        }
+    } else {
+        Subject {
+            prefix: format!("t:{}", req.tenant),
+            limits: config.tier(&req.tier),
+            name: format!("tier {}", req.tier),
+        }
+    }
+}
+
+/// Tokens charged at admission: the prompt estimate plus the most the
+/// completion may use.
+pub fn token_charge(config: &Config, req: &Request) -> u64 {
+    u64::from(req.estimated_prompt_tokens)
+        + u64::from(req.max_tokens.unwrap_or(config.completion_estimate_tokens))
+}
+
+/// The buckets to charge for `req`, or a refusal.
+pub fn admit(config: &Config, req: &Request) -> Admission {
+    let subject = subject(config, req);
+    let mut buckets = Vec::with_capacity(2);
+    if let Some(rpm) = subject.limits.requests_per_minute {
+        if rpm == 0 {
+            return reject(format!("{} allows no requests", subject.name));
+        }
+        buckets.push(bucket(
+            format!("{}:rpm", subject.prefix),
+            rpm,
+            1,
+            Unit::Requests,
+        ));
+    }
+    if let Some(tpm) = subject.limits.tokens_per_minute {
+        let tokens = token_charge(config, req);
+        if tokens > tpm {
+            return reject(format!(
+                "request too large: it may use {tokens} tokens, more than the {tpm} tokens per minute {} allows; send a shorter prompt or a lower max_tokens",
+                subject.name
+            ));
+        }
+        buckets.push(bucket(
+            format!("{}:tpm", subject.prefix),
+            tpm,
+            saturating_i64(tokens),
+            Unit::Tokens,
+        ));
+    }
+    Admission::Charge(buckets)
+}
+
+/// The token-bucket correction once the actual usage is known.
+pub fn settle(config: &Config, req: &Request, usage: &Usage) -> Vec<Bucket> {
+    let subject = subject(config, req);
+    let Some(tpm) = subject.limits.tokens_per_minute else {
+        return Vec::new();
+    };
+    let charged = u64::from(usage.estimated_prompt_tokens)
+        + u64::from(req.max_tokens.unwrap_or(config.completion_estimate_tokens));
+    let used = if usage.cached {
+        0
+    } else {
+        u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
+    };
+    let correction = saturating_i64(used) - saturating_i64(charged);
+    if correction == 0 {
+        return Vec::new();
+    }
+    vec![bucket(
+        format!("{}:tpm", subject.prefix),
+        tpm,
+        correction,
+        Unit::Tokens,
+    )]
+}
+
+fn bucket(key: String, per_minute: u64, cost: i64, unit: Unit) -> Bucket {
+    Bucket {
+        key,
+        shape: Shape::Window(WindowSpec {
+            limit: per_minute,
+            window_ms: WINDOW_MS,
+        }),
+        cost,
+        unit,
+    }
+}
+
+fn reject(message: String) -> Admission {
+    Admission::Reject(Rejection {
+        status: 429,
+        message,
+        retry_after_ms: None,
+    })
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin_common::parse_config;
+    use sluice_plugin_common::testing::request;
+
+    fn charged(admission: Admission) -> Vec<(String, u64, i64, Unit)> {
+        match admission {
+            Admission::Charge(buckets) => buckets
+                .into_iter()
+                .map(|b| {
+                    let Shape::Window(w) = b.shape else {
+                        panic!("expected a window shape");
+                    };
+                    assert_eq!(w.window_ms, 60_000);
+                    (b.key, w.limit, b.cost, b.unit)
+                })
+                .collect(),
+            Admission::Reject(r) => panic!("unexpected rejection: {}", r.message),
+        }
+    }
+
+    fn rejected(admission: Admission) -> Rejection {
+        match admission {
+            Admission::Reject(r) => r,
+            Admission::Charge(b) => panic!("unexpected charge: {b:?}"),
+        }
+    }
+
+    fn usage(prompt: u32, completion: u32, estimated: u32, cached: bool) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            estimated_prompt_tokens: estimated,
+            cached,
+        }
+    }
+
+    #[test]
+    fn tenant_is_charged_one_request_and_estimated_tokens() {
+        let config = Config::default();
+        let mut r = request("hi");
+        r.estimated_prompt_tokens = 40;
+        r.max_tokens = Some(100);
+        assert_eq!(
+            charged(admit(&config, &r)),
+            vec![
+                ("t:acme:rpm".into(), 1_000, 1, Unit::Requests),
+                ("t:acme:tpm".into(), 400_000, 140, Unit::Tokens),
+            ]
+        );
+    }
+
+    #[test]
+    fn completion_estimate_is_used_without_max_tokens() {
+        let config: Config = parse_config(r#"{"completion_estimate_tokens": 50}"#).unwrap();
+        let mut r = request("hi");
+        r.estimated_prompt_tokens = 40;
+        assert_eq!(charged(admit(&config, &r))[1].2, 90);
+        assert_eq!(charged(admit(&Config::default(), &r))[1].2, 296);
+    }
+
+    #[test]
+    fn anonymous_callers_are_limited_per_ip() {
+        let config: Config = parse_config(r#"{"anonymous": {"requests_per_minute": 20}}"#).unwrap();
+        let mut r = request("hi");
+        r.tenant = ANONYMOUS.into();
+        r.tier = "pro".into();
+        r.client_ip = "2001:db8::1".into();
+        assert_eq!(
+            charged(admit(&config, &r)),
+            vec![("ip:2001:db8::1:rpm".into(), 20, 1, Unit::Requests)]
+        );
+
+        let mut r2 = r.clone();
+        r2.client_ip = String::new();
+        assert_eq!(charged(admit(&config, &r2))[0].0, "ip:unknown:rpm");
+
+        // Built-in anonymous limits when none are configured.
+        assert_eq!(
+            charged(admit(&Config::default(), &r))
+                .iter()
+                .map(|b| (b.0.as_str(), b.1))
+                .collect::<Vec<_>>(),
+            vec![("ip:2001:db8::1:rpm", 20), ("ip:2001:db8::1:tpm", 10_000)]
+        );
+    }
+
+    #[test]
+    fn tiers_pick_limits_and_unknown_tiers_get_default() {
+        let config: Config = parse_config(
+            r#"{"tiers": {
+                "free": {"requests_per_minute": 10},
+                "gold": {"requests_per_minute": 7, "tokens_per_minute": 7000},
+                "default": {"requests_per_minute": 3, "tokens_per_minute": 3000}
+            }}"#,
+        )
+        .unwrap();
+        let limits = |tier: &str| {
+            let mut r = request("hi");
+            r.tier = tier.into();
+            charged(admit(&config, &r))
+                .into_iter()
+                .map(|(_, limit, _, unit)| (unit, limit))
+                .collect::<Vec<_>>()
+        };
+        // A configured tier replaces the built-in one: no token limit here.
+        assert_eq!(limits("free"), vec![(Unit::Requests, 10)]);
+        assert_eq!(
+            limits("gold"),
+            vec![(Unit::Requests, 7), (Unit::Tokens, 7000)]
+        );
+        // Built-in tiers that were not configured keep their defaults.
+        assert_eq!(
+            limits("pro"),
+            vec![(Unit::Requests, 1000), (Unit::Tokens, 400_000)]
+        );
+        // Unknown tier: the configured default.
+        assert_eq!(
+            limits("platinum"),
+            vec![(Unit::Requests, 3), (Unit::Tokens, 3000)]
+        );
+        // Unknown tier, default not configured: the built-in default.
+        let mut r = request("hi");
+        r.tier = "platinum".into();
+        assert_eq!(charged(admit(&Config::default(), &r))[0].1, 300);
+    }
+
+    #[test]
+    fn a_tier_without_limits_charges_nothing() {
+        let config: Config = parse_config(r#"{"tiers": {"internal": {}}}"#).unwrap();
+        let mut r = request("hi");
+        r.tier = "internal".into();
+        assert_eq!(charged(admit(&config, &r)), vec![]);
+        assert_eq!(settle(&config, &r, &usage(5, 5, 10, false)), vec![]);
+    }
+
+    #[test]
+    fn zero_limit_refuses() {
+        let config: Config = parse_config(r#"{"anonymous": {"requests_per_minute": 0}}"#).unwrap();
+        let mut r = request("hi");
+        r.tenant = ANONYMOUS.into();
+        let rejection = rejected(admit(&config, &r));
+        assert_eq!(rejection.status, 429);
+        assert_eq!(rejection.message, "anonymous access allows no requests");
+        assert_eq!(rejection.retry_after_ms, None);
+    }
+
+    #[test]
+    fn oversized_request_is_refused_outright() {
+        let config: Config =
+            parse_config(r#"{"tiers": {"free": {"tokens_per_minute": 1000}}}"#).unwrap();
+        let mut r = request("long");
+        r.tier = "free".into();
+        r.estimated_prompt_tokens = 900;
+        r.max_tokens = Some(100);
+        assert_eq!(charged(admit(&config, &r)).len(), 1);
+        r.max_tokens = Some(101);
+        let rejection = rejected(admit(&config, &r));
+        assert_eq!(rejection.status, 429);
+        assert_eq!(rejection.retry_after_ms, None);
+        assert!(
+            rejection.message.contains("1001 tokens"),
+            "{}",
+            rejection.message
+        );
+        assert!(
+            rejection.message.contains("tier free"),
+            "{}",
+            rejection.message
+        );
+    }
+
+    #[test]
+    fn settle_refunds_unused_tokens_and_charges_underestimates() {
+        let config = Config::default();
+        let mut r = request("hi");
+        r.estimated_prompt_tokens = 40;
+        r.max_tokens = Some(100);
+        // Charged 40 + 100; used 42 + 30.
+        let fix = settle(&config, &r, &usage(42, 30, 40, false));
+        assert_eq!(fix.len(), 1);
+        assert_eq!(fix[0].key, "t:acme:tpm");
+        assert_eq!(fix[0].unit, Unit::Tokens);
+        assert_eq!(fix[0].cost, 72 - 140);
+        assert_eq!(
+            fix[0].shape,
+            Shape::Window(WindowSpec {
+                limit: 400_000,
+                window_ms: 60_000
+            })
+        );
+
+        // Prompt far above the estimate: charge the difference.
+        let fix = settle(&config, &r, &usage(400, 100, 40, false));
+        assert_eq!(fix[0].cost, 500 - 140);
+
+        // Exactly as charged: nothing to do.
+        assert_eq!(settle(&config, &r, &usage(40, 100, 40, false)), vec![]);
+    }
+
+    #[test]
+    fn cache_hits_refund_the_whole_token_charge() {
+        let config = Config::default();
+        let mut r = request("hi");
+        r.estimated_prompt_tokens = 40;
+        let fix = settle(&config, &r, &usage(40, 12, 40, true));
+        assert_eq!(fix.len(), 1);
+        assert_eq!(fix[0].cost, -(40 + 256));
+    }
+
+    #[test]
+    fn anonymous_settle_uses_the_ip_bucket() {
+        let config = Config::default();
+        let mut r = request("hi");
+        r.tenant = ANONYMOUS.into();
+        let fix = settle(&config, &r, &usage(1, 1, 10, false));
+        assert_eq!(fix[0].key, "ip:192.0.2.7:tpm");
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        for (json, field) in [
+            (
+                r#"{"tiers": {"free": {"requests_per_minute": -1}}}"#,
+                "`tiers.free.requests_per_minute`",
+            ),
+            (r#"{"tiers": {"free": {"rpm": 1}}}"#, "unknown field `rpm`"),
+            (r#"{"tiers": {"": {}}}"#, "`tiers`"),
+            (
+                r#"{"anonymous": {"tokens_per_minute": "lots"}}"#,
+                "`anonymous.tokens_per_minute`",
+            ),
+            (
+                r#"{"completion_estimate_tokens": 1.5}"#,
+                "`completion_estimate_tokens`",
+            ),
+            (r#"{"tier": {}}"#, "unknown field `tier`"),
+        ] {
+            let e = parse_config::<Config>(json).unwrap_err().to_string();
+            assert!(e.contains(field), "{json}: {e}");
+        }
+    }
+}
