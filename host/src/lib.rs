@@ -11,6 +11,7 @@
 //! - [`config`]: the TOML config, its defaults and validation.
 //! - [`telemetry`]: metrics registry and logging.
 
+pub mod api;
 pub mod config;
 #[cfg(feature = "wip-plugin")]
 pub mod plugin;

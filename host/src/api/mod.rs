@@ -1,0 +1,295 @@
+//! The provider wire formats: parsing OpenAI and Anthropic requests into the
+//! policy vocabulary, and shaping what goes back out.
+//!
+//! Pure functions and small structs, no HTTP server code:
+//! - [`parse`] turns a request body into a [`ParsedRequest`] (or an
+//!   [`ApiError`] precise enough for a 400).
+//! - [`ParsedRequest::upstream_body`] rewrites the model for a fallback and
+//!   forces usage reporting on OpenAI streams.
+//! - [`usage_from_json`] reads token usage from a non-streamed answer;
+//!   [`stream::StreamAccumulator`] does it for a stream.
+//! - [`sse`] is the incremental server-sent-events parser and encoder.
+//! - [`stream_to_json`] / [`json_to_stream`] convert cached answers between
+//!   the streamed and the non-streamed form.
+//! - [`openai_error`], [`anthropic_error`], [`error_body`] build error bodies
+//!   in the provider's shape.
+
+mod canonical;
+mod convert;
+mod error;
+mod parse;
+pub mod sse;
+pub mod stream;
+
+use serde_json::{Map, Value};
+
+use crate::policy::{Message, Param, Route};
+
+pub use canonical::canonical_json;
+pub use convert::{ConvertError, is_usage_only_chunk, json_to_stream, stream_to_json};
+pub use error::{
+    ApiError, anthropic_error, error_body, error_type, openai_error, parse_error_body,
+};
+pub use parse::parse;
+pub use sse::{SseEvent, SseParser};
+pub use stream::StreamAccumulator;
+
+/// A request body parsed into what policies and the pipeline need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    pub route: Route,
+    pub model: String,
+    pub stream: bool,
+    /// `max_completion_tokens` (OpenAI, preferred) or `max_tokens`.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    /// Conversation flattened; for Anthropic a top-level `system` becomes a
+    /// leading "system" message, for embeddings each input is a "user" message.
+    pub messages: Vec<Message>,
+    /// Every body field other than model/messages/stream (and `system` on
+    /// Anthropic, `input` on embeddings), canonical JSON, sorted by name.
+    pub params: Vec<Param>,
+    /// Cheap deterministic estimate, see [`estimate_tokens`].
+    pub estimated_prompt_tokens: u32,
+    /// The body as the client sent it, forwarded upstream.
+    pub body: Map<String, Value>,
+}
+
+impl ParsedRequest {
+    /// Whether an OpenAI streaming client asked for the usage chunk itself
+    /// (`stream_options.include_usage: true`). When it did not, the gateway
+    /// drops events for which [`is_usage_only_chunk`] is true before they
+    /// reach the client.
+    pub fn client_wants_usage(&self) -> bool {
+        self.body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The body to send upstream for `model`: the client's body with the model
+    /// replaced, and on OpenAI chat streams `stream_options.include_usage`
+    /// forced on so the last chunk carries usage for `throttle.settle`.
+    pub fn upstream_body(&self, model: &str) -> Vec<u8> {
+        if self.route == Route::Chat && self.stream {
+            let mut body = self.body.clone();
+            force_include_usage(&mut body);
+            body.insert("model".into(), Value::String(model.to_owned()));
+            to_json_bytes(&body)
+        } else {
+            with_model(&self.body, model)
+        }
+    }
+
+    /// The text of the last "user" message, empty when there is none.
+    pub fn last_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map_or("", |m| m.text.as_str())
+    }
+}
+
+/// Serializes `body` with `model` in place of the client's model (the field
+/// keeps its position).
+pub fn with_model(body: &Map<String, Value>, model: &str) -> Vec<u8> {
+    let mut body = body.clone();
+    body.insert("model".into(), Value::String(model.to_owned()));
+    to_json_bytes(&body)
+}
+
+/// Sets `stream_options.include_usage = true`, keeping any other stream
+/// options; returns whether the client had already asked for it.
+pub fn force_include_usage(body: &mut Map<String, Value>) -> bool {
+    let options = body
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        // The provider would reject a non-object anyway; replacing it keeps
+        // the usage we need for settling without inventing a new error.
+        *options = Value::Object(Map::new());
+    }
+    let Value::Object(options) = options else {
+        return false;
+    };
+    let asked = options.get("include_usage").and_then(Value::as_bool) == Some(true);
+    options.insert("include_usage".into(), Value::Bool(true));
+    asked
+}
+
+/// A cheap deterministic token estimate: one token per four characters,
+/// rounded up. Used for prompts, for counting streamed completions whose
+/// provider sent no usage, and by the mock upstream to report usage.
+pub fn estimate_tokens(text: &str) -> u32 {
+    tokens_for_chars(text.chars().count())
+}
+
+/// [`estimate_tokens`] for a text of `chars` characters.
+pub(crate) fn tokens_for_chars(chars: usize) -> u32 {
+    u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// Prompt estimate for chat-like routes: 3 tokens of framing, plus per
+/// message 4 tokens of overhead and its text and non-text parts.
+pub(crate) fn estimate_prompt(messages: &[Message]) -> u32 {
+    messages.iter().fold(3u32, |acc, m| {
+        let extra = m.extra_json.as_deref().map_or(0, estimate_tokens);
+        acc.saturating_add(4)
+            .saturating_add(estimate_tokens(&m.text))
+            .saturating_add(extra)
+    })
+}
+
+/// Token usage `(prompt, completion)` of a non-streamed answer body: OpenAI
+/// `usage.prompt_tokens/completion_tokens`, Anthropic
+/// `usage.input_tokens/output_tokens`, embeddings `usage.prompt_tokens` (and
+/// zero completion). `None` when the body carries no usable usage.
+pub fn usage_from_json(route: Route, body: &[u8]) -> Option<(u32, u32)> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Map<String, Value>>,
+    }
+    let usage = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+    let get = |name: &str| {
+        usage
+            .get(name)
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    match route {
+        Route::Chat => Some((get("prompt_tokens")?, get("completion_tokens")?)),
+        Route::Embeddings => Some((get("prompt_tokens")?, 0)),
+        Route::AnthropicMessages => Some((get("input_tokens")?, get("output_tokens")?)),
+    }
+}
+
+/// The path a route is served on, below the host.
+pub fn route_path(route: Route) -> &'static str {
+    match route {
+        Route::Chat => "/v1/chat/completions",
+        Route::Embeddings => "/v1/embeddings",
+        Route::AnthropicMessages => "/v1/messages",
+    }
+}
+
+/// The route served on `path`, if any.
+pub fn route_for_path(path: &str) -> Option<Route> {
+    match path {
+        "/v1/chat/completions" => Some(Route::Chat),
+        "/v1/embeddings" => Some(Route::Embeddings),
+        "/v1/messages" => Some(Route::AnthropicMessages),
+        _ => None,
+    }
+}
+
+/// Serializes a JSON value held in memory. This cannot fail: map keys are
+/// strings and `Value` numbers are finite, so the fallback is unreachable.
+pub(crate) fn to_json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> ParsedRequest {
+        parse(Route::Chat, body.as_bytes()).expect("valid request")
+    }
+
+    #[test]
+    fn estimate_rounds_up_per_four_chars() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("abc"), 1);
+        assert_eq!(estimate_tokens("abcd"), 1);
+        assert_eq!(estimate_tokens("abcde"), 2);
+        // Characters, not bytes: four accented letters are one token.
+        assert_eq!(estimate_tokens("éééé"), 1);
+    }
+
+    #[test]
+    fn with_model_rewrites_in_place_and_keeps_other_fields() {
+        let req = chat(r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"seed":7}"#);
+        let out = with_model(&req.body, "b");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"model":"b","messages":[{"role":"user","content":"hi"}],"seed":7}"#
+        );
+    }
+
+    #[test]
+    fn upstream_body_forces_usage_on_openai_streams_only() {
+        let req = chat(
+            r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"x":1}}"#,
+        );
+        assert!(!req.client_wants_usage());
+        let out: Value = serde_json::from_slice(&req.upstream_body("b")).unwrap();
+        assert_eq!(out["model"], "b");
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["stream_options"]["x"], 1);
+
+        let asked = chat(
+            r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(asked.client_wants_usage());
+
+        let plain = chat(r#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#);
+        let out: Value = serde_json::from_slice(&plain.upstream_body("b")).unwrap();
+        assert!(out.get("stream_options").is_none());
+
+        let anthropic = parse(
+            Route::AnthropicMessages,
+            br#"{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&anthropic.upstream_body("b")).unwrap();
+        assert!(out.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn force_include_usage_reports_what_the_client_asked() {
+        let mut body = Map::new();
+        assert!(!force_include_usage(&mut body));
+        assert!(force_include_usage(&mut body));
+        let mut odd: Map<String, Value> =
+            serde_json::from_str(r#"{"stream_options":"nonsense"}"#).unwrap();
+        assert!(!force_include_usage(&mut odd));
+        assert_eq!(odd["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn usage_is_read_per_route() {
+        let openai =
+            br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        assert_eq!(usage_from_json(Route::Chat, openai), Some((12, 5)));
+        let anthropic = br#"{"type":"message","usage":{"input_tokens":9,"output_tokens":3}}"#;
+        assert_eq!(
+            usage_from_json(Route::AnthropicMessages, anthropic),
+            Some((9, 3))
+        );
+        let embeddings =
+            br#"{"object":"list","data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        assert_eq!(usage_from_json(Route::Embeddings, embeddings), Some((4, 0)));
+        assert_eq!(usage_from_json(Route::Chat, b"{}"), None);
+        assert_eq!(usage_from_json(Route::Chat, br#"{"usage":null}"#), None);
+        assert_eq!(usage_from_json(Route::Chat, b"not json"), None);
+        assert_eq!(usage_from_json(Route::AnthropicMessages, openai), None);
+    }
+
+    #[test]
+    fn routes_and_paths_agree() {
+        for route in [Route::Chat, Route::Embeddings, Route::AnthropicMessages] {
+            assert_eq!(route_for_path(route_path(route)), Some(route));
+        }
+        assert_eq!(route_for_path("/v1/models"), None);
+    }
+
+    #[test]
+    fn last_user_text_skips_assistant_turns() {
+        let req = chat(
+            r#"{"model":"a","messages":[{"role":"user","content":"first"},{"role":"user","content":"second"},{"role":"assistant","content":"ok"}]}"#,
+        );
+        assert_eq!(req.last_user_text(), "second");
+    }
+}
