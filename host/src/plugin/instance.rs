@@ -321,8 +321,9 @@ impl Plugin {
                     .await
                     .map_err(|e| classify(&call.store, &e, deadline))?;
                 let d = convert::cache_decision(d);
-                if let CacheDecision::Cache { key, .. } = &d {
-                    check_text("cache key", key)?;
+                match &d {
+                    CacheDecision::Cache { key, .. } => check_text("cache key", key)?,
+                    CacheDecision::Bypass { reason } => check_text("bypass reason", reason)?,
                 }
                 Ok(d)
             }

@@ -1,0 +1,153 @@
+//! [`Answer`]: a completed upstream answer as the caches keep it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::policy::Route;
+
+/// The body of a cached answer, in the form it was produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerBody {
+    /// A complete JSON response body.
+    Json(Bytes),
+    /// A server-sent-event stream, exactly as its events went to the client.
+    Stream(Bytes),
+}
+
+/// A completed answer: what a cache hit replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub route: Route,
+    pub body: AnswerBody,
+    /// (prompt, completion) tokens the original call used.
+    pub usage: (u32, u32),
+    /// Unix milliseconds when it was produced.
+    pub stored_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const MAGIC: &[u8; 4] = b"SLA1";
+
+impl Answer {
+    /// A JSON answer produced now.
+    pub fn json(route: Route, body: Bytes, usage: (u32, u32)) -> Self {
+        Self {
+            route,
+            body: AnswerBody::Json(body),
+            usage,
+            stored_at_ms: now_ms(),
+        }
+    }
+
+    /// A streamed answer produced now.
+    pub fn stream(route: Route, events: Bytes, usage: (u32, u32)) -> Self {
+        Self {
+            route,
+            body: AnswerBody::Stream(events),
+            usage,
+            stored_at_ms: now_ms(),
+        }
+    }
+
+    /// The body bytes, whichever form.
+    pub fn body_bytes(&self) -> &Bytes {
+        match &self.body {
+            AnswerBody::Json(b) | AnswerBody::Stream(b) => b,
+        }
+    }
+
+    /// Approximate memory held, for the byte-bounded LRU.
+    pub fn size(&self) -> usize {
+        self.body_bytes().len() + 64
+    }
+
+    /// Seconds since it was produced.
+    pub fn age_seconds(&self) -> u32 {
+        (now_ms().saturating_sub(self.stored_at_ms) / 1000) as u32
+    }
+
+    /// Binary form for the shared tier, carrying its expiry so another node
+    /// can keep it locally no longer than its TTL.
+    pub fn encode(&self, ttl: Duration) -> Vec<u8> {
+        let body = self.body_bytes();
+        let mut out = Vec::with_capacity(body.len() + 34);
+        out.extend_from_slice(MAGIC);
+        out.push(match self.route {
+            Route::Chat => 0,
+            Route::Embeddings => 1,
+            Route::AnthropicMessages => 2,
+        });
+        out.push(match self.body {
+            AnswerBody::Json(_) => 0,
+            AnswerBody::Stream(_) => 1,
+        });
+        out.extend_from_slice(&self.usage.0.to_le_bytes());
+        out.extend_from_slice(&self.usage.1.to_le_bytes());
+        out.extend_from_slice(&self.stored_at_ms.to_le_bytes());
+        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        out.extend_from_slice(&expires.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Parses [`Answer::encode`]'s output; also returns the time left to live
+    /// (None when already expired). Garbage yields None, never a panic.
+    pub fn decode(bytes: &[u8]) -> Option<(Answer, Option<Duration>)> {
+        let rest = bytes.strip_prefix(MAGIC)?;
+        if rest.len() < 26 {
+            return None;
+        }
+        let route = match rest[0] {
+            0 => Route::Chat,
+            1 => Route::Embeddings,
+            2 => Route::AnthropicMessages,
+            _ => return None,
+        };
+        let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().unwrap_or_default());
+        let u64_at = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().unwrap_or_default());
+        let usage = (u32_at(2), u32_at(6));
+        let stored_at_ms = u64_at(10);
+        let expires = u64_at(18);
+        let body = Bytes::copy_from_slice(&rest[26..]);
+        let body = match rest[1] {
+            0 => AnswerBody::Json(body),
+            1 => AnswerBody::Stream(body),
+            _ => return None,
+        };
+        let left = expires.checked_sub(now_ms()).filter(|ms| *ms > 0);
+        Some((
+            Answer {
+                route,
+                body,
+                usage,
+                stored_at_ms,
+            },
+            left.map(Duration::from_millis),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_round_trips_and_garbage_is_rejected() {
+        let a = Answer::stream(Route::AnthropicMessages, Bytes::from_static(b"data: x\n\n"), (7, 9));
+        let (b, left) = Answer::decode(&a.encode(Duration::from_secs(30))).expect("decodes");
+        assert_eq!(a, b);
+        assert!(left.expect("not expired") <= Duration::from_secs(30));
+        assert!(Answer::decode(b"SLA1").is_none());
+        assert!(Answer::decode(b"nonsense at all, really").is_none());
+        let mut bad = a.encode(Duration::from_secs(1));
+        bad[4] = 9;
+        assert!(Answer::decode(&bad).is_none());
+    }
+}

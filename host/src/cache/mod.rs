@@ -1,0 +1,281 @@
+//! The exact-match response cache: an in-process LRU bounded in bytes, in
+//! front of an optional shared tier in [`State`] (Redis), so an answer cached
+//! through one node is a hit on every node.
+//!
+//! Keys are always scoped: [`CacheKey::new`] mixes the tenant into the hash
+//! unless the cache-key plugin explicitly asked for a shared entry, so no
+//! entry can leak across tenants by accident.
+
+mod answer;
+
+pub use answer::{Answer, AnswerBody};
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::policy::{CacheScope, Route};
+use crate::state::State;
+
+/// The namespace cached answers use in the shared state.
+const STATE_NAMESPACE: &str = "cache";
+
+/// A scoped cache key: blake3 over scope, tenant, route and the plugin's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// The key for `plugin_key` as seen by `tenant`.
+    pub fn new(tenant: &str, scope: CacheScope, route: Route, plugin_key: &str) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"sluice-cache-v1\0");
+        match scope {
+            CacheScope::Tenant => {
+                h.update(b"tenant\0");
+                h.update(tenant.as_bytes());
+            }
+            CacheScope::Shared => {
+                h.update(b"shared");
+            }
+        }
+        h.update(b"\0");
+        h.update(route_tag(route));
+        h.update(b"\0");
+        h.update(plugin_key.as_bytes());
+        Self(*h.finalize().as_bytes())
+    }
+
+    /// Hex form, as stored in the shared tier.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+fn route_tag(route: Route) -> &'static [u8] {
+    match route {
+        Route::Chat => b"chat",
+        Route::Embeddings => b"embeddings",
+        Route::AnthropicMessages => b"messages",
+    }
+}
+
+/// Where a hit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Local,
+    Shared,
+}
+
+/// Exact cache sizing.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    /// Bound on the in-process tier, in bytes.
+    pub max_bytes: usize,
+    /// Largest single answer kept.
+    pub max_entry_bytes: usize,
+}
+
+/// The two-tier exact cache.
+pub struct ExactCache {
+    local: Mutex<Local>,
+    shared: Option<State>,
+    limits: CacheLimits,
+}
+
+struct Local {
+    entries: LruCache<CacheKey, LocalEntry>,
+    bytes: usize,
+}
+
+struct LocalEntry {
+    answer: Arc<Answer>,
+    expires: Instant,
+}
+
+impl ExactCache {
+    /// A cache with an in-process tier and, when `shared` is given, a shared
+    /// tier in that state.
+    pub fn new(limits: CacheLimits, shared: Option<State>) -> Self {
+        Self {
+            local: Mutex::new(Local {
+                // Bounded by bytes, not count; the count bound is only a
+                // backstop against a flood of tiny entries.
+                entries: LruCache::new(NonZeroUsize::new(1 << 20).expect("non-zero")),
+                bytes: 0,
+            }),
+            shared,
+            limits,
+        }
+    }
+
+    /// Looks `key` up locally, then in the shared tier (filling the local one).
+    pub async fn get(&self, key: &CacheKey) -> Option<(Arc<Answer>, Tier)> {
+        if let Some(answer) = self.get_local(key) {
+            return Some((answer, Tier::Local));
+        }
+        let shared = self.shared.as_ref()?;
+        let bytes = match shared.get(STATE_NAMESPACE, &key.to_hex()).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared cache lookup failed");
+                return None;
+            }
+        };
+        let (answer, remaining) = Answer::decode(&bytes)?;
+        let answer = Arc::new(answer);
+        if let Some(ttl) = remaining {
+            self.put_local(*key, answer.clone(), ttl);
+        }
+        Some((answer, Tier::Shared))
+    }
+
+    fn get_local(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+        let mut local = self.local.lock();
+        let entry = local.entries.get(key)?;
+        if entry.expires > Instant::now() {
+            return Some(entry.answer.clone());
+        }
+        if let Some(old) = local.entries.pop(key) {
+            local.bytes -= old.answer.size();
+        }
+        None
+    }
+
+    /// Stores `answer` for `ttl` in both tiers. Oversized answers are not
+    /// cached.
+    pub async fn put(&self, key: CacheKey, answer: Arc<Answer>, ttl: Duration) {
+        if ttl.is_zero() || answer.size() > self.limits.max_entry_bytes {
+            return;
+        }
+        self.put_local(key, answer.clone(), ttl);
+        if let Some(shared) = &self.shared {
+            let bytes = answer.encode(ttl);
+            if let Err(e) = shared
+                .set(STATE_NAMESPACE, &key.to_hex(), &bytes, Some(ttl))
+                .await
+            {
+                tracing::debug!(error = %e, "shared cache store failed");
+            }
+        }
+    }
+
+    fn put_local(&self, key: CacheKey, answer: Arc<Answer>, ttl: Duration) {
+        let size = answer.size();
+        if size > self.limits.max_entry_bytes || size > self.limits.max_bytes {
+            return;
+        }
+        let mut local = self.local.lock();
+        if let Some(old) = local.entries.put(
+            key,
+            LocalEntry {
+                answer,
+                expires: Instant::now() + ttl,
+            },
+        ) {
+            local.bytes -= old.answer.size();
+        }
+        local.bytes += size;
+        while local.bytes > self.limits.max_bytes {
+            match local.entries.pop_lru() {
+                Some((_, evicted)) => local.bytes -= evicted.answer.size(),
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes held by the in-process tier.
+    pub fn local_bytes(&self) -> usize {
+        self.local.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn answer(n: usize) -> Arc<Answer> {
+        Arc::new(Answer::json(Route::Chat, Bytes::from(vec![b'x'; n]), (1, 2)))
+    }
+
+    #[test]
+    fn tenant_scope_separates_tenants_and_shared_does_not() {
+        let a = CacheKey::new("acme", CacheScope::Tenant, Route::Chat, "k");
+        let b = CacheKey::new("globex", CacheScope::Tenant, Route::Chat, "k");
+        assert_ne!(a, b);
+        let sa = CacheKey::new("acme", CacheScope::Shared, Route::Chat, "k");
+        let sb = CacheKey::new("globex", CacheScope::Shared, Route::Chat, "k");
+        assert_eq!(sa, sb);
+        assert_ne!(a, sa);
+        // A tenant whose name embeds the separator cannot forge another's key.
+        let c = CacheKey::new("acme\0chat", CacheScope::Tenant, Route::Chat, "k");
+        assert_ne!(a, c);
+    }
+
+    #[tokio::test]
+    async fn local_tier_is_bounded_in_bytes_and_evicts_least_recent() {
+        let cache = ExactCache::new(
+            CacheLimits {
+                max_bytes: 3_000,
+                max_entry_bytes: 2_000,
+            },
+            None,
+        );
+        let ttl = Duration::from_secs(60);
+        let keys: Vec<_> = (0..4)
+            .map(|i| CacheKey::new("t", CacheScope::Tenant, Route::Chat, &i.to_string()))
+            .collect();
+        for k in &keys[..3] {
+            cache.put(*k, answer(900), ttl).await;
+        }
+        // Touch key 0 so key 1 is the least recently used.
+        assert!(cache.get(&keys[0]).await.is_some());
+        cache.put(keys[3], answer(900), ttl).await;
+        assert!(cache.local_bytes() <= 3_000);
+        assert!(cache.get(&keys[1]).await.is_none());
+        assert!(cache.get(&keys[0]).await.is_some());
+        assert!(cache.get(&keys[3]).await.is_some());
+        // Too large for one entry: not stored.
+        let big = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "big");
+        cache.put(big, answer(2_500), ttl).await;
+        assert!(cache.get(&big).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn entries_expire() {
+        let cache = ExactCache::new(
+            CacheLimits {
+                max_bytes: 10_000,
+                max_entry_bytes: 10_000,
+            },
+            None,
+        );
+        let k = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "k");
+        cache.put(k, answer(10), Duration::from_millis(1)).await;
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get(&k).await.is_none());
+        assert_eq!(cache.local_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn shared_tier_serves_another_cache() {
+        let state = State::memory();
+        let limits = CacheLimits {
+            max_bytes: 10_000,
+            max_entry_bytes: 10_000,
+        };
+        let node_a = ExactCache::new(limits, Some(state.clone()));
+        let node_b = ExactCache::new(limits, Some(state));
+        let k = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "k");
+        node_a.put(k, answer(10), Duration::from_secs(60)).await;
+        let (hit, tier) = node_b.get(&k).await.expect("hit through the shared tier");
+        assert_eq!(tier, Tier::Shared);
+        assert_eq!(hit.body_bytes().len(), 10);
+        let (_, tier) = node_b.get(&k).await.expect("now local");
+        assert_eq!(tier, Tier::Local);
+    }
+}

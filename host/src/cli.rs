@@ -1,0 +1,192 @@
+//! The `sluice` command line: `serve`, `mock`, `plugin check|test`, `bench`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// sluice: an edge gateway for AI-provider traffic with WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (TOML). Without one, the embedded default runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run a mock OpenAI + Anthropic provider (for demos, tests, benchmarks).
+    Mock(crate::mock::MockArgs),
+    /// Work with policy plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Measure the gateway's overhead against a direct baseline.
+    Bench(crate::loadgen::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Check that a file is a usable plugin: kinds, imports, size, compile time.
+    Check {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one call in the sandbox and print the decision as JSON.
+    Test {
+        file: PathBuf,
+        /// Plugin kind to call: cache-key, semantic, throttle, retry.
+        #[arg(long)]
+        kind: String,
+        /// A request: an OpenAI/Anthropic body or a policy request view (JSON).
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's config (JSON file); default `{}`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Mock(args) => crate::mock::run_cli(args).await,
+        Command::Plugin(PluginCommand::Check { file, json }) => {
+            crate::plugin_cli::check(&file, json).await
+        }
+        Command::Plugin(PluginCommand::Test {
+            file,
+            kind,
+            input,
+            config,
+        }) => crate::plugin_cli::test(&file, &kind, &input, config.as_deref()).await,
+        Command::Bench(args) => crate::loadgen::run_cli(args).await,
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(&path).with_context(|| format!("{}", path.display())),
+        None => Ok(Config::embedded_default(&|name| std::env::var(name).ok())),
+    }
+}
+
+async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let embedded = config.is_none();
+    let mut config = load_config(config)?;
+    crate::telemetry::init_logging(config.telemetry.log_format, &config.telemetry.log_level)
+        .context("telemetry")?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    // With no config and no provider in the environment, serve a demo: an
+    // in-process mock provider, so the first run works with no key.
+    let _demo = if embedded && demo_wanted() {
+        let mock = crate::mock::spawn(Default::default()).await?;
+        tracing::warn!(
+            upstream = %mock.base_url(),
+            "no OPENAI_API_KEY or OPENAI_BASE_URL set: serving a built-in mock provider (demo mode)"
+        );
+        for p in &mut config.providers {
+            if p.name == "openai" {
+                p.base_url = mock.base_url();
+            }
+        }
+        Some(mock)
+    } else {
+        None
+    };
+    let gw = crate::gateway::Gateway::build(config).await?;
+    let addr = gw.config.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "sluice listening");
+    println!("sluice listening on http://{local}");
+    let grace = gw.config.server.shutdown_grace();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(());
+    };
+    let server = crate::server::run(listener, gw, shutdown);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_wanted() -> bool {
+    std::env::var_os("OPENAI_API_KEY").is_none()
+        && std::env::var_os("OPENAI_BASE_URL").is_none()
+        && std::env::var_os("ANTHROPIC_API_KEY").is_none()
+        && std::env::var_os("ANTHROPIC_BASE_URL").is_none()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Fails with a one-line reason (used by subcommands that refuse input).
+pub fn refuse(reason: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    bail!("{reason}")
+}

@@ -1,0 +1,140 @@
+//! Who is calling: virtual key → tenant and tier, or an anonymous caller.
+
+use http::HeaderMap;
+
+use super::RequestCtx;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+
+/// The tenant every anonymous caller belongs to.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    pub tier: String,
+    /// An opaque id of the virtual key used (a hash prefix), never the key.
+    pub key_id: Option<String>,
+}
+
+impl Caller {
+    /// An anonymous caller on `tier`.
+    pub fn anonymous(tier: &str) -> Self {
+        Self {
+            tenant: ANONYMOUS_TENANT.to_string(),
+            tier: tier.to_string(),
+            key_id: None,
+        }
+    }
+}
+
+/// The token a client presented: `authorization: Bearer …` (OpenAI SDKs) or
+/// `x-api-key` (Anthropic SDKs).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION)
+        && let Ok(v) = v.to_str()
+    {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Resolves the caller. With no tenants configured everyone is anonymous
+/// (whatever token an SDK sends); once tenants exist an unknown token is a
+/// 401 and no token is anonymous if allowed.
+pub fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let config = &gw.config;
+    let anonymous = || {
+        if config.anonymous.allowed {
+            Ok(Caller::anonymous(&config.anonymous.tier))
+        } else {
+            Err(GatewayError::unauthorized(
+                "This gateway requires an API key: send `Authorization: Bearer <key>`.",
+            ))
+        }
+    };
+    ctx.caller = if config.tenants.is_empty() {
+        anonymous()?
+    } else {
+        match presented_key(headers) {
+            None => anonymous()?,
+            Some(key) => {
+                let tenant = config.tenant_for_key(key).ok_or_else(|| {
+                    GatewayError::unauthorized("Incorrect API key provided.")
+                })?;
+                Caller {
+                    tenant: tenant.name.clone(),
+                    tier: tenant.tier.clone(),
+                    key_id: Some(key_id(key)),
+                }
+            }
+        }
+    };
+    Ok(())
+}
+
+/// A stable opaque id for a virtual key.
+fn key_id(key: &str) -> String {
+    let hash = blake3::hash(key.as_bytes()).to_hex();
+    format!("vk_{}", &hash[..16])
+}
+
+/// Request headers as plugins see them: lower-cased, credentials removed.
+pub fn policy_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    const HIDDEN: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "cookie",
+    ];
+    headers
+        .iter()
+        .filter(|(name, _)| !HIDDEN.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_plugins() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-secret".parse().unwrap());
+        h.insert("x-api-key", "sk-secret".parse().unwrap());
+        h.insert("cookie", "session=1".parse().unwrap());
+        h.insert("cache-control", "no-store".parse().unwrap());
+        let seen = policy_headers(&h);
+        assert_eq!(seen, vec![("cache-control".to_string(), "no-store".to_string())]);
+    }
+
+    #[test]
+    fn keys_are_read_from_either_sdk_header() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k1"));
+        h.insert("authorization", "Bearer k2".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("k2"));
+        assert!(key_id("k2").starts_with("vk_"));
+        assert!(!key_id("k2").contains("k2"));
+    }
+}

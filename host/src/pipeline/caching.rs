@@ -1,0 +1,90 @@
+//! Exact-cache phase: the cache-key plugin decides bypass or key; the host
+//! scopes the key by tenant and looks it up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::RequestCtx;
+use crate::cache::{Answer, CacheKey};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::plugin::FailurePolicy;
+use crate::policy::CacheDecision;
+use crate::telemetry::CacheOutcome;
+
+/// The client's `cache-control` directives that sluice honours.
+struct Directives {
+    no_cache: bool,
+    no_store: bool,
+}
+
+fn directives(headers: &HeaderMap) -> Directives {
+    let mut d = Directives {
+        no_cache: false,
+        no_store: false,
+    };
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            match token.trim().to_ascii_lowercase().as_str() {
+                "no-cache" => d.no_cache = true,
+                "no-store" => d.no_store = true,
+                _ => {}
+            }
+        }
+    }
+    d
+}
+
+/// Runs `cache-key.derive` and records the scoped key, or bypass.
+pub async fn derive_key(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    ctx.cache = CacheOutcome::Bypass;
+    if !gw.config.cache.enabled {
+        return Ok(());
+    }
+    let d = directives(headers);
+    ctx.no_store = d.no_store;
+    let decision = match ctx.plugins.cache_key.derive_cache_key(&ctx.policy).await {
+        Ok(d) => d,
+        Err(e) => {
+            return match gw.plugins.cache_key.failure() {
+                FailurePolicy::FailOpen => Ok(()),
+                FailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
+                    "the cache-key policy failed ({e}) and is configured fail-closed"
+                ))),
+            };
+        }
+    };
+    let CacheDecision::Cache {
+        key,
+        ttl_seconds,
+        scope,
+    } = decision
+    else {
+        return Ok(());
+    };
+    if ttl_seconds == 0 {
+        return Ok(());
+    }
+    let key = CacheKey::new(&ctx.caller.tenant, scope, ctx.route, &key);
+    ctx.cache_key = Some((key, Duration::from_secs(u64::from(ttl_seconds))));
+    ctx.cache = CacheOutcome::Miss;
+    // no-cache skips the lookup but still stores the fresh answer.
+    ctx.no_cache = d.no_cache;
+    Ok(())
+}
+
+/// Looks the request up in the exact cache, unless the client said no-cache.
+pub async fn lookup(gw: &Gateway, ctx: &mut RequestCtx) -> Option<Arc<Answer>> {
+    let (key, _) = ctx.cache_key?;
+    if ctx.no_cache {
+        return None;
+    }
+    let (answer, _tier) = gw.cache.get(&key).await?;
+    Some(answer)
+}

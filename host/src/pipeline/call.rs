@@ -1,0 +1,189 @@
+//! Upstream phase: call the provider; after every failed attempt the retry
+//! plugin decides (retry, fall back, stop), within the host's retry budget,
+//! attempt cap and the request's overall deadline.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::RequestCtx;
+use crate::config::ProviderKind;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::plugin::FailurePolicy;
+use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route};
+use crate::telemetry::UpstreamOutcome;
+use crate::upstream::{AttemptFailure, UpstreamRequest, UpstreamResponse};
+
+/// Longest pause between attempts a plugin may ask for.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The path under the provider's base URL (which ends in `/v1`).
+fn upstream_path(route: Route) -> &'static str {
+    match route {
+        Route::Chat => "/chat/completions",
+        Route::Embeddings => "/embeddings",
+        Route::AnthropicMessages => "/messages",
+    }
+}
+
+/// Whether `kind` speaks the wire format of `route`.
+pub fn provider_speaks(kind: ProviderKind, route: Route) -> bool {
+    matches!(
+        (kind, route),
+        (ProviderKind::Openai, Route::Chat | Route::Embeddings)
+            | (ProviderKind::Anthropic, Route::AnthropicMessages)
+    )
+}
+
+/// Calls upstream until an attempt succeeds or the policy stops.
+pub async fn call_upstream(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+) -> Result<UpstreamResponse, GatewayError> {
+    let deadline = ctx.started + gw.request_timeout();
+    let retry = ctx.plugins.retry.clone();
+    let cap = gw.config.retry.max_attempts_cap.max(1);
+    let mut provider = ctx.provider.clone();
+    let mut model = ctx.model.clone();
+    gw.retry_budget.record_request(&provider);
+    let mut number = 1;
+    loop {
+        let Some(provider_cfg) = gw.config.provider(&provider) else {
+            return Err(GatewayError::upstream_failed(format!(
+                "provider {provider} is not configured"
+            )));
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(GatewayError::upstream_timeout(
+                "the request deadline passed before the provider answered",
+            ));
+        }
+        let request = UpstreamRequest {
+            path: upstream_path(ctx.route).into(),
+            body: Bytes::from(ctx.parsed().upstream_body(&model)),
+            stream: ctx.parsed().stream,
+            timeout: provider_cfg.timeout().min(remaining),
+            request_id: ctx.id.clone(),
+        };
+        ctx.attempts = number;
+        let started = Instant::now();
+        let result = gw.upstreams.send(&provider, request).await;
+        gw.metrics.upstream_attempt(
+            &provider,
+            match &result {
+                Ok(_) => UpstreamOutcome::Ok,
+                Err(f) => outcome_label(&f.outcome),
+            },
+            started.elapsed(),
+        );
+        let failure = match result {
+            Ok(response) => {
+                ctx.provider = provider;
+                ctx.model = model;
+                return Ok(response);
+            }
+            Err(f) => f,
+        };
+        if caller_fault(&failure.outcome) || number >= cap {
+            return Err(final_error(failure, number));
+        }
+        let attempt = Attempt {
+            number,
+            elapsed_ms: ctx.started.elapsed().as_millis() as u64,
+            provider: provider.clone(),
+            model: model.clone(),
+            outcome: failure.outcome.clone(),
+        };
+        let verdict = match retry.retry_decide(&ctx.policy, &attempt).await {
+            Ok(v) => v,
+            Err(e) => match gw.plugins.retry.failure() {
+                FailurePolicy::FailOpen => RetryVerdict::Stop,
+                FailurePolicy::FailClosed => {
+                    return Err(GatewayError::unavailable(format!(
+                        "the retry policy failed ({e}) and is configured fail-closed"
+                    )));
+                }
+            },
+        };
+        let (next_provider, next_model, wait_ms) = match verdict {
+            RetryVerdict::Stop => return Err(final_error(failure, number)),
+            RetryVerdict::Retry { after_ms } => (provider.clone(), model.clone(), after_ms),
+            RetryVerdict::Fallback {
+                model: fallback,
+                provider: named,
+                after_ms,
+            } => {
+                let target = match named {
+                    Some(name) => gw.config.provider(&name),
+                    None => gw.config.route(&fallback),
+                };
+                match target.filter(|p| provider_speaks(p.kind, ctx.route)) {
+                    Some(p) => (p.name.clone(), fallback, after_ms),
+                    None => {
+                        tracing::warn!(model = %fallback, "retry policy fell back to a model no compatible provider serves");
+                        return Err(final_error(failure, number));
+                    }
+                }
+            }
+        };
+        if !gw.retry_budget.try_spend_retry(&next_provider) {
+            gw.metrics.retry_budget_exhausted(&next_provider);
+            return Err(final_error(failure, number));
+        }
+        let wait = Duration::from_millis(wait_ms).min(MAX_BACKOFF);
+        if Instant::now() + wait >= deadline {
+            return Err(final_error(failure, number));
+        }
+        gw.metrics.retry(&next_provider);
+        tokio::time::sleep(wait).await;
+        provider = next_provider;
+        model = next_model;
+        number += 1;
+    }
+}
+
+fn outcome_label(outcome: &AttemptOutcome) -> UpstreamOutcome {
+    match outcome {
+        AttemptOutcome::Status { code, .. } => UpstreamOutcome::from_status(*code),
+        AttemptOutcome::Timeout => UpstreamOutcome::Timeout,
+        AttemptOutcome::ConnectError { .. } => UpstreamOutcome::ConnectError,
+    }
+}
+
+/// A 4xx that retrying cannot fix (not 408 or 429).
+fn caller_fault(outcome: &AttemptOutcome) -> bool {
+    matches!(outcome, AttemptOutcome::Status { code, .. }
+        if (400..500).contains(code) && *code != 408 && *code != 429)
+}
+
+/// What the client sees once the policy gave up.
+fn final_error(failure: AttemptFailure, attempts: u32) -> GatewayError {
+    let tries = if attempts == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{attempts} attempts")
+    };
+    match failure.outcome {
+        AttemptOutcome::Status { code, retry_after_ms }
+            if (400..500).contains(&code) && code != 408 =>
+        {
+            // The caller's fault (or its provider quota): the provider's own
+            // error, unchanged.
+            let body = failure.body.unwrap_or_default();
+            let mut e = GatewayError::upstream_passthrough(code, body);
+            e.retry_after = retry_after_ms.map(Duration::from_millis);
+            e
+        }
+        AttemptOutcome::Status { code, .. } => GatewayError::upstream_failed(format!(
+            "the provider failed with status {code} after {tries}"
+        )),
+        AttemptOutcome::Timeout => GatewayError::upstream_timeout(format!(
+            "the provider did not answer in time ({tries})"
+        )),
+        AttemptOutcome::ConnectError { message } => GatewayError::upstream_failed(format!(
+            "could not reach the provider after {tries}: {message}"
+        )),
+    }
+}

@@ -1,0 +1,240 @@
+//! The request pipeline: one function per phase over a typed [`RequestCtx`],
+//! in the order of DESIGN.md's request flow. Each phase may answer early by
+//! returning an error or a response.
+//!
+//! 1. [`auth::authenticate`] + [`parse`]: body limit, JSON, tenant/tier.
+//! 2. [`throttle::admit`]: the throttle plugin names buckets; one atomic charge.
+//! 3. [`caching::derive_key`] and [`caching::lookup`]: exact cache.
+//! 4. coalescing: identical cacheable requests in flight share one call.
+//! 5. [`call::call_upstream`]: provider call, retry plugin decides after failures.
+//! 6. [`respond`]: store, settle (after the answer), and shape the response.
+
+mod auth;
+mod caching;
+mod call;
+mod respond;
+mod stream;
+mod throttle;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+
+use crate::api::{self, ParsedRequest};
+use crate::cache::CacheKey;
+use crate::coalesce::Role;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::plugin::Plugin;
+use crate::policy::{ChargeResult, PolicyRequest, Route};
+use crate::telemetry::CacheOutcome;
+
+pub use auth::Caller;
+
+/// The plugin versions one request uses from start to end, so every decision
+/// of a request comes from one version even across a hot swap.
+pub struct PinnedPlugins {
+    pub throttle: Arc<Plugin>,
+    pub cache_key: Arc<Plugin>,
+    pub retry: Arc<Plugin>,
+}
+
+/// What the phases of one request know and share.
+pub struct RequestCtx {
+    pub id: String,
+    pub route: Route,
+    pub started: Instant,
+    pub client_ip: IpAddr,
+    pub caller: Caller,
+    pub plugins: PinnedPlugins,
+    /// Set once the body parsed.
+    pub parsed: Option<ParsedRequest>,
+    /// The view plugins get; filled after parsing.
+    pub policy: PolicyRequest,
+    /// The outcome of the throttle charge, for the `x-ratelimit-*` headers.
+    pub limits: Option<ChargeResult>,
+    /// Whether the throttle charged buckets that settle must reconcile.
+    pub charged: bool,
+    pub cache: CacheOutcome,
+    /// The scoped key and TTL when the answer may be cached.
+    pub cache_key: Option<(CacheKey, std::time::Duration)>,
+    /// The client sent `cache-control: no-cache` (skip lookup).
+    pub no_cache: bool,
+    /// The client sent `cache-control: no-store` (skip storing).
+    pub no_store: bool,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// The provider and model that produced the answer.
+    pub provider: String,
+    pub model: String,
+}
+
+impl RequestCtx {
+    fn new(gw: &Gateway, route: Route, id: String, client_ip: IpAddr) -> Self {
+        Self {
+            id,
+            route,
+            started: Instant::now(),
+            client_ip,
+            caller: Caller::anonymous(&gw.config.anonymous.tier),
+            plugins: PinnedPlugins {
+                throttle: gw.plugins.throttle.current(),
+                cache_key: gw.plugins.cache_key.current(),
+                retry: gw.plugins.retry.current(),
+            },
+            parsed: None,
+            policy: PolicyRequest::default(),
+            limits: None,
+            charged: false,
+            cache: CacheOutcome::Bypass,
+            cache_key: None,
+            no_cache: false,
+            no_store: false,
+            attempts: 0,
+            provider: String::new(),
+            model: String::new(),
+        }
+    }
+
+    /// The parsed request; phases after parsing may rely on it.
+    pub fn parsed(&self) -> &ParsedRequest {
+        self.parsed
+            .as_ref()
+            .expect("phases after parse run only once the body parsed")
+    }
+}
+
+/// Handles one API request from arrival to response.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    route: Route,
+    client_ip: IpAddr,
+    request: http::Request<Body>,
+) -> Response {
+    let id = request_id(request.headers());
+    let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
+    let mut response = match run(&gw, &mut ctx, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(route),
+    };
+    respond::decorate(&ctx, &mut response);
+    let status = response.status().as_u16();
+    gw.metrics
+        .request(route.into(), status, ctx.started.elapsed());
+    tracing::info!(
+        target: "sluice::access",
+        id = %ctx.id,
+        route = ?route,
+        tenant = %ctx.caller.tenant,
+        model = %ctx.model,
+        provider = %ctx.provider,
+        status,
+        cache = ctx.cache.as_str(),
+        attempts = ctx.attempts,
+        ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+async fn run(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    request: http::Request<Body>,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = request.into_parts();
+    auth::authenticate(gw, &parts.headers, ctx)?;
+    let body = read_body(body, gw.config.server.max_body_bytes).await?;
+    parse(gw, ctx, &parts.headers, &body)?;
+    throttle::admit(gw, ctx).await?;
+    caching::derive_key(gw, ctx, &parts.headers).await?;
+    if let Some(answer) = caching::lookup(gw, ctx).await {
+        return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
+    }
+    // Identical cacheable requests in flight share one upstream call.
+    let leader = match ctx.cache_key {
+        Some((key, _)) => match gw.coalescer.join(key) {
+            Role::Leader(leader) => Some(leader),
+            Role::Follower(follower) => {
+                if let Some(answer) = follower.wait().await {
+                    gw.metrics.coalesced();
+                    return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let upstream = call::call_upstream(gw, ctx).await?;
+    Ok(respond::answer(gw, ctx, upstream, leader).await)
+}
+
+/// Reads the body, refusing more than `limit` bytes with a 413.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
+        Err(e) => Err(GatewayError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Parses the body and resolves the provider; fills the policy view.
+fn parse(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    let parsed = api::parse(ctx.route, body)?;
+    let provider = gw
+        .config
+        .route(&parsed.model)
+        .ok_or_else(|| GatewayError::unknown_model(&parsed.model))?;
+    ctx.provider = provider.name.clone();
+    ctx.model = parsed.model.clone();
+    ctx.policy = PolicyRequest {
+        id: ctx.id.clone(),
+        route: ctx.route,
+        provider: provider.name.clone(),
+        model: parsed.model.clone(),
+        streaming: parsed.stream,
+        max_tokens: parsed.max_tokens,
+        estimated_prompt_tokens: parsed.estimated_prompt_tokens,
+        temperature: parsed.temperature,
+        messages: parsed.messages.clone(),
+        params: parsed.params.clone(),
+        tenant: ctx.caller.tenant.clone(),
+        tier: ctx.caller.tier.clone(),
+        key_id: ctx.caller.key_id.clone(),
+        client_ip: ctx.client_ip.to_string(),
+        headers: auth::policy_headers(headers),
+    };
+    ctx.parsed = Some(parsed);
+    Ok(())
+}
+
+/// The client's `x-request-id` when it is sane, else a fresh UUIDv7.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}

@@ -1,0 +1,309 @@
+//! Response phase: shape upstream answers and cache hits for the client,
+//! store fresh answers, and settle usage after the fact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use super::stream::{Finished, Tee, replay_bytes};
+use super::{RequestCtx, throttle};
+use crate::api::{self, SseParser};
+use crate::cache::{Answer, AnswerBody, CacheKey};
+use crate::coalesce::Leader;
+use crate::gateway::Gateway;
+use crate::policy::{Route, Unit, Usage};
+use crate::telemetry::CacheOutcome;
+use crate::upstream::{UpstreamBody, UpstreamResponse};
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Splits recorded events so a replay arrives event by event, like the
+/// original did.
+fn event_chunks(bytes: Bytes) -> Body {
+    let mut chunks = Vec::new();
+    let mut rest = bytes;
+    while let Some(end) = rest.windows(2).position(|w| w == b"\n\n") {
+        chunks.push(Ok::<_, std::io::Error>(rest.split_to(end + 2)));
+    }
+    if !rest.is_empty() {
+        chunks.push(Ok(rest));
+    }
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+/// Answers from a cached (or coalesced) answer, converting between JSON and
+/// stream when the new request wants the other form.
+pub fn replay(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    answer: Arc<Answer>,
+    outcome: CacheOutcome,
+) -> Response {
+    ctx.cache = outcome;
+    gw.metrics.cache_outcome(outcome);
+    let parsed = ctx.parsed();
+    let route = ctx.route;
+    let keep_usage = route != Route::Chat || parsed.client_wants_usage();
+    let response = match (&answer.body, parsed.stream) {
+        (AnswerBody::Json(body), false) => json_response(StatusCode::OK, body.clone()),
+        (AnswerBody::Stream(events), true) => {
+            stream_response(event_chunks(replay_bytes(events.clone(), keep_usage)))
+        }
+        (AnswerBody::Stream(events), false) => {
+            let events = SseParser::new().feed(events);
+            match api::stream_to_json(route, &events) {
+                Ok(body) => json_response(StatusCode::OK, Bytes::from(body)),
+                Err(e) => return conversion_failed(route, e),
+            }
+        }
+        (AnswerBody::Json(body), true) => match api::json_to_stream(route, body) {
+            Ok(events) => {
+                let events = events
+                    .into_iter()
+                    .filter(|e| keep_usage || !api::is_usage_only_chunk(e))
+                    .collect::<Vec<_>>();
+                stream_response(event_chunks(Bytes::from(api::sse::encode(&events))))
+            }
+            Err(e) => return conversion_failed(route, e),
+        },
+    };
+    spawn_settle(
+        gw,
+        ctx,
+        Usage {
+            prompt_tokens: answer.usage.0,
+            completion_tokens: answer.usage.1,
+            estimated_prompt_tokens: ctx.policy.estimated_prompt_tokens,
+            cached: true,
+        },
+    );
+    response
+}
+
+fn conversion_failed(route: Route, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "cached answer could not be converted");
+    crate::error::GatewayError::upstream_failed("a cached answer could not be converted")
+        .into_response(route)
+}
+
+/// Answers from a fresh upstream response: relays it, stores it when it may
+/// be cached, completes coalesced followers and settles usage.
+pub async fn answer(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+    upstream: UpstreamResponse,
+    leader: Option<Leader<CacheKey, Answer>>,
+) -> Response {
+    gw.metrics.cache_outcome(ctx.cache);
+    let route = ctx.route;
+    let store = ctx.cache_key.filter(|_| !ctx.no_store);
+    let estimated = ctx.policy.estimated_prompt_tokens;
+    let status = upstream.status;
+    match upstream.body {
+        UpstreamBody::Full(body) => {
+            let usage = api::usage_from_json(route, &body).unwrap_or((estimated, 0));
+            if let Some((key, ttl)) = store.filter(|_| status.is_success()) {
+                let answer = Arc::new(Answer::json(route, body.clone(), usage));
+                store_answer(gw, key, ttl, answer, leader);
+            }
+            spawn_settle(
+                gw,
+                ctx,
+                Usage {
+                    prompt_tokens: usage.0,
+                    completion_tokens: usage.1,
+                    estimated_prompt_tokens: estimated,
+                    cached: false,
+                },
+            );
+            let mut resp = json_response(status, body);
+            copy_upstream_headers(&upstream.headers, &mut resp);
+            resp
+        }
+        UpstreamBody::Stream(events) => {
+            let keep_usage = route != Route::Chat || ctx.parsed().client_wants_usage();
+            let record_limit = if store.is_some() {
+                gw.config.cache.max_entry_bytes as usize
+            } else {
+                0
+            };
+            let settle = settle_later(gw, ctx);
+            let gw = gw.clone();
+            let on_finish = move |done: Finished| {
+                if let (Some((key, ttl)), Some(recorded)) = (store, done.recorded) {
+                    let answer = Arc::new(Answer::stream(route, recorded, done.usage));
+                    store_answer(&gw, key, ttl, answer, leader);
+                }
+                settle(Usage {
+                    prompt_tokens: done.usage.0,
+                    completion_tokens: done.usage.1,
+                    estimated_prompt_tokens: estimated,
+                    cached: false,
+                });
+            };
+            let tee = Tee::new(
+                route,
+                events,
+                keep_usage,
+                estimated,
+                record_limit,
+                on_finish,
+            );
+            let mut resp = stream_response(Body::from_stream(tee));
+            copy_upstream_headers(&upstream.headers, &mut resp);
+            resp
+        }
+    }
+}
+
+fn copy_upstream_headers(from: &http::HeaderMap, resp: &mut Response) {
+    for (name, value) in from {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+}
+
+fn store_answer(
+    gw: &Arc<Gateway>,
+    key: CacheKey,
+    ttl: Duration,
+    answer: Arc<Answer>,
+    leader: Option<Leader<CacheKey, Answer>>,
+) {
+    if let Some(leader) = leader {
+        leader.complete(answer.clone());
+    }
+    let gw = gw.clone();
+    tokio::spawn(async move { gw.cache.put(key, answer, ttl).await });
+}
+
+/// A settle call to run once usage is known (a stream settles at its end).
+/// Takes the policy view out of `ctx`: settling is the last use of it.
+fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) + Send + 'static {
+    let gw = gw.clone();
+    let plugin = ctx.plugins.throttle.clone();
+    let charged = ctx.charged;
+    let tenant = ctx.caller.tenant.clone();
+    let policy = std::mem::take(&mut ctx.policy);
+    move |usage: Usage| {
+        tokio::spawn(async move {
+            if charged {
+                throttle::settle(&gw, &plugin, &policy, usage, &tenant).await;
+            } else if !usage.cached {
+                gw.metrics.tokens(
+                    &tenant,
+                    u64::from(usage.prompt_tokens),
+                    u64::from(usage.completion_tokens),
+                );
+            }
+        });
+    }
+}
+
+fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage) {
+    settle_later(gw, ctx)(usage);
+}
+
+/// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts` and the
+/// `x-ratelimit-*` headers to every response.
+pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        "x-sluice-cache",
+        HeaderValue::from_static(ctx.cache.as_str()),
+    );
+    if ctx.attempts > 0 {
+        h.insert("x-sluice-attempts", HeaderValue::from(ctx.attempts));
+    }
+    let Some(limits) = &ctx.limits else {
+        return;
+    };
+    for (unit, suffix) in [(Unit::Requests, "requests"), (Unit::Tokens, "tokens")] {
+        // The most constraining bucket of the unit speaks for it.
+        let Some(b) = limits
+            .buckets
+            .iter()
+            .filter(|b| b.unit == unit)
+            .min_by_key(|b| (b.remaining, std::cmp::Reverse(b.reset_ms)))
+        else {
+            continue;
+        };
+        h.insert(
+            header_name("x-ratelimit-limit-", suffix),
+            HeaderValue::from(b.limit),
+        );
+        h.insert(
+            header_name("x-ratelimit-remaining-", suffix),
+            HeaderValue::from(b.remaining),
+        );
+        if let Ok(v) = HeaderValue::from_str(&openai_duration(b.reset_ms)) {
+            h.insert(header_name("x-ratelimit-reset-", suffix), v);
+        }
+    }
+}
+
+fn header_name(prefix: &str, suffix: &str) -> http::HeaderName {
+    http::HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
+        .expect("static header names are valid")
+}
+
+/// OpenAI's reset format: "120ms", "1.5s", "6m0s", "1h2m3s".
+pub fn openai_duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let total_s = ms / 1000;
+    let (h, m, s) = (total_s / 3600, (total_s % 3600) / 60, total_s % 60);
+    let frac = ms % 1000;
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{:.3}", frac as f64 / 1000.0);
+        format!("{s}{}s", f.trim_start_matches('0').trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openai_duration;
+
+    #[test]
+    fn durations_read_like_openais() {
+        assert_eq!(openai_duration(120), "120ms");
+        assert_eq!(openai_duration(1500), "1.5s");
+        assert_eq!(openai_duration(60_000), "1m0s");
+        assert_eq!(openai_duration(3_723_000), "1h2m3s");
+    }
+}

@@ -1,0 +1,168 @@
+//! The HTTP surface: routes, and [`run`] which serves a listener until
+//! shutdown, letting in-flight requests finish.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::pipeline;
+use crate::policy::Route;
+
+/// The gateway's router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// waits for in-flight requests (streams included) to finish.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(gw).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The client address: the socket peer, or the first `x-forwarded-for` hop
+/// when the config trusts a proxy in front.
+fn client_ip(gw: &Gateway, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if gw.config.server.trust_forwarded_for
+        && let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return ip;
+    }
+    peer.ip()
+}
+
+async fn api(
+    gw: Arc<Gateway>,
+    route: Route,
+    peer: SocketAddr,
+    request: http::Request<Body>,
+) -> Response {
+    let ip = client_ip(&gw, peer, request.headers());
+    pipeline::handle(gw, route, ip, request).await
+}
+
+async fn chat(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: http::Request<Body>,
+) -> Response {
+    api(gw, Route::Chat, peer, request).await
+}
+
+async fn embeddings(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: http::Request<Body>,
+) -> Response {
+    api(gw, Route::Embeddings, peer, request).await
+}
+
+async fn messages(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: http::Request<Body>,
+) -> Response {
+    api(gw, Route::AnthropicMessages, peer, request).await
+}
+
+/// The models the config routes, OpenAI's list shape. Patterns without
+/// wildcards are listed as models; wildcard patterns are listed as written.
+async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+    let data: Vec<_> = gw
+        .config
+        .providers
+        .iter()
+        .flat_map(|p| {
+            p.models.iter().map(move |m| {
+                json!({"id": m, "object": "model", "created": 0, "owned_by": p.name})
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready unless the state backend is failing; degraded (200, fail-open:
+/// still serving from the local fallback) or unavailable (503, fail-closed).
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let health = gw.state.health();
+    gw.metrics.set_state_degraded(health.degraded);
+    let status = match (health.degraded, health.on_error) {
+        (false, _) => "ready",
+        (true, crate::state::OnError::FailOpen) => "degraded",
+        (true, crate::state::OnError::FailClosed) => "unavailable",
+    };
+    let code = if status == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": status,
+        "state": {
+            "backend": health.backend,
+            "degraded": health.degraded,
+            "fallbacks": health.fallbacks,
+            "last_error": health.last_error,
+        },
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let health = gw.state.health();
+    gw.metrics.set_state_degraded(health.degraded);
+    let mut resp = gw.metrics.encode().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+async fn not_found(request: http::Request<Body>) -> Response {
+    let route = if request.uri().path().starts_with("/v1/messages") {
+        Route::AnthropicMessages
+    } else {
+        Route::Chat
+    };
+    let mut e = GatewayError::bad_request(format!(
+        "Unknown request URL: {} {}",
+        request.method(),
+        request.uri().path()
+    ));
+    e.status = StatusCode::NOT_FOUND;
+    e.into_response(route)
+}
