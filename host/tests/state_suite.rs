@@ -141,10 +141,10 @@ async fn namespaces_are_isolated(t: &Target<'_>) {
     );
 
     // Buckets are per namespace too, and apart from KV keys of the same name.
-    let b = window("same", 1, 60_000, 1);
-    assert!(s.charge("plugin:a", &[b.clone()]).await.unwrap().admitted);
-    assert!(!s.charge("plugin:a", &[b.clone()]).await.unwrap().admitted);
-    assert!(s.charge("plugin:b", &[b]).await.unwrap().admitted);
+    let b = [window("same", 1, 60_000, 1)];
+    assert!(s.charge("plugin:a", &b).await.unwrap().admitted);
+    assert!(!s.charge("plugin:a", &b).await.unwrap().admitted);
+    assert!(s.charge("plugin:b", &b).await.unwrap().admitted);
     assert_eq!(s.get("plugin:a", "same").await.unwrap(), None);
 }
 

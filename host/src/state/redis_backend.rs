@@ -5,6 +5,7 @@
 //! This layer knows nothing about timeouts policy or fallbacks; `State` wraps
 //! each call in `op_timeout` and decides what a failure means.
 
+use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -113,7 +114,8 @@ enum Link {
     /// connection is (re)built by `heal` when it cannot be created or stops
     /// answering (e.g. every node restarted).
     Cluster {
-        client: ClusterClient,
+        // Boxed: a cluster client is large and the enum lives once per state.
+        client: Box<ClusterClient>,
         conn: RwLock<Option<ClusterConnection>>,
     },
 }
@@ -154,7 +156,7 @@ impl RedisBackend {
                 .build()
                 .map_err(|e| StateError::Invalid(format!("state: redis cluster urls: {e}")))?;
             Link::Cluster {
-                client,
+                client: Box::new(client),
                 conn: RwLock::new(None),
             }
         };
@@ -175,6 +177,28 @@ impl RedisBackend {
             Link::Cluster { conn, .. } => conn.read().clone().map(Conn::Cluster).ok_or_else(|| {
                 StateError::Unavailable("not connected to the Redis cluster".into())
             }),
+        }
+    }
+
+    /// Runs `op` on a connection; if the connection turns out to be closed
+    /// (the server restarted, or dropped an idle client), runs it once more
+    /// on the fresh connection the client has started meanwhile. The caller
+    /// bounds both attempts with `op_timeout`.
+    ///
+    /// A command in flight when a connection breaks may have been applied,
+    /// so in that rare case it applies twice (for a charge: counted twice,
+    /// which errs on the strict side). The common case, a connection found
+    /// closed before sending, is safe.
+    async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, StateError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match op(self.conn()?).await {
+            Err(e) if e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                op(self.conn()?).await.map_err(classify)
+            }
+            other => other.map_err(classify),
         }
     }
 
@@ -208,12 +232,12 @@ impl RedisBackend {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let mut c = self.conn()?;
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)
+        let cmd = redis::cmd("GET").arg(key).to_owned();
+        self.with_conn(|mut c| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut c).await }
+        })
+        .await
     }
 
     pub(crate) async fn set(
@@ -222,22 +246,26 @@ impl RedisBackend {
         value: &[u8],
         ttl_ms: Option<u64>,
     ) -> Result<(), StateError> {
-        let mut c = self.conn()?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
         if let Some(ms) = ttl_ms {
             cmd.arg("PX").arg(ms);
         }
-        cmd.query_async(&mut c).await.map_err(classify)
+        self.with_conn(|mut c| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut c).await }
+        })
+        .await
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, StateError> {
-        let mut c = self.conn()?;
-        let removed: i64 = redis::cmd("DEL")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?;
+        let cmd = redis::cmd("DEL").arg(key).to_owned();
+        let removed: i64 = self
+            .with_conn(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
         Ok(removed > 0)
     }
 
@@ -247,19 +275,19 @@ impl RedisBackend {
         delta: i64,
         ttl_ms: Option<u64>,
     ) -> Result<i64, StateError> {
-        let mut c = self.conn()?;
         let Some(ms) = ttl_ms else {
-            return redis::cmd("INCRBY")
-                .arg(key)
-                .arg(delta)
-                .query_async(&mut c)
-                .await
-                .map_err(classify);
+            let cmd = redis::cmd("INCRBY").arg(key).arg(delta).to_owned();
+            return self
+                .with_conn(|mut c| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await;
         };
         // Creating the key with its TTL first, in one transaction, gives the
         // TTL only to a key this call creates. (Not a Lua script: Lua numbers
         // are doubles and would round counters above 2^53.)
-        let (value,): (i64,) = redis::pipe()
+        let pipe = redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(key)
@@ -271,9 +299,13 @@ impl RedisBackend {
             .cmd("INCRBY")
             .arg(key)
             .arg(delta)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?;
+            .to_owned();
+        let (value,): (i64,) = self
+            .with_conn(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
         Ok(value)
     }
 
@@ -284,16 +316,18 @@ impl RedisBackend {
         value: &[u8],
         ttl_ms: Option<u64>,
     ) -> Result<bool, StateError> {
-        let mut c = self.conn()?;
-        let swapped: i64 = CAS_SCRIPT
-            .key(key)
+        let mut call = CAS_SCRIPT.prepare_invoke();
+        call.key(key)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
             .arg(value)
-            .arg(ttl_ms.unwrap_or(0))
-            .invoke_async(&mut c)
-            .await
-            .map_err(classify)?;
+            .arg(ttl_ms.unwrap_or(0));
+        let swapped: i64 = self
+            .with_conn(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
         Ok(swapped == 1)
     }
 
@@ -304,7 +338,6 @@ impl RedisBackend {
         buckets: &[Bucket],
         mode: Mode,
     ) -> Result<ChargeResult, StateError> {
-        let mut c = self.conn()?;
         let mut call = LIMITER_SCRIPT.prepare_invoke();
         call.arg(mode.as_str());
         for (key, bucket) in keys.iter().zip(buckets) {
@@ -314,7 +347,12 @@ impl RedisBackend {
                 call.arg(x.to_string());
             }
         }
-        let out: Vec<i64> = call.invoke_async(&mut c).await.map_err(classify)?;
+        let out: Vec<i64> = self
+            .with_conn(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
         let out: Vec<u64> = out.into_iter().map(|x| x.max(0) as u64).collect();
         limiter::result_from(buckets, &out)
     }
