@@ -17,7 +17,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
@@ -25,9 +24,10 @@ use super::plugin_metrics::{PluginMetrics, Record};
 use crate::config::{ANONYMOUS_TENANT, Config, PluginSlot};
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics text, which
-/// Prometheus negotiates and scrapes natively (the encoder writes counter
-/// families without `_total` in `# TYPE` and ends with `# EOF`, which the
-/// older `text/plain; version=0.0.4` format does not allow).
+/// Prometheus asks for first and scrapes natively. Serve `/metrics` with it:
+/// under the older `text/plain; version=0.0.4` a scraper still reads every
+/// sample, but sees counters as untyped (their `# TYPE` line names the family
+/// without `_total`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Label value for a provider or tenant name the registry does not know.
@@ -162,12 +162,19 @@ impl Metrics {
     ) -> Self {
         let mut registry = Registry::with_prefix("sluice");
 
-        registry.register(
-            "build",
-            "The running sluice version",
-            Info::new(BuildLabels {
+        // A gauge rather than an OpenMetrics `info`: the classic Prometheus
+        // text parser rejects `# TYPE … info`, and some scrapers still ask
+        // for that format.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
-            }),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running sluice version (always 1)",
+            build_info,
         );
 
         // === requests and cache ===
