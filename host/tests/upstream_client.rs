@@ -383,6 +383,28 @@ async fn an_attempt_that_outlives_its_timeout_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_headers_never_come_times_out() {
+    let router = Router::new().fallback(futures::future::pending::<&'static str>);
+    let addr = serve(router).await;
+    let upstreams = Upstreams::new(&[provider(
+        "openai",
+        ProviderKind::Openai,
+        format!("http://{addr}/v1"),
+        &["k"],
+    )])
+    .unwrap();
+
+    let failure = upstreams
+        .send(
+            "openai",
+            request("/chat/completions", true, Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.outcome, AttemptOutcome::Timeout);
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
     // Bind then drop: nothing listens on that port any more.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,7 +1,6 @@
 //! [`Upstreams`]: the per-provider HTTP clients and one attempt's mechanics.
 
 use std::error::Error as _;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -224,7 +223,7 @@ impl Provider {
             .build()
             .map_err(|e| BuildError::Client {
                 provider: provider(),
-                message: error_chain(&e),
+                message: error_chain(e),
             })?;
         Ok(Self {
             name: config.name.clone(),
@@ -309,7 +308,7 @@ impl Provider {
 
         let response = match tokio::time::timeout_at(deadline, self.client.execute(http)).await {
             Err(_elapsed) => return Err(AttemptFailure::from_outcome(AttemptOutcome::Timeout)),
-            Ok(Err(e)) => return Err(transport_failure(&e)),
+            Ok(Err(e)) => return Err(transport_failure(e)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -342,7 +341,7 @@ impl Provider {
         let body = if request.stream {
             let chunks = response
                 .bytes_stream()
-                .map_err(|e| UpstreamError::Body(error_chain(&e)));
+                .map_err(|e| UpstreamError::Body(error_chain(e)));
             UpstreamBody::Stream(Box::pin(IdleTimeout::new(
                 chunks,
                 settings.stream_idle_timeout,
@@ -351,7 +350,7 @@ impl Provider {
             let read = body::read_limited(response, settings.max_response_bytes);
             match tokio::time::timeout_at(deadline, read).await {
                 Err(_elapsed) => return Err(AttemptFailure::from_outcome(AttemptOutcome::Timeout)),
-                Ok(Err(e)) => return Err(transport_failure(&e)),
+                Ok(Err(e)) => return Err(transport_failure(e)),
                 Ok(Ok(Read::TooLarge)) => {
                     return Err(AttemptFailure::connect(format!(
                         "response body larger than {} bytes",
@@ -441,7 +440,7 @@ fn base_url(kind: ProviderKind, configured: &str) -> String {
 }
 
 /// Classifies a reqwest error from before a status was seen.
-fn transport_failure(e: &reqwest::Error) -> AttemptFailure {
+fn transport_failure(e: reqwest::Error) -> AttemptFailure {
     if e.is_timeout() && !e.is_connect() {
         return AttemptFailure::from_outcome(AttemptOutcome::Timeout);
     }
@@ -450,33 +449,19 @@ fn transport_failure(e: &reqwest::Error) -> AttemptFailure {
 
 /// `error: cause: cause`, without the URL (it is ours and known) and
 /// without repeating a cause already in the text.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = String::new();
-    let _ = write!(out, "{}", DisplayWithoutUrl(e));
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
         let text = cause.to_string();
         if !out.contains(&text) {
-            let _ = write!(out, ": {text}");
+            out.push_str(": ");
+            out.push_str(&text);
         }
         source = cause.source();
     }
     out
-}
-
-struct DisplayWithoutUrl<'a>(&'a reqwest::Error);
-
-impl std::fmt::Display for DisplayWithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.url() {
-            Some(url) => {
-                let text = self.0.to_string();
-                let cleaned = text.replace(&format!(" for url ({url})"), "");
-                f.write_str(&cleaned)
-            }
-            None => write!(f, "{}", self.0),
-        }
-    }
 }
 
 #[cfg(test)]
