@@ -29,12 +29,38 @@ pub enum Command {
         listen: Option<SocketAddr>,
     },
     /// Run a mock OpenAI + Anthropic provider (for demos, tests, benchmarks).
-    Mock(crate::mock::MockArgs),
+    Mock(MockArgs),
     /// Work with policy plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Measure the gateway's overhead against a direct baseline.
     Bench(crate::loadgen::BenchArgs),
+}
+
+/// `sluice mock` options.
+#[derive(Debug, clap::Args)]
+pub struct MockArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Delay between streamed events, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay_ms: u64,
+    /// Fraction of requests answered with a server error (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of requests answered 429 with retry-after (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
+    /// The retry-after of 429s, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_s: u64,
+    /// Require this API key.
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,7 +112,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config, listen } => serve(config, listen).await,
-        Command::Mock(args) => crate::mock::run_cli(args).await,
+        Command::Mock(args) => mock(args).await,
         Command::Plugin(PluginCommand::Check { file, json }) => {
             crate::plugin_cli::check(&file, json).await
         }
@@ -118,7 +144,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
     // With no config and no provider in the environment, serve a demo: an
     // in-process mock provider, so the first run works with no key.
     let _demo = if embedded && demo_wanted() {
-        let mock = crate::mock::spawn(Default::default()).await?;
+        let mock = crate::mock::try_spawn(Default::default()).context("demo mock provider")?;
         tracing::warn!(
             upstream = %mock.base_url(),
             "no OPENAI_API_KEY or OPENAI_BASE_URL set: serving a built-in mock provider (demo mode)"
@@ -158,6 +184,29 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+async fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
+    for (name, rate) in [("--error-rate", args.error_rate), ("--rate-limit-rate", args.rate_limit_rate)] {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{name} must be between 0 and 1, not {rate}");
+        }
+    }
+    let config = crate::mock::MockConfig {
+        expected_key: args.key,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
+        error_rate: args.error_rate,
+        rate_limit_rate: args.rate_limit_rate,
+        retry_after: std::time::Duration::from_secs(args.retry_after_s),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    println!("sluice mock provider on http://{}/v1", listener.local_addr()?);
+    crate::mock::serve(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn demo_wanted() -> bool {
     std::env::var_os("OPENAI_API_KEY").is_none()
         && std::env::var_os("OPENAI_BASE_URL").is_none()
@@ -186,7 +235,3 @@ async fn shutdown_signal() {
     }
 }
 
-/// Fails with a one-line reason (used by subcommands that refuse input).
-pub fn refuse(reason: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
-    bail!("{reason}")
-}

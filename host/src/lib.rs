@@ -18,6 +18,7 @@ pub mod cache;
 pub mod coalesce;
 pub mod config;
 pub mod loadgen;
+pub mod mock;
 #[cfg(feature = "wip-plugin")]
 pub mod error;
 #[cfg(feature = "wip-plugin")]

@@ -96,10 +96,10 @@ async fn unbounded_memory_growth_is_out_of_memory() {
 
 #[tokio::test]
 async fn deep_recursion_traps() {
-    misbehaves("recursion", |e| {
-        matches!(e, CallError::Trap(m) if m.contains("stack overflow"))
-    })
-    .await;
+    // Rust's shadow stack lives in linear memory: it runs off its end (an
+    // out-of-bounds trap) before or after the native stack limit; either way
+    // the call traps.
+    misbehaves("recursion", |e| matches!(e, CallError::Trap(_))).await;
 }
 
 #[tokio::test]
@@ -172,10 +172,10 @@ async fn another_plugins_state_namespace_is_not_reachable() {
 #[tokio::test]
 async fn flooding_stdout_does_not_hurt_the_host() {
     let (rt, _dir) = runtime(State::memory());
-    let plugin = rt
-        .load(&hostile_wasm(), options("stdout-flood"))
-        .await
-        .expect("loads");
+    let mut opts = options("stdout-flood");
+    // 1 MiB to each of stdout and stderr: 64 times the capture cap.
+    opts.config = json!({"mode": "stdout-flood", "bytes": 1 << 20});
+    let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
     plugin
         .derive_cache_key(&request())
         .await

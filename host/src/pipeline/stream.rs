@@ -13,11 +13,10 @@ use crate::policy::Route;
 
 /// How a stream ended.
 pub struct Finished {
-    /// The provider's terminator arrived with no error event.
-    pub complete: bool,
     /// (prompt, completion) tokens: reported, else counted.
     pub usage: (u32, u32),
-    /// Every event as it came, when it fit the record limit.
+    /// Every event as it came, when the stream completed (terminator, no
+    /// error event) and fit the record limit.
     pub recorded: Option<Bytes>,
 }
 
@@ -66,7 +65,6 @@ impl<E> Tee<E> {
         if let Some(hook) = self.on_finish.take() {
             let complete = ended_cleanly && self.accumulator.is_complete();
             hook(Finished {
-                complete,
                 usage: self.accumulator.usage(self.estimated_prompt_tokens),
                 recorded: (complete && !self.over_limit)
                     .then(|| Bytes::from(std::mem::take(&mut self.recorded))),

@@ -1,0 +1,137 @@
+//! The cost of policy decisions: each reference plugin alone, and the four
+//! together as one request pays for them (fresh instances every call).
+//!
+//! `cargo bench -p sluice --bench policy`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use sluice::plugin::{EngineSettings, Kind, LoadOptions, Plugin, PluginRuntime};
+use sluice::policy::{Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, Usage};
+use sluice::state::State;
+use std::sync::Arc;
+
+fn request() -> PolicyRequest {
+    let msg = |role: &str, text: &str| Message {
+        role: role.into(),
+        text: text.into(),
+        has_tool_calls: false,
+        extra_json: None,
+    };
+    PolicyRequest {
+        id: "bench".into(),
+        route: Route::Chat,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        streaming: false,
+        max_tokens: Some(256),
+        estimated_prompt_tokens: 60,
+        temperature: Some(0.2),
+        messages: vec![
+            msg("system", "You are a concise assistant for a travel company."),
+            msg("user", "What is the capital of Portugal?"),
+            msg("assistant", "Lisbon."),
+            msg("user", "And how many people live there, roughly, in 2024?"),
+        ],
+        params: vec![Param {
+            name: "temperature".into(),
+            json: "0.2".into(),
+        }],
+        tenant: "acme".into(),
+        tier: "pro".into(),
+        key_id: Some("vk_0123456789abcdef".into()),
+        client_ip: "127.0.0.1".into(),
+        headers: vec![("user-agent".into(), "bench/1.0".into())],
+    }
+}
+
+struct Set {
+    throttle: Arc<Plugin>,
+    cache_key: Arc<Plugin>,
+    semantic: Arc<Plugin>,
+    retry: Arc<Plugin>,
+}
+
+async fn load(runtime: &PluginRuntime, kind: Kind) -> Arc<Plugin> {
+    let wasm = sluice::plugin::builtin::builtin(kind.slot()).expect("builtin plugin");
+    let mut opts = LoadOptions::new(kind.slot());
+    opts.require = vec![kind];
+    opts.config = json!({});
+    runtime.load(wasm, opts).await.expect("loads")
+}
+
+fn policy(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let runtime = rt.block_on(async {
+        PluginRuntime::new(
+            EngineSettings {
+                cache_dir: None,
+                ..EngineSettings::default()
+            },
+            State::memory(),
+            None,
+        )
+        .expect("runtime")
+    });
+    let set = rt.block_on(async {
+        Set {
+            throttle: load(&runtime, Kind::Throttle).await,
+            cache_key: load(&runtime, Kind::CacheKey).await,
+            semantic: load(&runtime, Kind::Semantic).await,
+            retry: load(&runtime, Kind::Retry).await,
+        }
+    });
+    let req = request();
+    let attempt = Attempt {
+        number: 1,
+        elapsed_ms: 120,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        outcome: AttemptOutcome::Status {
+            code: 503,
+            retry_after_ms: None,
+        },
+    };
+    let usage = Usage {
+        prompt_tokens: 58,
+        completion_tokens: 40,
+        estimated_prompt_tokens: 60,
+        cached: false,
+    };
+
+    let mut g = c.benchmark_group("policy");
+    g.bench_function("throttle.admit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { set.throttle.throttle_admit(&req).await.expect("admit") })
+    });
+    g.bench_function("throttle.settle", |b| {
+        b.to_async(&rt)
+            .iter(|| async { set.throttle.throttle_settle(&req, &usage).await.expect("settle") })
+    });
+    g.bench_function("cache-key.derive", |b| {
+        b.to_async(&rt)
+            .iter(|| async { set.cache_key.derive_cache_key(&req).await.expect("derive") })
+    });
+    g.bench_function("semantic.prepare", |b| {
+        b.to_async(&rt)
+            .iter(|| async { set.semantic.semantic_prepare(&req).await.expect("prepare") })
+    });
+    g.bench_function("retry.decide", |b| {
+        b.to_async(&rt)
+            .iter(|| async { set.retry.retry_decide(&req, &attempt).await.expect("decide") })
+    });
+    g.bench_function("all four (admit+derive+prepare+decide)", |b| {
+        b.to_async(&rt).iter(|| async {
+            set.throttle.throttle_admit(&req).await.expect("admit");
+            set.cache_key.derive_cache_key(&req).await.expect("derive");
+            set.semantic.semantic_prepare(&req).await.expect("prepare");
+            set.retry.retry_decide(&req, &attempt).await.expect("decide");
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, policy);
+criterion_main!(benches);
