@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use crate::policy::{Message, Param, Route};
 
 pub use canonical::canonical_json;
+pub(crate) use convert::json_value_to_stream;
 pub use convert::{ConvertError, is_usage_only_chunk, json_to_stream, stream_to_json};
 pub use error::{
     ApiError, anthropic_error, error_body, error_type, openai_error, parse_error_body,
