@@ -19,11 +19,12 @@
 //! (plus a pacer thread in open loop), so it takes at most about one core
 //! from the gateway and the mock it measures; the report says how much.
 //!
-//! Modules: [`options`](BenchOptions) (what to run), `schedule` (timeline
-//! arithmetic), `driver` (workers and pacer), `send` (HTTP client and
-//! bodies), `record` (per-worker samples), `stats` (percentiles), `report`
-//! (table and JSON), `cpu` (own CPU use).
+//! Modules: `options` (what to run), `cli` (`sluice bench` flags),
+//! `schedule` (timeline arithmetic), `driver` (workers and pacer), `send`
+//! (HTTP client and bodies), `record` (per-worker samples), `stats`
+//! (percentiles), `report` (table and JSON), `cpu` (own CPU use).
 
+mod cli;
 mod cpu;
 mod driver;
 mod options;
@@ -35,6 +36,7 @@ mod stats;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+pub use cli::{BenchArgs, run_cli};
 pub use options::{BenchOptions, DEFAULT_PATH, Interleave, Load, Target};
 pub use report::{Delta, GeneratorReport, Overhead, Report, Settings, TargetReport};
 pub use stats::LatencyStats;

@@ -244,6 +244,10 @@ impl Settings {
 
 // === impl Display ===
 
+/// Median send delay above which an open-loop run is flagged: the pacer
+/// itself is late by tens of microseconds, so this means real queueing.
+const BEHIND_SCHEDULE_US: f64 = 1000.0;
+
 /// A latency in the unit that keeps it short: 87.3µs, 412µs, 1.42ms, 2.10s.
 fn dur(us: f64) -> String {
     let a = us.abs();
@@ -420,6 +424,18 @@ impl fmt::Display for Report {
                 let kinds: Vec<_> = t.errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
                 writeln!(f, "  {}: {}", t.name, kinds.join(", "))?;
             }
+        }
+
+        if let Some(d) = self.generator.send_delay
+            && d.p50_us > BEHIND_SCHEDULE_US
+        {
+            writeln!(
+                f,
+                "\nwarning: the median request left {} behind schedule (all connections busy, or \
+                 the generator short of CPU); latencies include that wait. Lower --rate, raise \
+                 --connections, or quiet the machine.",
+                dur(d.p50_us)
+            )?;
         }
 
         write!(f, "\ngenerator:")?;
