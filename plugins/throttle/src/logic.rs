@@ -5,7 +5,9 @@
 //! or `completion_estimate_tokens` when the request sets none). Buckets are
 //! per tenant (`t:<tenant>:rpm`, `t:<tenant>:tpm`) with the limits of the
 //! tenant's tier; anonymous callers (tenant `anonymous`) are limited per
-//! client IP (`ip:<ip>:rpm`, `ip:<ip>:tpm`) with the `anonymous` limits.
+//! client IP (`ip:<ip>:rpm`, `ip:<ip>:tpm`) with the `anonymous` limits, or
+//! with a tier's limits when the gateway's `[anonymous] tier` names one other
+//! than `anonymous`.
 //!
 //! After the response, `settle` corrects the token bucket by the difference
 //! between the tokens actually used and the tokens charged: unused
@@ -97,6 +99,12 @@ impl PluginConfig for Config {
             if name.is_empty() {
                 return Err(ConfigError::field("tiers", "tier names must not be empty"));
             }
+            if name == ANONYMOUS {
+                return Err(ConfigError::field(
+                    "tiers.anonymous",
+                    "set anonymous limits with the top-level `anonymous` field",
+                ));
+            }
         }
         Ok(())
     }
@@ -127,6 +135,16 @@ impl Config {
     pub fn anonymous(&self) -> Limits {
         self.anonymous.unwrap_or(BUILTIN_ANONYMOUS)
     }
+
+    /// The limits for a tier name as the host sends it: `anonymous` (the
+    /// host's default tier for callers without a key) means [`Self::anonymous`].
+    fn limits(&self, tier: &str) -> Limits {
+        if tier == ANONYMOUS {
+            self.anonymous()
+        } else {
+            self.tier(tier)
+        }
+    }
 }
 
 /// Who a request is charged to: the key prefix, the limits, and the name
@@ -144,15 +162,20 @@ fn subject(config: &Config, req: &Request) -> Subject {
         } else {
             req.client_ip.as_str()
         };
+        let limits = if req.tier.is_empty() {
+            config.anonymous()
+        } else {
+            config.limits(&req.tier)
+        };
         Subject {
             prefix: format!("ip:{ip}"),
-            limits: config.anonymous(),
+            limits,
             name: "anonymous access".into(),
         }
     } else {
         Subject {
             prefix: format!("t:{}", req.tenant),
-            limits: config.tier(&req.tier),
+            limits: config.limits(&req.tier),
             name: format!("tier {}", req.tier),
         }
     }
@@ -276,6 +299,14 @@ mod tests {
         }
     }
 
+    /// A request without a virtual key, as the host sends it by default.
+    fn anonymous_request() -> Request {
+        let mut r = request("hi");
+        r.tenant = ANONYMOUS.into();
+        r.tier = ANONYMOUS.into();
+        r
+    }
+
     fn usage(prompt: u32, completion: u32, estimated: u32, cached: bool) -> Usage {
         Usage {
             prompt_tokens: prompt,
@@ -314,7 +345,7 @@ mod tests {
         let config: Config = parse_config(r#"{"anonymous": {"requests_per_minute": 20}}"#).unwrap();
         let mut r = request("hi");
         r.tenant = ANONYMOUS.into();
-        r.tier = "pro".into();
+        r.tier = ANONYMOUS.into();
         r.client_ip = "2001:db8::1".into();
         assert_eq!(
             charged(admit(&config, &r)),
@@ -332,6 +363,22 @@ mod tests {
                 .map(|b| (b.0.as_str(), b.1))
                 .collect::<Vec<_>>(),
             vec![("ip:2001:db8::1:rpm", 20), ("ip:2001:db8::1:tpm", 10_000)]
+        );
+    }
+
+    #[test]
+    fn anonymous_callers_on_a_named_tier_get_its_limits_per_ip() {
+        let config = Config::default();
+        let mut r = request("hi");
+        r.tenant = ANONYMOUS.into();
+        r.tier = "free".into();
+        let buckets = charged(admit(&config, &r));
+        assert_eq!(
+            buckets
+                .iter()
+                .map(|b| (b.0.as_str(), b.1))
+                .collect::<Vec<_>>(),
+            vec![("ip:192.0.2.7:rpm", 100), ("ip:192.0.2.7:tpm", 20_000)]
         );
     }
 
@@ -387,8 +434,7 @@ mod tests {
     #[test]
     fn zero_limit_refuses() {
         let config: Config = parse_config(r#"{"anonymous": {"requests_per_minute": 0}}"#).unwrap();
-        let mut r = request("hi");
-        r.tenant = ANONYMOUS.into();
+        let r = anonymous_request();
         let rejection = rejected(admit(&config, &r));
         assert_eq!(rejection.status, 429);
         assert_eq!(rejection.message, "anonymous access allows no requests");
@@ -461,8 +507,7 @@ mod tests {
     #[test]
     fn anonymous_settle_uses_the_ip_bucket() {
         let config = Config::default();
-        let mut r = request("hi");
-        r.tenant = ANONYMOUS.into();
+        let r = anonymous_request();
         let fix = settle(&config, &r, &usage(1, 1, 10, false));
         assert_eq!(fix[0].key, "ip:192.0.2.7:tpm");
     }
@@ -476,6 +521,7 @@ mod tests {
             ),
             (r#"{"tiers": {"free": {"rpm": 1}}}"#, "unknown field `rpm`"),
             (r#"{"tiers": {"": {}}}"#, "`tiers`"),
+            (r#"{"tiers": {"anonymous": {}}}"#, "`tiers.anonymous`"),
             (
                 r#"{"anonymous": {"tokens_per_minute": "lots"}}"#,
                 "`anonymous.tokens_per_minute`",
