@@ -7,7 +7,8 @@
 //!   buckets, no corrections, stop).
 //! - `loop`: every call spins forever (epoch deadline).
 //! - `memory`: every call allocates without bound (memory cap).
-//! - `recursion`: every call recurses without bound (stack limit).
+//! - `recursion`: every call recurses without bound (the engine's wasm
+//!   stack limit: a `call stack exhausted` trap).
 //! - `panic`: every call panics (a trap).
 //! - `huge-return`: every call returns about 64 MiB (a string, or a list of
 //!   a million buckets); `bytes` overrides the size.
@@ -32,6 +33,7 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_plugin_common::bindings::sluice::policy::{config, limits, state};
 use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
@@ -131,7 +133,7 @@ fn misbehave() -> Answer {
     match s.mode.as_str() {
         "loop" => spin(),
         "memory" => hoard(),
-        "recursion" => Answer::Report(recurse(0).to_string()),
+        "recursion" => Answer::Report(recurse().to_string()),
         "panic" => panic!("hostile plugin panicked on purpose"),
         "huge-return" => Answer::Huge(s.bytes),
         "open-file" => Answer::Report(open_file()),
@@ -160,12 +162,21 @@ fn hoard() -> ! {
     }
 }
 
-#[allow(unconditional_recursion)]
+static DEPTH: AtomicU64 = AtomicU64::new(0);
+
+/// Recurses until the wasm call stack is exhausted (the engine's stack
+/// limit), not the shadow stack in linear memory: nothing here lives in
+/// memory, so the frames are the engine's alone. The global counter and the
+/// work after the call keep the optimiser from turning this into a loop.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    // A frame the optimiser cannot turn into a loop.
-    let frame = black_box([depth; 32]);
-    recurse(depth + 1).wrapping_add(frame[(depth % 32) as usize])
+fn recurse() -> u64 {
+    let depth = DEPTH.fetch_add(1, Ordering::Relaxed);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse()
+        .wrapping_add(DEPTH.load(Ordering::Relaxed))
+        .wrapping_mul(depth | 1)
 }
 
 fn open_file() -> String {
