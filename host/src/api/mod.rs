@@ -60,7 +60,8 @@ impl ParsedRequest {
     /// Whether an OpenAI streaming client asked for the usage chunk itself
     /// (`stream_options.include_usage: true`). When it did not, the gateway
     /// drops events for which [`is_usage_only_chunk`] is true before they
-    /// reach the client.
+    /// reach the client; the `"usage":null` OpenAI then puts on the other
+    /// chunks stays, clients ignore it.
     pub fn client_wants_usage(&self) -> bool {
         self.body
             .get("stream_options")

@@ -144,6 +144,13 @@ impl SseParser {
         !self.line.is_empty() || self.has_data || self.event.is_some()
     }
 
+    /// Bytes held for the event being received. Upstream output is not
+    /// bounded by the protocol; a caller that must bound memory aborts the
+    /// stream when this grows past its limit.
+    pub fn buffered_len(&self) -> usize {
+        self.line.len() + self.data.len()
+    }
+
     fn process_line(&mut self, mut line: &[u8], out: &mut Vec<SseEvent>) {
         if !self.started {
             self.started = true;
@@ -260,6 +267,9 @@ id: 7\nretry: 10\nunknown: x\ndata: [DONE]\n\n";
         let mut p = SseParser::new();
         assert!(p.feed(b"data: x\n").is_empty());
         assert!(p.has_partial());
+        assert_eq!(p.buffered_len(), 2);
+        assert_eq!(p.feed(b"\n"), vec![SseEvent::data("x")]);
+        assert_eq!(p.buffered_len(), 0);
     }
 
     #[test]

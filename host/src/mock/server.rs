@@ -423,14 +423,13 @@ fn stream_response(
     if let Some(fault) = cut {
         return cut_response("text/event-stream", chunks, fault);
     }
-    let stream = futures::stream::iter(chunks.into_iter().enumerate()).then(
-        move |(i, chunk)| async move {
+    let stream =
+        futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| async move {
             if i > 0 {
                 tokio::time::sleep(delay).await;
             }
             Ok::<Bytes, Infallible>(chunk)
-        },
-    );
+        });
     let mut response = Response::new(Body::from_stream(stream));
     set_sse_headers(&mut response);
     response
