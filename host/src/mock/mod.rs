@@ -8,7 +8,7 @@
 //!
 //! Answers are deterministic from the request: the text is
 //! `mock answer to: <last user text>` (cut to `max_tokens * 4` characters when
-//! that is smaller), usage is computed with [`api::estimate_tokens`], so the
+//! that is smaller), usage is computed with [`crate::api::estimate_tokens`], so the
 //! prompt tokens equal the gateway's own estimate. When the request has tools
 //! and forces a call (OpenAI `tool_choice: "required"` or a named function;
 //! Anthropic `tool_choice` `any` or `tool`), the answer calls that tool (the
