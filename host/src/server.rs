@@ -147,7 +147,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut resp = gw.metrics.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
     );
     resp
 }

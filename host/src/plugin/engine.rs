@@ -163,7 +163,7 @@ fn store_artifact(path: &Path, component: &Component) -> anyhow::Result<()> {
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact"),
-        std::process::id()
+        uuid::Uuid::new_v4()
     ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;

@@ -3,4 +3,5 @@
 //! line here.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod redis;

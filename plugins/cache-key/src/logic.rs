@@ -18,8 +18,8 @@
 //!   `seed`, `tools`, `response_format`, … are in the key: they do change it.
 //!
 //! A request also bypasses the cache when its `cache-control` header says
-//! `no-store` or `no-cache` (an LLM answer cannot be revalidated, so
-//! "no-cache" can only mean "do not serve me a stored one").
+//! `no-store`. `no-cache` is the host's business: it skips the lookup and
+//! stores the fresh answer, which is how a client refreshes an entry.
 
 use serde::Deserialize;
 use sluice_plugin_common::config::{ConfigError, PluginConfig};
@@ -120,7 +120,7 @@ fn bypass_reason(config: &Config, req: &Request) -> Option<String> {
         }
         let refuses = header.value.split(',').any(|directive| {
             let directive = directive.trim();
-            directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
+            directive.eq_ignore_ascii_case("no-store")
         });
         if refuses {
             return Some(format!(
@@ -358,14 +358,16 @@ mod tests {
     #[test]
     fn cache_control_no_store_bypasses() {
         let config = Config::default();
-        for value in ["no-store", "max-age=0, No-Store", "no-cache"] {
+        for value in ["no-store", "max-age=0, No-Store"] {
             let mut r = request("hi");
             r.headers = vec![header("cache-control", value)];
             assert!(bypass(&config, &r).contains("cache-control"), "{value}");
         }
-        let mut r = request("hi");
-        r.headers = vec![header("cache-control", "max-age=60")];
-        key(&config, &r);
+        for value in ["max-age=60", "no-cache"] {
+            let mut r = request("hi");
+            r.headers = vec![header("cache-control", value)];
+            key(&config, &r);
+        }
     }
 
     #[test]
