@@ -107,8 +107,9 @@ pub(crate) struct Outcome {
 
 /// `limiter.lua` loaded into an in-process Lua VM.
 ///
-/// Not `Sync` by design of the callers: the memory backend keeps it behind a
-/// mutex, taken while it holds the lock of the shard the buckets live in.
+/// The memory backend keeps one behind a mutex, taken while it holds the
+/// lock of the shard the buckets live in (so read, compute and write are one
+/// atomic step, as inside a Redis script).
 pub(crate) struct LuaLimiter {
     lua: Lua,
     func: Function,

@@ -216,6 +216,11 @@ impl MemoryBackend {
                 ..ChargeResult::default()
             });
         };
+        // One namespace, one hash tag, one shard: the lock below covers all.
+        debug_assert!(
+            keys.iter()
+                .all(|k| super::keys::hash_tag(k) == super::keys::hash_tag(first))
+        );
         let now = Instant::now();
         let now_ms = now.duration_since(self.epoch).as_secs_f64() * 1000.0;
         let mut shard = self.shard(first).lock();
