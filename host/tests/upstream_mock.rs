@@ -12,8 +12,8 @@ use sluice::config::{ProviderConfig, ProviderKind, Secret};
 use sluice::mock::{self, Fault, MockConfig, MockHandle};
 use sluice::policy::AttemptOutcome;
 use sluice::upstream::{
-    CircuitState, ManualClock, UpstreamBody, UpstreamError, UpstreamRequest, UpstreamSettings,
-    Upstreams,
+    BreakerSettings, CircuitState, ManualClock, UpstreamBody, UpstreamError, UpstreamRequest,
+    UpstreamSettings, Upstreams,
 };
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -264,4 +264,37 @@ async fn a_provider_that_goes_down_opens_the_circuit() {
     let failure = up.send("openai", chat()).await.unwrap_err();
     assert!(failure.circuit_open);
     assert_eq!(mock.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_cancelled_probe_does_not_wedge_the_circuit_half_open() {
+    let mock = mock::spawn(MockConfig::default());
+    let clock = ManualClock::new(0);
+    let settings = UpstreamSettings {
+        clock: Arc::new(clock.clone()),
+        breaker: BreakerSettings {
+            failure_threshold: 1,
+            ..BreakerSettings::default()
+        },
+        ..UpstreamSettings::default()
+    };
+    let config = provider("openai", ProviderKind::Openai, &mock, &["k"]);
+    let up = Upstreams::with_settings(&[config], settings).unwrap();
+    mock.fail_next(1, 503, None);
+    assert_eq!(
+        up.send("openai", chat()).await.unwrap_err().status(),
+        Some(503)
+    );
+    assert_eq!(up.health()[0].circuit, CircuitState::Open);
+
+    // The probe hangs and the client gives up on it (the future is dropped).
+    clock.advance(BreakerSettings::default().open_for);
+    mock.delay_next(1, Duration::from_secs(30));
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(100), up.send("openai", chat())).await;
+    assert!(cancelled.is_err());
+
+    // The next attempt probes instead of failing fast, and closes the circuit.
+    up.send("openai", chat()).await.unwrap();
+    assert_eq!(up.health()[0].circuit, CircuitState::Closed);
 }

@@ -271,14 +271,15 @@ impl Provider {
         probe_guard.armed = false;
 
         result.map_err(|mut failure| {
+            // 429: this key is rate limited; 401/403: this key is refused.
+            // Either way the next attempts should use another one.
             if let (
                 Some(index),
                 AttemptOutcome::Status {
-                    code,
+                    code: 401 | 403 | 429,
                     retry_after_ms,
                 },
             ) = (key_index, &failure.outcome)
-                && matches!(code, 401 | 403 | 429)
             {
                 let rest = retry_after_ms
                     .unwrap_or(self.key_cooldown_ms)
