@@ -27,7 +27,10 @@ fn request() -> PolicyRequest {
         estimated_prompt_tokens: 60,
         temperature: Some(0.2),
         messages: vec![
-            msg("system", "You are a concise assistant for a travel company."),
+            msg(
+                "system",
+                "You are a concise assistant for a travel company.",
+            ),
             msg("user", "What is the capital of Portugal?"),
             msg("assistant", "Lisbon."),
             msg("user", "And how many people live there, roughly, in 2024?"),
@@ -107,8 +110,12 @@ fn policy(c: &mut Criterion) {
             .iter(|| async { set.throttle.throttle_admit(&req).await.expect("admit") })
     });
     g.bench_function("throttle.settle", |b| {
-        b.to_async(&rt)
-            .iter(|| async { set.throttle.throttle_settle(&req, &usage).await.expect("settle") })
+        b.to_async(&rt).iter(|| async {
+            set.throttle
+                .throttle_settle(&req, &usage)
+                .await
+                .expect("settle")
+        })
     });
     g.bench_function("cache-key.derive", |b| {
         b.to_async(&rt)
@@ -119,15 +126,22 @@ fn policy(c: &mut Criterion) {
             .iter(|| async { set.semantic.semantic_prepare(&req).await.expect("prepare") })
     });
     g.bench_function("retry.decide", |b| {
-        b.to_async(&rt)
-            .iter(|| async { set.retry.retry_decide(&req, &attempt).await.expect("decide") })
+        b.to_async(&rt).iter(|| async {
+            set.retry
+                .retry_decide(&req, &attempt)
+                .await
+                .expect("decide")
+        })
     });
     g.bench_function("all four (admit+derive+prepare+decide)", |b| {
         b.to_async(&rt).iter(|| async {
             set.throttle.throttle_admit(&req).await.expect("admit");
             set.cache_key.derive_cache_key(&req).await.expect("derive");
             set.semantic.semantic_prepare(&req).await.expect("prepare");
-            set.retry.retry_decide(&req, &attempt).await.expect("decide");
+            set.retry
+                .retry_decide(&req, &attempt)
+                .await
+                .expect("decide");
         })
     });
     g.finish();

@@ -185,7 +185,10 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
 }
 
 async fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
-    for (name, rate) in [("--error-rate", args.error_rate), ("--rate-limit-rate", args.rate_limit_rate)] {
+    for (name, rate) in [
+        ("--error-rate", args.error_rate),
+        ("--rate-limit-rate", args.rate_limit_rate),
+    ] {
         if !(0.0..=1.0).contains(&rate) {
             bail!("{name} must be between 0 and 1, not {rate}");
         }
@@ -202,7 +205,10 @@ async fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    println!("sluice mock provider on http://{}/v1", listener.local_addr()?);
+    println!(
+        "sluice mock provider on http://{}/v1",
+        listener.local_addr()?
+    );
     crate::mock::serve(listener, config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -234,4 +240,3 @@ async fn shutdown_signal() {
         _ = term => {},
     }
 }
-

@@ -10,9 +10,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+/// Leaders' answer channels by key.
+type Inflight<K, V> = Arc<Mutex<HashMap<K, watch::Receiver<Option<Arc<V>>>>>>;
+
 /// In-flight calls by key.
 pub struct Coalescer<K, V> {
-    inflight: Arc<Mutex<HashMap<K, watch::Receiver<Option<Arc<V>>>>>>,
+    inflight: Inflight<K, V>,
 }
 
 impl<K, V> Default for Coalescer<K, V> {
@@ -36,7 +39,7 @@ pub enum Role<K: Hash + Eq + Clone, V> {
 pub struct Leader<K: Hash + Eq + Clone, V> {
     key: K,
     tx: watch::Sender<Option<Arc<V>>>,
-    inflight: Arc<Mutex<HashMap<K, watch::Receiver<Option<Arc<V>>>>>>,
+    inflight: Inflight<K, V>,
 }
 
 /// A request waiting for a leader's answer.

@@ -139,7 +139,10 @@ impl GatewayError {
         if let Some(after) = self.retry_after {
             let secs = after.as_millis().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
-            headers.insert("retry-after-ms", HeaderValue::from(after.as_millis() as u64));
+            headers.insert(
+                "retry-after-ms",
+                HeaderValue::from(after.as_millis() as u64),
+            );
         }
         if route == Route::AnthropicMessages && self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert("x-should-retry", HeaderValue::from_static("true"));
@@ -183,7 +186,12 @@ mod tests {
         assert_eq!(resp.status(), 404);
         let v = body_json(resp).await;
         assert_eq!(v["error"]["code"], "model_not_found");
-        assert!(v["error"]["message"].as_str().unwrap_or("").contains("gpt-9"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("gpt-9")
+        );
 
         let resp = GatewayError::unknown_model("claude-9").into_response(Route::AnthropicMessages);
         let v = body_json(resp).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cache::{CacheKey, CacheLimits, ExactCache, Answer};
+use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::coalesce::Coalescer;
 use crate::config::{Config, PluginSlotConfig, PluginSource};
 use crate::plugin::{
@@ -107,8 +107,9 @@ pub fn plugin_bytes(kind: Kind, source: &PluginSource) -> anyhow::Result<Vec<u8>
         PluginSource::Builtin => plugin::builtin::builtin(kind.slot())
             .map(<[u8]>::to_vec)
             .with_context(|| format!("no built-in plugin for slot {}", kind.slot())),
-        PluginSource::Path(path) => std::fs::read(path)
-            .with_context(|| format!("reading plugin {}", path.display())),
+        PluginSource::Path(path) => {
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))
+        }
     }
 }
 

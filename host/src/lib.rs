@@ -12,28 +12,19 @@
 //! - [`telemetry`]: metrics registry and logging.
 
 pub mod api;
-#[cfg(feature = "wip-plugin")]
 pub mod cache;
-#[cfg(feature = "wip-plugin")]
+pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod error;
+pub mod gateway;
 pub mod loadgen;
 pub mod mock;
-#[cfg(feature = "wip-plugin")]
-pub mod error;
-#[cfg(feature = "wip-plugin")]
-pub mod gateway;
-#[cfg(feature = "wip-plugin")]
 pub mod pipeline;
-#[cfg(feature = "wip-plugin")]
 pub mod plugin;
-#[cfg(feature = "wip-plugin")]
 pub mod plugin_cli;
-#[cfg(feature = "wip-plugin")]
-pub mod server;
-#[cfg(feature = "wip-plugin")]
-pub mod cli;
 pub mod policy;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::plugin::{EngineSettings, Kind, LoadOptions, PluginRuntime};
-use crate::policy::{
-    Attempt, AttemptOutcome, PolicyRequest, Route, SemanticCandidate, Usage,
-};
+use crate::policy::{Attempt, AttemptOutcome, PolicyRequest, Route, SemanticCandidate, Usage};
 use crate::state::State;
 
 fn runtime() -> anyhow::Result<PluginRuntime> {
@@ -61,8 +59,8 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
 fn policy_request(input: &Value) -> anyhow::Result<PolicyRequest> {
     let is_view = input.get("route").is_some() || input.get("tenant").is_some();
     if is_view {
-        let mut req: PolicyRequest = serde_json::from_value(input.clone())
-            .context("input is not a policy request view")?;
+        let mut req: PolicyRequest =
+            serde_json::from_value(input.clone()).context("input is not a policy request view")?;
         if req.id.is_empty() {
             req.id = "test".into();
         }

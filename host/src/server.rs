@@ -102,9 +102,9 @@ async fn models(State(gw): State<Arc<Gateway>>) -> Response {
         .providers
         .iter()
         .flat_map(|p| {
-            p.models.iter().map(move |m| {
-                json!({"id": m, "object": "model", "created": 0, "owned_by": p.name})
-            })
+            p.models
+                .iter()
+                .map(move |m| json!({"id": m, "object": "model", "created": 0, "owned_by": p.name}))
         })
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()

@@ -47,7 +47,10 @@ async fn a_repeated_request_is_a_cache_hit() {
     assert_eq!(up.total_calls(), 1);
     // The upstream got the provider key, never the client's.
     let seen = up.last_request().expect("seen");
-    assert_eq!(seen.header("authorization"), Some("Bearer sk-upstream-secret"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
 }
 
 #[tokio::test]
@@ -98,7 +101,10 @@ async fn a_streamed_answer_replays_identically_and_converts_both_ways() {
     let json_resp = post(&gw, "/v1/chat/completions", None, &chat("stream me")).await;
     assert_eq!(header(&json_resp, "x-sluice-cache"), "hit");
     let v: Value = json_resp.json().await.expect("json");
-    assert_eq!(v["choices"][0]["message"]["content"], "mock answer to: stream me");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "mock answer to: stream me"
+    );
     assert_eq!(up.total_calls(), 1);
 
     // And the other way: a JSON entry replayed as a stream.
@@ -108,7 +114,10 @@ async fn a_streamed_answer_replays_identically_and_converts_both_ways() {
     let streamed = post(&gw, "/v1/chat/completions", None, &s).await;
     assert_eq!(header(&streamed, "x-sluice-cache"), "hit");
     let text = streamed.text().await.expect("text");
-    assert!(text.contains("mock answer to: json first") || text.contains("mock answer"), "{text}");
+    assert!(
+        text.contains("mock answer to: json first") || text.contains("mock answer"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(up.total_calls(), 2);
 }
@@ -151,7 +160,11 @@ async fn embeddings_pass_through_and_cache() {
     let r = post(&gw, "/v1/embeddings", None, &body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
-    assert!(v["data"][0]["embedding"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(
+        v["data"][0]["embedding"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
     let again = post(&gw, "/v1/embeddings", None, &body).await;
     assert_eq!(header(&again, "x-sluice-cache"), "hit");
 }
@@ -172,11 +185,29 @@ keys = ["sk-globex"]
 async fn the_cache_never_crosses_tenants() {
     let up = mock();
     let gw = TestGateway::start(&format!("{}{TENANTS}", providers(&up))).await;
-    let a = post(&gw, "/v1/chat/completions", Some("sk-acme"), &chat("same prompt")).await;
+    let a = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-acme"),
+        &chat("same prompt"),
+    )
+    .await;
     assert_eq!(header(&a, "x-sluice-cache"), "miss");
-    let b = post(&gw, "/v1/chat/completions", Some("sk-globex"), &chat("same prompt")).await;
+    let b = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-globex"),
+        &chat("same prompt"),
+    )
+    .await;
     assert_eq!(header(&b, "x-sluice-cache"), "miss");
-    let a2 = post(&gw, "/v1/chat/completions", Some("sk-acme"), &chat("same prompt")).await;
+    let a2 = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-acme"),
+        &chat("same prompt"),
+    )
+    .await;
     assert_eq!(header(&a2, "x-sluice-cache"), "hit");
     assert_eq!(up.total_calls(), 2);
 }
@@ -195,7 +226,13 @@ async fn keys_and_anonymous_callers() {
 
     // With no tenants configured any token is anonymous.
     let open = TestGateway::start(&providers(&up)).await;
-    let r = post(&open, "/v1/chat/completions", Some("sk-whatever-the-sdk-sends"), &chat("y")).await;
+    let r = post(
+        &open,
+        "/v1/chat/completions",
+        Some("sk-whatever-the-sdk-sends"),
+        &chat("y"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
 
     // Anonymous access off: no key is a 401.
@@ -220,10 +257,19 @@ tiers.pro = {{ requests_per_minute = 3, tokens_per_minute = 100000 }}
     );
     let gw = TestGateway::start(&config).await;
     for i in 0..3 {
-        let r = post(&gw, "/v1/chat/completions", Some("sk-acme"), &chat(&format!("n{i}"))).await;
+        let r = post(
+            &gw,
+            "/v1/chat/completions",
+            Some("sk-acme"),
+            &chat(&format!("n{i}")),
+        )
+        .await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-ratelimit-limit-requests"), "3");
-        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), (2 - i).to_string());
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-requests"),
+            (2 - i).to_string()
+        );
         assert!(!header(&r, "x-ratelimit-reset-requests").is_empty());
         assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "100000");
     }
@@ -436,11 +482,26 @@ async fn request_ids_are_honoured_and_health_endpoints_answer() {
     assert_eq!(header(&r, "x-request-id"), "req-abc-123");
     let h = reqwest::get(gw.url("/healthz")).await.expect("healthz");
     assert_eq!(h.status(), 200);
-    let ready: Value = reqwest::get(gw.url("/readyz")).await.expect("readyz").json().await.expect("json");
+    let ready: Value = reqwest::get(gw.url("/readyz"))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(ready["status"], "ready");
-    let models: Value = reqwest::get(gw.url("/v1/models")).await.expect("models").json().await.expect("json");
+    let models: Value = reqwest::get(gw.url("/v1/models"))
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(models["object"], "list");
-    let metrics = reqwest::get(gw.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    let metrics = reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("sluice_requests_total"), "{metrics}");
     assert!(metrics.contains("sluice_plugin_calls_total"), "{metrics}");
 }

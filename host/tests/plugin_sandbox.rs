@@ -70,11 +70,17 @@ async fn misbehaves(mode: &str, check: impl Fn(&CallError) -> bool) {
         "{mode}: the call took {took:?}; the deadline is 50 ms"
     );
     // The same plugin fails the same way again: fresh instance, no poisoning.
-    let again = plugin.derive_cache_key(&request()).await.expect_err("fails again");
+    let again = plugin
+        .derive_cache_key(&request())
+        .await
+        .expect_err("fails again");
     assert!(check(&again), "{mode}: second call: {again:?}");
     // A well-behaved plugin on the same runtime is unaffected.
     let benign = rt.load(&wasm, options("ok")).await.expect("loads");
-    let d = benign.derive_cache_key(&request()).await.expect("benign call works");
+    let d = benign
+        .derive_cache_key(&request())
+        .await
+        .expect("benign call works");
     assert_eq!(
         d,
         CacheDecision::Bypass {
@@ -120,7 +126,10 @@ async fn a_large_but_fitting_return_value_is_refused_as_an_invalid_answer() {
     // 1 MiB fits the 16 MiB cap, so the guest returns it; the host refuses it.
     opts.config = json!({"mode": "huge-return", "bytes": 1 << 20});
     let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
-    let err = plugin.derive_cache_key(&request()).await.expect_err("refused");
+    let err = plugin
+        .derive_cache_key(&request())
+        .await
+        .expect_err("refused");
     assert!(matches!(err, CallError::BadAnswer(_)), "{err:?}");
 }
 
@@ -131,7 +140,8 @@ async fn the_filesystem_and_environment_are_not_reachable() {
         .load(&hostile_wasm(), options("open-file"))
         .await
         .expect("loads");
-    let CacheDecision::Bypass { reason } = plugin.derive_cache_key(&request()).await.expect("answers")
+    let CacheDecision::Bypass { reason } =
+        plugin.derive_cache_key(&request()).await.expect("answers")
     else {
         panic!("expected a report")
     };
@@ -155,7 +165,8 @@ async fn another_plugins_state_namespace_is_not_reachable() {
         .load(&hostile_wasm(), options("read-other-namespace"))
         .await
         .expect("loads");
-    let CacheDecision::Bypass { reason } = plugin.derive_cache_key(&request()).await.expect("answers")
+    let CacheDecision::Bypass { reason } =
+        plugin.derive_cache_key(&request()).await.expect("answers")
     else {
         panic!("expected a report")
     };
@@ -163,7 +174,11 @@ async fn another_plugins_state_namespace_is_not_reachable() {
     // And nothing it wrote landed in the throttle's namespace.
     for key in ["x", "../plugin:throttle/x", "plugin:throttle/x"] {
         assert_eq!(
-            state.get("plugin:throttle", key).await.expect("get").as_deref(),
+            state
+                .get("plugin:throttle", key)
+                .await
+                .expect("get")
+                .as_deref(),
             Some(&b"secret"[..])
         );
     }
@@ -210,9 +225,9 @@ async fn a_rejected_config_names_the_reason() {
 #[tokio::test]
 async fn not_a_plugin_is_refused_with_a_reason() {
     let (rt, _dir) = runtime(State::memory());
-    let garbage = rt.inspect(b"definitely not wasm").err().expect("refused");
+    let garbage = rt.inspect(b"definitely not wasm").expect_err("refused");
     assert!(matches!(garbage, PluginError::NotWasm), "{garbage}");
-    let core = rt.inspect(b"\0asm\x01\0\0\0").err().expect("refused");
+    let core = rt.inspect(b"\0asm\x01\0\0\0").expect_err("refused");
     assert!(matches!(core, PluginError::CoreModule), "{core}");
 }
 
@@ -224,8 +239,7 @@ fn component_for(wit: &str, world: &str) -> Vec<u8> {
     let world = resolve.select_world(&[pkg], Some(world)).expect("world");
     let mut module =
         wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
-        .expect("embed");
+    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).expect("embed");
     ComponentEncoder::default()
         .module(&module)
         .expect("module")
@@ -241,7 +255,7 @@ async fn a_component_for_another_world_is_refused() {
         "package acme:other; world w { export run: func() -> u32; }",
         "w",
     );
-    let err = rt.inspect(&other).err().expect("refused");
+    let err = rt.inspect(&other).expect_err("refused");
     assert!(
         matches!(&err, PluginError::NoPolicyExports { found } if found.contains("run")),
         "{err}"
@@ -257,7 +271,7 @@ async fn a_component_built_against_another_contract_version_is_refused() {
          world w { export retry; }",
         "w",
     );
-    let err = rt.inspect(&other).err().expect("refused");
+    let err = rt.inspect(&other).expect_err("refused");
     assert!(
         matches!(&err, PluginError::WrongVersion { found } if found.contains("0.2.0")),
         "{err}"
@@ -275,7 +289,11 @@ async fn an_import_the_host_lacks_is_refused_at_load() {
          package acme:secrets@1.0.0 { interface vault { read: func() -> string; } }",
         "w",
     );
-    let err = rt.load(&needy, LoadOptions::new("retry")).await.err().expect("refused");
+    let err = rt
+        .load(&needy, LoadOptions::new("retry"))
+        .await
+        .err()
+        .expect("refused");
     assert!(
         matches!(&err, PluginError::Imports(m) if m.contains("acme:secrets/vault")),
         "{err}"

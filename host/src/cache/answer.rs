@@ -140,7 +140,11 @@ mod tests {
 
     #[test]
     fn encode_round_trips_and_garbage_is_rejected() {
-        let a = Answer::stream(Route::AnthropicMessages, Bytes::from_static(b"data: x\n\n"), (7, 9));
+        let a = Answer::stream(
+            Route::AnthropicMessages,
+            Bytes::from_static(b"data: x\n\n"),
+            (7, 9),
+        );
         let (b, left) = Answer::decode(&a.encode(Duration::from_secs(30))).expect("decodes");
         assert_eq!(a, b);
         assert!(left.expect("not expired") <= Duration::from_secs(30));

@@ -199,7 +199,11 @@ mod tests {
     use bytes::Bytes;
 
     fn answer(n: usize) -> Arc<Answer> {
-        Arc::new(Answer::json(Route::Chat, Bytes::from(vec![b'x'; n]), (1, 2)))
+        Arc::new(Answer::json(
+            Route::Chat,
+            Bytes::from(vec![b'x'; n]),
+            (1, 2),
+        ))
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub(crate) async fn drive(
         Load::Concurrency(c) => c,
     };
     let sender = Arc::new(Sender::new(targets, opts, workers)?);
-    let split = Split::new(targets.len(), opts.interleave);
     let warmup_ns = nanos(opts.warmup);
+    let split = Split::new(targets.len(), opts.interleave, warmup_ns);
     let duration_ns = opts.duration.map(nanos);
     match opts.load {
         Load::Rate(rate) => {

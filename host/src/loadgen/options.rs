@@ -80,6 +80,8 @@ pub enum Interleave {
     /// goes to one target, which sees the full load alone. The default: each
     /// target is measured under the same offered load, and slow drift on the
     /// machine (a build starting) lands on every target within seconds.
+    /// Warm-up alternates request by request so every target is warmed;
+    /// measured rounds start with the first target at the end of warm-up.
     Rounds(Duration),
     /// Request by request (A, B, A, B, …) on one schedule: the finest noise
     /// sharing, but the targets load the machine at the same time and each
@@ -198,6 +200,15 @@ impl BenchOptions {
             return invalid("rounds must last at least 10ms");
         }
 
+        if let (Interleave::Rounds(r), Some(d)) = (self.interleave, self.duration)
+            && self.targets.len() > 1
+            && d < r.saturating_mul(u32::try_from(self.targets.len()).unwrap_or(u32::MAX))
+        {
+            return invalid(
+                "the duration must hold at least one round per target (duration >= round x targets)",
+            );
+        }
+
         let mut names = HashSet::new();
         let mut resolved = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
@@ -313,6 +324,10 @@ mod tests {
         o.duration = None;
         assert!(o.validate().is_err(), "unbounded");
         o.requests = Some(10);
+        assert!(o.validate().is_ok());
+        o.duration = Some(Duration::from_millis(1500));
+        assert!(o.validate().is_err(), "two 1s rounds do not fit in 1.5s");
+        o.interleave = Interleave::Requests;
         assert!(o.validate().is_ok());
         o.targets.push(Target::new("a", "http://127.0.0.1:3"));
         assert!(o.validate().is_err(), "duplicate name");

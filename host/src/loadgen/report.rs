@@ -137,7 +137,8 @@ impl Report {
             window_ns: (from, to),
             ..
         } = measured;
-        let split = super::schedule::Split::new(targets.len(), opts.interleave);
+        let warmup_ns = super::record::nanos(opts.warmup);
+        let split = super::schedule::Split::new(targets.len(), opts.interleave, warmup_ns);
         let active = split.active_ns(from, to);
         let reports: Vec<TargetReport> = targets
             .iter()

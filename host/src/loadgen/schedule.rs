@@ -80,15 +80,20 @@ impl OpenPlan {
 }
 
 /// How requests are spread over `targets` targets.
+///
+/// Warm-up always alternates request by request, so every target is warmed
+/// whatever the warm-up's length; measured rounds count from the end of
+/// warm-up, so the first measured round is the first target's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Split {
     targets: u64,
     /// Round length in ns; `None` alternates request by request.
     round_ns: Option<u64>,
+    warmup_ns: u64,
 }
 
 impl Split {
-    pub fn new(targets: usize, interleave: Interleave) -> Self {
+    pub fn new(targets: usize, interleave: Interleave, warmup_ns: u64) -> Self {
         let round_ns = match interleave {
             Interleave::Requests => None,
             // Validated to be at least 10ms, so never zero.
@@ -97,6 +102,7 @@ impl Split {
         Self {
             targets: targets.max(1) as u64,
             round_ns,
+            warmup_ns,
         }
     }
 
@@ -104,13 +110,14 @@ impl Split {
     /// loop) or sent (closed loop) at `offset_ns`.
     pub fn target(&self, offset_ns: u64, seq: u64) -> usize {
         let slot = match self.round_ns {
-            None => seq,
-            Some(r) => offset_ns / r,
+            Some(r) if offset_ns >= self.warmup_ns => (offset_ns - self.warmup_ns) / r,
+            _ => seq,
         };
         (slot % self.targets) as usize
     }
 
-    /// How long each target was the active one within `[from_ns, to_ns)`.
+    /// How long each target was the active one within the measured window
+    /// `[from_ns, to_ns)` (which starts at or after the end of warm-up).
     /// Alternating by request, every target is active the whole window.
     pub fn active_ns(&self, from_ns: u64, to_ns: u64) -> Vec<u64> {
         let n = self.targets as usize;
@@ -118,13 +125,14 @@ impl Split {
             return vec![to_ns.saturating_sub(from_ns); n];
         };
         let mut active = vec![0; n];
-        if to_ns <= from_ns {
-            return active;
-        }
-        let mut at = from_ns;
+        let mut at = from_ns.max(self.warmup_ns);
         while at < to_ns {
-            let slot = at / r;
-            let slot_end = slot.saturating_add(1).saturating_mul(r).min(to_ns);
+            let slot = (at - self.warmup_ns) / r;
+            let slot_end = slot
+                .saturating_add(1)
+                .saturating_mul(r)
+                .saturating_add(self.warmup_ns)
+                .min(to_ns);
             active[(slot % self.targets) as usize] += slot_end - at;
             at = slot_end;
         }
@@ -212,22 +220,32 @@ mod tests {
     }
 
     #[test]
-    fn rounds_alternate_targets_by_time() {
-        let s = Split::new(2, Interleave::Rounds(Duration::from_millis(100)));
-        assert_eq!(s.target(0, 7), 0);
-        assert_eq!(s.target(99 * MS, 8), 0);
-        assert_eq!(s.target(100 * MS, 9), 1);
-        assert_eq!(s.target(250 * MS, 10), 0);
-        // Window [100ms, 600ms): rounds 1..=5 → B, A, B, A, B.
-        assert_eq!(s.active_ns(100 * MS, 600 * MS), vec![200 * MS, 300 * MS]);
+    fn rounds_alternate_targets_by_time_from_the_end_of_warm_up() {
+        let s = Split::new(2, Interleave::Rounds(Duration::from_millis(100)), 50 * MS);
+        // Warm-up alternates by request, so both targets warm up.
+        assert_eq!(s.target(0, 7), 1);
+        assert_eq!(s.target(49 * MS, 8), 0);
+        // Measured rounds start with the first target.
+        assert_eq!(s.target(50 * MS, 9), 0);
+        assert_eq!(s.target(149 * MS, 10), 0);
+        assert_eq!(s.target(150 * MS, 11), 1);
+        assert_eq!(s.target(300 * MS, 12), 0);
+        // Window [50ms, 550ms): rounds A, B, A, B, A.
+        assert_eq!(s.active_ns(50 * MS, 550 * MS), vec![300 * MS, 200 * MS]);
         // Partial rounds at both ends.
-        assert_eq!(s.active_ns(50 * MS, 130 * MS), vec![50 * MS, 30 * MS]);
-        assert_eq!(s.active_ns(5, 5), vec![0, 0]);
+        assert_eq!(s.active_ns(100 * MS, 180 * MS), vec![50 * MS, 30 * MS]);
+        assert_eq!(s.active_ns(60 * MS, 60 * MS), vec![0, 0]);
+        // Three targets in a window of two rounds: the third gets none.
+        let s = Split::new(3, Interleave::Rounds(Duration::from_secs(1)), 1_000 * MS);
+        assert_eq!(
+            s.active_ns(1_000 * MS, 3_000 * MS),
+            vec![1_000 * MS, 1_000 * MS, 0]
+        );
     }
 
     #[test]
     fn request_interleave_alternates_by_sequence() {
-        let s = Split::new(3, Interleave::Requests);
+        let s = Split::new(3, Interleave::Requests, 0);
         let targets: Vec<_> = (0..6).map(|i| s.target(123 * MS, i)).collect();
         assert_eq!(targets, vec![0, 1, 2, 0, 1, 2]);
         assert_eq!(s.active_ns(MS, 4 * MS), vec![3 * MS; 3]);

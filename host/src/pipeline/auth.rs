@@ -76,9 +76,9 @@ pub fn authenticate(
         match presented_key(headers) {
             None => anonymous()?,
             Some(key) => {
-                let tenant = config.tenant_for_key(key).ok_or_else(|| {
-                    GatewayError::unauthorized("Incorrect API key provided.")
-                })?;
+                let tenant = config
+                    .tenant_for_key(key)
+                    .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))?;
                 Caller {
                     tenant: tenant.name.clone(),
                     tier: tenant.tier.clone(),
@@ -108,7 +108,9 @@ pub fn policy_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| !HIDDEN.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
         .collect()
 }
 
@@ -124,7 +126,10 @@ mod tests {
         h.insert("cookie", "session=1".parse().unwrap());
         h.insert("cache-control", "no-store".parse().unwrap());
         let seen = policy_headers(&h);
-        assert_eq!(seen, vec![("cache-control".to_string(), "no-store".to_string())]);
+        assert_eq!(
+            seen,
+            vec![("cache-control".to_string(), "no-store".to_string())]
+        );
     }
 
     #[test]

@@ -152,10 +152,12 @@ fn outcome_label(outcome: &AttemptOutcome) -> UpstreamOutcome {
     }
 }
 
-/// A 4xx that retrying cannot fix (not 408 or 429).
+/// A 4xx that retrying cannot fix. 408 and 429 are transient; 401 and 403
+/// are about the gateway's upstream key, not the client, and another key of
+/// the pool may work.
 fn caller_fault(outcome: &AttemptOutcome) -> bool {
     matches!(outcome, AttemptOutcome::Status { code, .. }
-        if (400..500).contains(code) && *code != 408 && *code != 429)
+        if (400..500).contains(code) && !matches!(code, 401 | 403 | 408 | 429))
 }
 
 /// What the client sees once the policy gave up.
@@ -166,9 +168,10 @@ fn final_error(failure: AttemptFailure, attempts: u32) -> GatewayError {
         format!("{attempts} attempts")
     };
     match failure.outcome {
-        AttemptOutcome::Status { code, retry_after_ms }
-            if (400..500).contains(&code) && code != 408 =>
-        {
+        AttemptOutcome::Status {
+            code,
+            retry_after_ms,
+        } if (400..500).contains(&code) && code != 408 => {
             // The caller's fault (or its provider quota): the provider's own
             // error, unchanged.
             let body = failure.body.unwrap_or_default();
@@ -179,9 +182,9 @@ fn final_error(failure: AttemptFailure, attempts: u32) -> GatewayError {
         AttemptOutcome::Status { code, .. } => GatewayError::upstream_failed(format!(
             "the provider failed with status {code} after {tries}"
         )),
-        AttemptOutcome::Timeout => GatewayError::upstream_timeout(format!(
-            "the provider did not answer in time ({tries})"
-        )),
+        AttemptOutcome::Timeout => {
+            GatewayError::upstream_timeout(format!("the provider did not answer in time ({tries})"))
+        }
         AttemptOutcome::ConnectError { message } => GatewayError::upstream_failed(format!(
             "could not reach the provider after {tries}: {message}"
         )),

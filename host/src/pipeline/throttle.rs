@@ -52,9 +52,7 @@ pub async fn admit(gw: &Gateway, ctx: &mut RequestCtx) -> Result<(), GatewayErro
         .state
         .charge(&namespace(&plugin), &buckets)
         .await
-        .map_err(|e| {
-            GatewayError::unavailable(format!("rate limits could not be checked: {e}"))
-        })?;
+        .map_err(|e| GatewayError::unavailable(format!("rate limits could not be checked: {e}")))?;
     let admitted = result.admitted;
     let retry_after = Duration::from_millis(result.retry_after_ms);
     ctx.charged = admitted;

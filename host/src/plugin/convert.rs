@@ -3,7 +3,7 @@
 use super::bindings::exports::sluice::policy as ex;
 use super::bindings::sluice::policy::types as wit;
 use crate::policy::{
-    Admission, AttemptOutcome, Attempt, Bucket, BucketState, CacheDecision, CacheScope,
+    Admission, Attempt, AttemptOutcome, Bucket, BucketState, CacheDecision, CacheScope,
     ChargeResult, PolicyRequest, RetryVerdict, Route, SemanticCandidate, SemanticProbe, Shape,
     Unit, Usage,
 };
@@ -78,7 +78,10 @@ pub(crate) fn buckets_from_wit(buckets: Vec<wit::Bucket>) -> Result<Vec<Bucket>,
             let shape = match b.shape {
                 wit::Shape::Window(w) => {
                     if w.limit == 0 || w.window_ms == 0 {
-                        return Err(format!("bucket {:?}: limit and window-ms must be > 0", b.key));
+                        return Err(format!(
+                            "bucket {:?}: limit and window-ms must be > 0",
+                            b.key
+                        ));
                     }
                     Shape::Window {
                         limit: w.limit,

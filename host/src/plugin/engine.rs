@@ -143,7 +143,9 @@ pub(crate) fn compile_cached(
         // the source's content hash, and only this function writes there.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok((component, true)),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled plugin"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled plugin")
+            }
         }
     }
     let component = Component::new(engine, wasm)?;
@@ -162,7 +164,9 @@ fn store_artifact(path: &Path, component: &Component) -> anyhow::Result<()> {
     // Write then rename so a concurrent reader never sees half a file.
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artifact"),
         uuid::Uuid::new_v4()
     ));
     std::fs::write(&tmp, bytes)?;

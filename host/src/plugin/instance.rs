@@ -528,7 +528,9 @@ fn check_buckets(buckets: &[Bucket]) -> Result<(), CallError> {
     }
     for b in buckets {
         if b.key.is_empty() || b.key.len() > 512 {
-            return Err(CallError::BadAnswer("bucket keys must be 1 to 512 bytes".into()));
+            return Err(CallError::BadAnswer(
+                "bucket keys must be 1 to 512 bytes".into(),
+            ));
         }
     }
     Ok(())

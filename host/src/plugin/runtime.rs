@@ -148,7 +148,12 @@ impl PluginRuntime {
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
         let exports: Vec<(String, bool)> = ty
             .exports(engine)
-            .map(|(n, item)| (n.to_string(), matches!(item.ty, ComponentItem::ComponentInstance(_))))
+            .map(|(n, item)| {
+                (
+                    n.to_string(),
+                    matches!(item.ty, ComponentItem::ComponentInstance(_)),
+                )
+            })
             .collect();
         let kinds = kinds_from_exports(&exports)?;
         Ok((

@@ -223,16 +223,20 @@ impl RedisBackend {
     }
 
     async fn ping(&self, timeout: Duration) -> Result<(), StateError> {
-        let mut c = self.conn()?;
         let cmd = redis::cmd("PING");
-        match tokio::time::timeout(timeout, cmd.query_async::<Value>(&mut c)).await {
-            Ok(r) => r.map(drop).map_err(classify),
+        let ping = self.with_conn(|mut c| {
+            let cmd = &cmd;
+            async move { cmd.query_async::<Value>(&mut c).await }
+        });
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(answer) => answer.map(drop),
             Err(_) => Err(StateError::Unavailable("PING timed out".into())),
         }
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let cmd = redis::cmd("GET").arg(key).to_owned();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
         self.with_conn(|mut c| {
             let cmd = &cmd;
             async move { cmd.query_async(&mut c).await }
@@ -259,7 +263,8 @@ impl RedisBackend {
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<bool, StateError> {
-        let cmd = redis::cmd("DEL").arg(key).to_owned();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
         let removed: i64 = self
             .with_conn(|mut c| {
                 let cmd = &cmd;
@@ -276,7 +281,8 @@ impl RedisBackend {
         ttl_ms: Option<u64>,
     ) -> Result<i64, StateError> {
         let Some(ms) = ttl_ms else {
-            let cmd = redis::cmd("INCRBY").arg(key).arg(delta).to_owned();
+            let mut cmd = redis::cmd("INCRBY");
+            cmd.arg(key).arg(delta);
             return self
                 .with_conn(|mut c| {
                     let cmd = &cmd;
@@ -287,8 +293,8 @@ impl RedisBackend {
         // Creating the key with its TTL first, in one transaction, gives the
         // TTL only to a key this call creates. (Not a Lua script: Lua numbers
         // are doubles and would round counters above 2^53.)
-        let pipe = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(key)
             .arg(0)
@@ -298,8 +304,7 @@ impl RedisBackend {
             .ignore()
             .cmd("INCRBY")
             .arg(key)
-            .arg(delta)
-            .to_owned();
+            .arg(delta);
         let (value,): (i64,) = self
             .with_conn(|mut c| {
                 let pipe = &pipe;

@@ -513,8 +513,7 @@ impl Metrics {
 }
 
 // The plugin runtime reports through its own trait so it does not depend on
-// this module; drop the cfg when the `wip-plugin` feature goes away.
-#[cfg(feature = "wip-plugin")]
+// this module.
 impl crate::plugin::PluginMetrics for Metrics {
     fn call(&self, slot: &str, result: &'static str, took: Duration) {
         self.plugin_call(slot, result, took);
