@@ -176,6 +176,41 @@ async fn open_loop_run_reports_every_scheduled_request() {
 }
 
 #[tokio::test]
+async fn open_loop_rounds_give_each_target_the_full_rate_in_turn() {
+    let (a, b) = (
+        Upstream::start(Reply::Json).await,
+        Upstream::start(Reply::Json).await,
+    );
+    let report = bench(BenchOptions {
+        targets: vec![a.target("a"), b.target("b")],
+        load: Load::Rate(200.0),
+        warmup: Duration::from_millis(100),
+        duration: Some(Duration::from_millis(500)),
+        interleave: Interleave::Rounds(Duration::from_millis(100)),
+        ..BenchOptions::default()
+    })
+    .await
+    .unwrap();
+    // Shown when the test fails.
+    println!("{report}");
+
+    // Warm-up alternates (10 each), then 100ms rounds A, B, A, B, A.
+    assert_eq!(a.hits.load(Ordering::Relaxed), 70);
+    assert_eq!(b.hits.load(Ordering::Relaxed), 50);
+    let (ra, rb) = (&report.targets[0], &report.targets[1]);
+    assert_eq!((ra.requests, rb.requests), (60, 40));
+    assert_eq!((ra.active_s, rb.active_s), (0.3, 0.2));
+    for t in [ra, rb] {
+        assert!(
+            (t.throughput_rps - 200.0).abs() < 1e-6,
+            "{}: {}",
+            t.name,
+            t.throughput_rps
+        );
+    }
+}
+
+#[tokio::test]
 async fn closed_loop_run_counts_errors_by_status() {
     let ok = Upstream::start(Reply::Json).await;
     let failing = Upstream::start(Reply::Status(StatusCode::SERVICE_UNAVAILABLE)).await;
