@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs sluice's overhead benchmarks on this machine. Starts the mock upstream
+# and sluice on free loopback ports, loads sluice and the mock (directly, the
+# baseline) in the same `sluice bench` run, writes each report as JSON to
+# bench/results/ (git-ignored), and stops everything it started.
+#
+#   bench/run.sh                              # every benchmark
+#   bench/run.sh overhead-miss stream         # some of them
+#   SLUICE=target/debug/sluice DURATION=2s WARMUP=1s bench/run.sh overhead-miss
+#                                             # a quick check of the script (debug figures mean nothing)
+#
+# Benchmarks: overhead-miss overhead-hit stream capacity redis (see bench/README.md).
+# Settings (environment): SLUICE (binary, default target/release/sluice),
+# DURATION (20s), WARMUP (3s), RATE (500), CONCURRENCY (32),
+# MOCK_LATENCY_MS (0), MOCK_CHUNK_DELAY_MS (0), OUT (bench/results).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SLUICE=${SLUICE:-$ROOT/target/release/sluice}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-3s}
+RATE=${RATE:-500}
+CONCURRENCY=${CONCURRENCY:-32}
+MOCK_LATENCY_MS=${MOCK_LATENCY_MS:-0}
+MOCK_CHUNK_DELAY_MS=${MOCK_CHUNK_DELAY_MS:-0}
+OUT=${OUT:-$ROOT/bench/results}
+ALL=(overhead-miss overhead-hit stream capacity redis)
+SELECTED=("${@:-${ALL[@]}}")
+
+for b in "${SELECTED[@]}"; do
+  [[ " ${ALL[*]} " == *" $b "* ]] || { echo "unknown benchmark: $b (one of: ${ALL[*]})" >&2; exit 2; }
+done
+if [[ ! -x $SLUICE ]]; then
+  echo "no sluice binary at $SLUICE: build it with 'cargo build --release -p sluice' or set SLUICE" >&2
+  exit 1
+fi
+mkdir -p "$OUT"
+
+# Only what this script started is stopped, by PID.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls until $2 answers, failing if process $1 exits or 30 s pass.
+wait_ready() {
+  local pid=$1 url=$2 deadline=$((SECONDS + 30))
+  until curl -fs -o /dev/null "$url"; do
+    kill -0 "$pid" 2>/dev/null || { echo "process for $url exited during start-up" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "timed out waiting for $url" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+start_mock() {
+  MOCK_PORT=$(free_port)
+  "$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" \
+    --latency-ms "$MOCK_LATENCY_MS" --chunk-delay-ms "$MOCK_CHUNK_DELAY_MS" >/dev/null &
+  PIDS+=($!)
+  wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+  DIRECT="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+}
+
+# start_gateway CONFIG: sets GW to its chat completions URL.
+start_gateway() {
+  local port
+  port=$(free_port)
+  SLUICE_BENCH_UPSTREAM="http://127.0.0.1:$MOCK_PORT/v1" \
+    "$SLUICE" serve --config "$1" --listen "127.0.0.1:$port" >/dev/null &
+  PIDS+=($!)
+  wait_ready $! "http://127.0.0.1:$port/healthz"
+  GW="http://127.0.0.1:$port/v1/chat/completions"
+}
+
+start_redis() {
+  local port
+  port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no >/dev/null &
+  PIDS+=($!)
+  local deadline=$((SECONDS + 10))
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "redis-server did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  export SLUICE_BENCH_REDIS="redis://127.0.0.1:$port"
+}
+
+# run NAME ARGS...: one `sluice bench` run, direct mock first (the baseline).
+run() {
+  local name=$1
+  shift
+  local json
+  json="$OUT/$name-$(date -u +%Y%m%dT%H%M%SZ).json"
+  echo
+  echo "== $name ($(date -u +%F), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo "   sluice bench --target direct=... $* --warmup $WARMUP --duration $DURATION"
+  "$SLUICE" bench --target "direct=$DIRECT" "$@" --bearer sk-bench \
+    --warmup "$WARMUP" --duration "$DURATION" --json "$json"
+  echo "   (JSON: $json)"
+}
+
+start_mock
+start_gateway "$ROOT/bench/sluice-bench.toml"
+SLUICE_GW=$GW
+
+for b in "${SELECTED[@]}"; do
+  case $b in
+    overhead-miss) run "$b" --target "sluice=$SLUICE_GW" --rate "$RATE" --unique ;;
+    overhead-hit) run "$b" --target "sluice=$SLUICE_GW" --rate "$RATE" ;;
+    stream) run "$b" --target "sluice=$SLUICE_GW" --rate "$RATE" --unique --stream ;;
+    capacity) run "$b" --target "sluice=$SLUICE_GW" --concurrency "$CONCURRENCY" --unique ;;
+    redis)
+      start_redis
+      start_gateway "$ROOT/bench/sluice-bench-redis.toml"
+      run "$b" --target "sluice=$SLUICE_GW" --target "sluice-redis=$GW" --rate "$RATE" --unique
+      ;;
+  esac
+done
