@@ -505,3 +505,59 @@ async fn request_ids_are_honoured_and_health_endpoints_answer() {
     assert!(metrics.contains("sluice_requests_total"), "{metrics}");
     assert!(metrics.contains("sluice_plugin_calls_total"), "{metrics}");
 }
+
+fn hostile_plugin() -> String {
+    std::path::Path::new(env!("SLUICE_TEST_PLUGINS_DIR"))
+        .join("sluice_plugin_hostile.wasm")
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_broken_plugin_follows_its_slots_failure_policy() {
+    let up = mock();
+    for (failure, mode, expected) in [
+        ("fail-closed", "loop", 503),
+        ("fail-open", "loop", 200),
+        ("fail-closed", "panic", 503),
+        ("fail-open", "memory", 200),
+    ] {
+        let config = format!(
+            "{}\n[plugins.throttle]\nsource = \"{}\"\nfailure = \"{failure}\"\n[plugins.throttle.config]\nmode = \"{mode}\"\n",
+            providers(&up),
+            hostile_plugin()
+        );
+        let gw = TestGateway::start(&config).await;
+        let started = Instant::now();
+        let r = post(
+            &gw,
+            "/v1/chat/completions",
+            None,
+            &chat(&format!("{failure} {mode}")),
+        )
+        .await;
+        assert_eq!(r.status(), expected, "{failure} {mode}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{failure} {mode}"
+        );
+        // The gateway keeps serving.
+        let again = post(&gw, "/v1/chat/completions", None, &chat("again")).await;
+        assert_eq!(again.status(), expected, "{failure} {mode}, second request");
+        let metrics = reqwest::get(gw.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("sluice_plugin_calls_total")
+                    && l.contains("slot=\"throttle\"")
+                    && !l.contains("result=\"ok\"")
+                    && !l.ends_with(" 0")),
+            "{metrics}"
+        );
+    }
+}
