@@ -201,6 +201,16 @@ fn parse(
         .config
         .route(&parsed.model)
         .ok_or_else(|| GatewayError::unknown_model(&parsed.model))?;
+    if !call::provider_speaks(provider.kind, ctx.route) {
+        let hint = match provider.kind {
+            crate::config::ProviderKind::Anthropic => "/v1/messages",
+            crate::config::ProviderKind::Openai => "/v1/chat/completions",
+        };
+        return Err(GatewayError::bad_request(format!(
+            "The model `{}` is served by provider `{}`, which speaks a different API: use {hint}.",
+            parsed.model, provider.name
+        )));
+    }
     ctx.provider = provider.name.clone();
     ctx.model = parsed.model.clone();
     ctx.policy = PolicyRequest {
