@@ -57,7 +57,9 @@ pub(crate) struct HostEnv {
 
 /// The data of one instance's store.
 pub(crate) struct StoreData {
-    wasi: WasiCtx,
+    /// Built on a guest's first WASI call: most plugins never make one, and
+    /// a context costs more than the rest of a fresh store.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) memory: MemoryGuard,
     pub(crate) host: Arc<HostEnv>,
@@ -66,31 +68,37 @@ pub(crate) struct StoreData {
 
 impl StoreData {
     pub(crate) fn new(host: Arc<HostEnv>, limits: &Limits) -> Self {
-        let output = CapturedOutput::new(OUTPUT_CAPTURE_BYTES);
-        // No preopened directories, no sockets, no environment, no args:
-        // WASI is linked only so std-using guests instantiate.
-        let mut builder = WasiCtx::builder();
-        builder
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let wasi = builder.build();
         Self {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             memory: MemoryGuard::new(limits.memory_bytes),
             host,
-            output,
+            output: CapturedOutput::new(OUTPUT_CAPTURE_BYTES),
         }
     }
 }
 
+/// No preopened directories, no sockets, no environment, no args: WASI is
+/// linked only so std-using guests instantiate; stdout and stderr go to the
+/// log.
+fn capability_less_wasi(output: &CapturedOutput) -> WasiCtx {
+    let mut builder = WasiCtx::builder();
+    builder
+        .stdout(output.clone())
+        .stderr(output.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder.build()
+}
+
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| capability_less_wasi(output)),
             table: &mut self.table,
         }
     }
