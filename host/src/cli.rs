@@ -85,6 +85,10 @@ pub enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Release a component to a slot on every node (through a node's admin API).
+    Push(crate::admin_client::PushArgs),
+    /// Return a slot to its previous release on every node.
+    Rollback(crate::admin_client::RollbackArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -122,6 +126,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             input,
             config,
         }) => crate::plugin_cli::test(&file, &kind, &input, config.as_deref()).await,
+        Command::Plugin(PluginCommand::Push(args)) => crate::admin_client::push(args).await,
+        Command::Plugin(PluginCommand::Rollback(args)) => crate::admin_client::rollback(args).await,
         Command::Bench(args) => crate::loadgen::run_cli(args).await,
     }
 }
@@ -135,6 +141,7 @@ fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
 
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let embedded = config.is_none();
+    let config_path = config.clone();
     let mut config = load_config(config)?;
     crate::telemetry::init_logging(config.telemetry.log_format, &config.telemetry.log_level)
         .context("telemetry")?;
@@ -166,6 +173,22 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "sluice listening");
     println!("sluice listening on http://{local}");
+    if let Some(path) = &config_path {
+        // Changes to a plugin's `[plugins.<slot>]` reload it.
+        gw.reload.watch_config_file(path);
+    }
+    if let Some(admin_addr) = gw.config.server.admin_listen {
+        let admin = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("admin API: listening on {admin_addr}"))?;
+        println!("sluice admin API on http://{}", admin.local_addr()?);
+        // Dies with the process; the admin API has no long requests to drain.
+        tokio::spawn(crate::admin::serve(
+            admin,
+            gw.clone(),
+            std::future::pending(),
+        ));
+    }
     let grace = gw.config.server.shutdown_grace();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -12,6 +12,7 @@ use crate::config::{Config, PluginSlotConfig, PluginSource};
 use crate::plugin::{
     self, EngineSettings, FailurePolicy, Kind, Limits, LoadOptions, PluginRuntime, PluginSlot,
 };
+use crate::reload::Reloader;
 use crate::state::State;
 use crate::telemetry::Metrics;
 use crate::upstream::{BudgetSettings, RetryBudget, Upstreams};
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// Plugin versions at run time: hot reload, refusals, fleet releases.
+    pub reload: Reloader,
 }
 
 impl Gateway {
@@ -82,7 +85,8 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
-        Ok(Arc::new(Gateway {
+        let reload = Reloader::new(&config.plugins);
+        let gw = Arc::new(Gateway {
             config: Arc::new(config),
             state,
             runtime,
@@ -92,7 +96,13 @@ impl Gateway {
             upstreams,
             retry_budget,
             metrics,
-        }))
+            reload,
+        });
+        // A node that starts after a fleet release serves it from the start.
+        crate::releases::sync(&gw).await;
+        crate::reload::spawn_file_watcher(&gw);
+        crate::releases::spawn_watcher(&gw);
+        Ok(gw)
     }
 
     /// The overall deadline of one request.

@@ -11,6 +11,8 @@
 //! - [`config`]: the TOML config, its defaults and validation.
 //! - [`telemetry`]: metrics registry and logging.
 
+pub mod admin;
+pub mod admin_client;
 pub mod api;
 pub mod cache;
 pub mod cli;
@@ -24,6 +26,8 @@ pub mod pipeline;
 pub mod plugin;
 pub mod plugin_cli;
 pub mod policy;
+pub mod releases;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -20,7 +20,13 @@ use crate::policy::Route;
 
 /// The gateway's router.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    // `/admin` lives here unless it has a listener of its own.
+    let admin = if gw.config.server.admin_listen.is_none() {
+        crate::admin::router(gw.clone())
+    } else {
+        None
+    };
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
@@ -29,7 +35,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .with_state(gw)
+        .with_state(gw);
+    match admin {
+        Some(admin) => api.merge(admin),
+        None => api,
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -144,7 +154,17 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
-    let mut resp = gw.metrics.encode().into_response();
+    let mut text = gw.metrics.encode();
+    // The reload counters live in their own registry: splice them in
+    // before the OpenMetrics terminator.
+    if let Some(body) = text.strip_suffix("# EOF\n") {
+        let mut spliced = body.to_string();
+        if gw.reload.encode_metrics(&mut spliced).is_ok() {
+            spliced.push_str("# EOF\n");
+            text = spliced;
+        }
+    }
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),

@@ -1,0 +1,252 @@
+//! The admin API under `/admin`, behind `server.admin_token` (a bearer
+//! token). Without a token configured the routes do not exist (404); a
+//! missing or wrong token gets 401. It is served on `server.listen`, or
+//! only on `server.admin_listen` when that is set.
+//!
+//! - `GET  /admin/plugins`: every slot (kinds, hash, source, loaded at,
+//!   calls, failures, latency percentiles), the last refused versions with
+//!   their reasons, and the release book.
+//! - `POST /admin/plugins/{slot}`: body = a component. It is loaded here
+//!   (compile, link, `init`, smoke test); if that fails, 422 with the reason
+//!   and nothing changes. Otherwise it is published as the slot's release
+//!   (to every node when the state is Redis) and installed here. Header
+//!   `x-sluice-plugin-config`: the plugin config (JSON) to run it with;
+//!   without it each node uses its configured one.
+//! - `POST /admin/plugins/{slot}/rollback`: the slot's previous release
+//!   serves everywhere (past the first release: the configured plugin).
+//! - `GET  /admin/releases`: the release book.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::gateway::Gateway;
+use crate::plugin::Kind;
+use crate::releases::{self, ReleaseError};
+use crate::reload::unix_ms;
+
+/// Largest component the admin API accepts.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// The header carrying an uploaded plugin's config (JSON).
+pub const CONFIG_HEADER: &str = "x-sluice-plugin-config";
+
+/// The `/admin` routes, or `None` when no admin token is configured.
+pub fn router(gw: Arc<Gateway>) -> Option<Router> {
+    gw.config.server.admin_token.as_ref()?;
+    Some(
+        Router::new()
+            .route("/admin/plugins", get(list))
+            .route("/admin/plugins/{slot}", post(upload))
+            .route("/admin/plugins/{slot}/rollback", post(rollback))
+            .route("/admin/releases", get(book))
+            .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+            .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
+            .with_state(gw),
+    )
+}
+
+/// Serves only the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(gw).unwrap_or_default().fallback(not_found);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Admits a request carrying `Authorization: Bearer <admin_token>`.
+async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let Some(token) = gw.config.server.admin_token.as_ref() else {
+        return not_found().await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Comparing digests keeps the comparison's timing independent of how
+    // much of the token a guess got right.
+    let ok = given
+        .is_some_and(|g| blake3::hash(g.as_bytes()) == blake3::hash(token.expose().as_bytes()));
+    if !ok {
+        let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    next.run(request).await
+}
+
+fn parse_slot(slot: &str) -> Result<Kind, Response> {
+    Kind::parse(slot).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"),
+        )
+    })
+}
+
+fn fleet(gw: &Gateway) -> bool {
+    gw.state.health().backend != "memory"
+}
+
+async fn list(State(gw): State<Arc<Gateway>>) -> Response {
+    let plugins: Vec<Value> = Kind::ALL
+        .into_iter()
+        .map(|kind| {
+            let slot = gw.plugins.slot(kind);
+            let plugin = slot.current();
+            let info = plugin.info();
+            let stats = plugin.stats().snapshot();
+            json!({
+                "slot": kind.slot(),
+                "kinds": info.kinds,
+                "hash": info.hash,
+                "size_bytes": info.size_bytes,
+                "source": gw.reload.origin(kind),
+                "failure": slot.failure(),
+                "loaded_at_ms": unix_ms(plugin.loaded_at()),
+                "calls": stats.calls,
+                "failures": stats.failures,
+                "p50_us": stats.p50_us,
+                "p99_us": stats.p99_us,
+            })
+        })
+        .collect();
+    let book = match releases::read_book(&gw.state).await {
+        Ok(b) => serde_json::to_value(b).unwrap_or(Value::Null),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    axum::Json(json!({
+        "plugins": plugins,
+        "refused": gw.reload.refused(),
+        "releases": book,
+        "fleet": fleet(&gw),
+    }))
+    .into_response()
+}
+
+async fn book(State(gw): State<Arc<Gateway>>) -> Response {
+    match releases::read_book(&gw.state).await {
+        Ok(b) => axum::Json(b).into_response(),
+        Err(e) => release_error(e),
+    }
+}
+
+fn release_error(e: ReleaseError) -> Response {
+    let status = match e {
+        ReleaseError::NothingToRollBack(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+async fn upload(
+    State(gw): State<Arc<Gateway>>,
+    Path(slot): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = match parse_slot(&slot) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the request body must be a WebAssembly component",
+        );
+    }
+    let config = match headers.get(CONFIG_HEADER) {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        {
+            Some(c @ Value::Object(_)) => Some(c),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{CONFIG_HEADER} must be a JSON object"),
+                );
+            }
+        },
+    };
+    let guard = gw.reload.lock(kind).await;
+    let pending = crate::reload::Origin::Release(0);
+    let plugin = match gw
+        .reload
+        .prepare(&gw, &guard, &body, config.clone(), &pending)
+        .await
+    {
+        Ok(p) => p,
+        Err(refusal) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"error": refusal.reason, "refused": refusal})),
+            )
+                .into_response();
+        }
+    };
+    let hash = plugin.info().hash.clone();
+    match releases::publish_and_commit(&gw, &guard, kind, &body, config, plugin).await {
+        Ok(release) => axum::Json(json!({
+            "slot": kind.slot(),
+            "hash": hash,
+            "release": release,
+            "fleet": fleet(&gw),
+        }))
+        .into_response(),
+        Err(e) => release_error(e),
+    }
+}
+
+async fn rollback(State(gw): State<Arc<Gateway>>, Path(slot): Path<String>) -> Response {
+    let kind = match parse_slot(&slot) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    let guard = gw.reload.lock(kind).await;
+    let release = match releases::rollback(&gw.state, kind).await {
+        Ok(r) => r,
+        Err(e) => return release_error(e),
+    };
+    // Apply here now rather than on the next poll.
+    let book = match releases::read_book(&gw.state).await {
+        Ok(b) => b,
+        Err(e) => return release_error(e),
+    };
+    let applied = releases::apply_slot(&gw, &guard, kind, &book).await;
+    let serving = gw.plugins.slot(kind).current();
+    let mut body = json!({
+        "slot": kind.slot(),
+        "release": release,
+        "hash": serving.info().hash,
+        "source": gw.reload.origin(kind),
+        "fleet": fleet(&gw),
+    });
+    if let Err(refusal) = applied {
+        body["refused_here"] = serde_json::to_value(refusal).unwrap_or(Value::Null);
+    }
+    axum::Json(body).into_response()
+}
