@@ -1,0 +1,2 @@
+//! Semantic index lookup latency (filled in below).
+fn main() {}
