@@ -1,4 +1,4 @@
-//! The `sluice` command line: `serve`, `mock`, `plugin check|test`, `bench`.
+//! The `sluice` command line: `serve`, `mock`, `plugin new|build|check|test`, `bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +65,10 @@ pub struct MockArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Scaffold a policy project (Rust, Python, C or JavaScript) that builds as generated.
+    New(crate::authoring::cli::NewArgs),
+    /// Build a policy project to a component and check it.
+    Build(crate::authoring::cli::BuildArgs),
     /// Check that a file is a usable plugin: kinds, imports, size, compile time.
     Check {
         file: PathBuf,
@@ -117,6 +121,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::Mock(args) => mock(args).await,
+        Command::Plugin(PluginCommand::New(args)) => crate::authoring::cli::new(args),
+        Command::Plugin(PluginCommand::Build(args)) => crate::authoring::cli::build(args).await,
         Command::Plugin(PluginCommand::Check { file, json }) => {
             crate::plugin_cli::check(&file, json).await
         }
