@@ -29,6 +29,7 @@ pub mod plugin_cli;
 pub mod policy;
 pub mod releases;
 pub mod reload;
+pub mod semantic;
 pub mod server;
 pub mod state;
 pub mod telemetry;

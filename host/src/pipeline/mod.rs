@@ -4,7 +4,8 @@
 //!
 //! 1. [`auth::authenticate`] + [`parse`]: body limit, JSON, tenant/tier.
 //! 2. [`throttle::admit`]: the throttle plugin names buckets; one atomic charge.
-//! 3. [`caching::derive_key`] and [`caching::lookup`]: exact cache.
+//! 3. [`caching::derive_key`] and [`caching::lookup`]: exact cache;
+//!    [`semantic::lookup`]: after an exact miss, a near-duplicate's answer.
 //! 4. coalescing: identical cacheable requests in flight share one call.
 //! 5. [`call::call_upstream`]: provider call, retry plugin decides after failures.
 //! 6. [`respond`]: store, settle (after the answer), and shape the response.
@@ -13,6 +14,7 @@ mod auth;
 mod caching;
 mod call;
 mod respond;
+mod semantic;
 mod stream;
 mod throttle;
 
@@ -68,6 +70,8 @@ pub struct RequestCtx {
     pub no_cache: bool,
     /// The client sent `cache-control: no-store` (skip storing).
     pub no_store: bool,
+    /// What storing a semantic miss's answer needs (set by [`semantic::lookup`]).
+    pub semantic: Option<semantic::Pending>,
     /// Upstream attempts made.
     pub attempts: u32,
     /// The provider and model that produced the answer.
@@ -96,6 +100,7 @@ impl RequestCtx {
             cache_key: None,
             no_cache: false,
             no_store: false,
+            semantic: None,
             attempts: 0,
             provider: String::new(),
             model: String::new(),
@@ -156,6 +161,9 @@ async fn run(
     caching::derive_key(gw, ctx, &parts.headers).await?;
     if let Some(answer) = caching::lookup(gw, ctx).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
+    }
+    if let Some(response) = semantic::lookup(gw, ctx).await {
+        return Ok(response);
     }
     // Identical cacheable requests in flight share one upstream call.
     let leader = match ctx.cache_key {

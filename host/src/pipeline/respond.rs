@@ -120,6 +120,7 @@ pub async fn answer(
     gw.metrics.cache_outcome(ctx.cache);
     let route = ctx.route;
     let store = ctx.cache_key.filter(|_| !ctx.no_store);
+    let semantic = ctx.semantic.take();
     let estimated = ctx.policy.estimated_prompt_tokens;
     let status = upstream.status;
     match upstream.body {
@@ -127,6 +128,7 @@ pub async fn answer(
             let usage = api::usage_from_json(route, &body).unwrap_or((estimated, 0));
             if let Some((key, ttl)) = store.filter(|_| status.is_success()) {
                 let answer = Arc::new(Answer::json(route, body.clone(), usage));
+                super::semantic::store(semantic, &answer, ttl);
                 store_answer(gw, key, ttl, answer, leader);
             }
             spawn_settle(
@@ -155,6 +157,7 @@ pub async fn answer(
             let on_finish = move |done: Finished| {
                 if let (Some((key, ttl)), Some(recorded)) = (store, done.recorded) {
                     let answer = Arc::new(Answer::stream(route, recorded, done.usage));
+                    super::semantic::store(semantic, &answer, ttl);
                     store_answer(&gw, key, ttl, answer, leader);
                 }
                 settle(Usage {

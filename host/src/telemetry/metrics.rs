@@ -135,6 +135,45 @@ pub struct Metrics {
     state_fallbacks: Counter,
     state_degraded: Gauge,
     coalesced: Counter,
+    semantic: SemanticSeries,
+}
+
+/// The semantic cache's series (hits are a [`CacheOutcome`]).
+#[derive(Debug)]
+struct SemanticSeries {
+    near_misses: Counter,
+    embed_duration: HistogramFamily<Vec<(String, String)>>,
+    index_entries: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl SemanticSeries {
+    fn register(registry: &mut Registry) -> Self {
+        let near_misses = Counter::default();
+        registry.register(
+            "semantic_near_misses",
+            "Semantic lookups whose best candidate scored just under the threshold",
+            near_misses.clone(),
+        );
+        let embed_duration: HistogramFamily<Vec<(String, String)>> =
+            Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
+        registry.register_with_unit(
+            "semantic_embed_duration",
+            "Time to embed one prompt, by embedder (openai, local)",
+            Unit::Seconds,
+            embed_duration.clone(),
+        );
+        let index_entries = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "semantic_index_entries",
+            "Live entries of a semantic index namespace on this node",
+            index_entries.clone(),
+        );
+        Self {
+            near_misses,
+            embed_duration,
+            index_entries,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -351,6 +390,7 @@ impl Metrics {
             "Requests answered by joining an identical request already in flight",
             coalesced.clone(),
         );
+        let semantic = SemanticSeries::register(&mut registry);
 
         Self {
             registry,
@@ -368,6 +408,7 @@ impl Metrics {
             state_fallbacks,
             state_degraded,
             coalesced,
+            semantic,
         }
     }
 
@@ -403,6 +444,29 @@ impl Metrics {
     /// One request coalesced onto an identical one in flight.
     pub fn coalesced(&self) {
         self.coalesced.inc();
+    }
+
+    // === semantic cache ===
+
+    /// A semantic lookup's best score fell just under the threshold.
+    pub fn semantic_near_miss(&self) {
+        self.semantic.near_misses.inc();
+    }
+
+    /// One prompt embedded by `embedder` in `took`.
+    pub fn semantic_embed(&self, embedder: &str, took: Duration) {
+        self.semantic
+            .embed_duration
+            .get_or_create(&vec![("embedder".to_owned(), embedder.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A semantic namespace (an opaque label) now holds `entries` here.
+    pub fn semantic_index_entries(&self, namespace: &str, entries: usize) {
+        self.semantic
+            .index_entries
+            .get_or_create(&vec![("namespace".to_owned(), namespace.to_owned())])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     // === tenants ===
@@ -454,6 +518,15 @@ impl Metrics {
     /// A state operation fell back to the local store.
     pub fn state_fallback(&self) {
         self.state_fallbacks.inc();
+    }
+
+    /// Raises the fallback counter to `total`, the state's own count (read
+    /// at scrape time, so the state needs no handle on the metrics).
+    pub fn sync_state_fallbacks(&self, total: u64) {
+        // fetch_max: concurrent scrapes never count a fallback twice.
+        self.state_fallbacks
+            .inner()
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the shared store is currently unreachable.
