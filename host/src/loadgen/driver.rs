@@ -5,8 +5,9 @@
 //! Why a pacer thread: tokio's timer has millisecond resolution, which would
 //! add up to a millisecond of generator lateness to every open-loop request:
 //! more than the overhead being measured. A plain thread sleeping until each
-//! due time is accurate to tens of microseconds, costs one wake-up per
-//! release, and its lateness is reported as the generator's send delay.
+//! due time (with the kernel's timer slack turned off) wakes within tens of
+//! microseconds, costs one wake-up per release, and its lateness is reported
+//! as the generator's send delay.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -172,6 +173,7 @@ async fn open_loop(ctx: OpenCtx, workers: usize) -> Result<Measured, BenchError>
     std::thread::Builder::new()
         .name("sluice-loadgen-pacer".into())
         .spawn(move || {
+            cpu::precise_sleep();
             let before = cpu::thread_cpu_ns();
             pace(&pacer_ctx, workers);
             let used = before
