@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::coalesce::Coalescer;
+use crate::coalesce_shared::SharedCoalescer;
 use crate::config::{Config, PluginSlotConfig, PluginSource};
 use crate::plugin::{
     self, EngineSettings, FailurePolicy, Kind, Limits, LoadOptions, PluginRuntime, PluginSlot,
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub plugins: Plugins,
     pub cache: ExactCache,
     pub coalescer: Coalescer<CacheKey, Answer>,
+    /// Coalescing across nodes; only when the state is shared.
+    pub shared_coalescer: Option<SharedCoalescer>,
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
@@ -78,8 +81,14 @@ impl Gateway {
                 max_bytes: config.cache.max_bytes as usize,
                 max_entry_bytes: config.cache.max_entry_bytes as usize,
             },
-            shared,
+            shared.clone(),
         );
+        // A leader's lock outlives it by at most one request timeout; a
+        // follower waits at most half of one, keeping time for its own call.
+        let request_timeout = config.server.request_timeout();
+        let shared_coalescer = shared
+            .is_some()
+            .then(|| SharedCoalescer::new(state.clone(), request_timeout, request_timeout / 2));
         let upstreams = Upstreams::new(&config.providers).context("providers")?;
         let retry_budget = RetryBudget::new(BudgetSettings {
             ratio: config.retry.budget_ratio,
@@ -93,6 +102,7 @@ impl Gateway {
             plugins,
             cache,
             coalescer: Coalescer::default(),
+            shared_coalescer,
             upstreams,
             retry_budget,
             metrics,
@@ -128,6 +138,7 @@ pub fn slot_limits(cfg: &PluginSlotConfig) -> Limits {
     Limits {
         memory_bytes: (cfg.limits.memory_mib as usize) << 20,
         deadline: Duration::from_millis(cfg.limits.deadline_ms),
+        max_answer_bytes: cfg.limits.max_return_bytes as usize,
     }
 }
 

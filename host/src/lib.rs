@@ -18,6 +18,7 @@ pub mod authoring;
 pub mod cache;
 pub mod cli;
 pub mod coalesce;
+pub mod coalesce_shared;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -129,6 +129,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
+    gw.metrics.sync_state_fallbacks(health.fallbacks);
     let status = match (health.degraded, health.on_error) {
         (false, _) => "ready",
         (true, crate::state::OnError::FailOpen) => "degraded",
@@ -154,6 +155,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
+    gw.metrics.sync_state_fallbacks(health.fallbacks);
     let mut text = gw.metrics.encode();
     // The reload counters live in their own registry: splice them in
     // before the OpenMetrics terminator.

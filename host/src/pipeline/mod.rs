@@ -31,6 +31,7 @@ use http_body_util::BodyExt;
 use crate::api::{self, ParsedRequest};
 use crate::cache::CacheKey;
 use crate::coalesce::Role;
+use crate::coalesce_shared::Joined;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::plugin::Plugin;
@@ -165,22 +166,33 @@ async fn run(
     if let Some(response) = semantic::lookup(gw, ctx).await {
         return Ok(response);
     }
-    // Identical cacheable requests in flight share one upstream call.
-    let leader = match ctx.cache_key {
+    // Identical cacheable requests in flight share one upstream call: on
+    // this node, then (the local leader only) across nodes.
+    let (leader, lease) = match ctx.cache_key {
         Some((key, _)) => match gw.coalescer.join(key) {
-            Role::Leader(leader) => Some(leader),
+            Role::Leader(leader) => match &gw.shared_coalescer {
+                Some(shared) if !ctx.no_cache => match shared.join(&gw.cache, &key).await {
+                    Joined::Lead(lease) => (Some(leader), lease),
+                    Joined::Answer(answer) => {
+                        leader.complete(answer.clone());
+                        gw.metrics.coalesced();
+                        return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
+                    }
+                },
+                _ => (Some(leader), None),
+            },
             Role::Follower(follower) => {
                 if let Some(answer) = follower.wait().await {
                     gw.metrics.coalesced();
                     return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
                 }
-                None
+                (None, None)
             }
         },
-        None => None,
+        None => (None, None),
     };
     let upstream = call::call_upstream(gw, ctx).await?;
-    Ok(respond::answer(gw, ctx, upstream, leader).await)
+    Ok(respond::answer(gw, ctx, upstream, leader, lease).await)
 }
 
 /// Reads the body, refusing more than `limit` bytes with a 413.

@@ -14,6 +14,7 @@ use super::{RequestCtx, throttle};
 use crate::api::{self, SseParser};
 use crate::cache::{Answer, AnswerBody, CacheKey};
 use crate::coalesce::Leader;
+use crate::coalesce_shared::SharedLease;
 use crate::gateway::Gateway;
 use crate::policy::{Route, Unit, Usage};
 use crate::telemetry::CacheOutcome;
@@ -110,12 +111,15 @@ fn conversion_failed(route: Route, e: impl std::fmt::Display) -> Response {
 }
 
 /// Answers from a fresh upstream response: relays it, stores it when it may
-/// be cached, completes coalesced followers and settles usage.
+/// be cached, completes coalesced followers (on this node through `leader`,
+/// on others by releasing `lease` once the answer is stored) and settles
+/// usage.
 pub async fn answer(
     gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
     upstream: UpstreamResponse,
     leader: Option<Leader<CacheKey, Answer>>,
+    lease: Option<SharedLease>,
 ) -> Response {
     gw.metrics.cache_outcome(ctx.cache);
     let route = ctx.route;
@@ -129,7 +133,7 @@ pub async fn answer(
             if let Some((key, ttl)) = store.filter(|_| status.is_success()) {
                 let answer = Arc::new(Answer::json(route, body.clone(), usage));
                 super::semantic::store(semantic, &answer, ttl);
-                store_answer(gw, key, ttl, answer, leader);
+                store_answer(gw, key, ttl, answer, leader, lease);
             }
             spawn_settle(
                 gw,
@@ -158,7 +162,7 @@ pub async fn answer(
                 if let (Some((key, ttl)), Some(recorded)) = (store, done.recorded) {
                     let answer = Arc::new(Answer::stream(route, recorded, done.usage));
                     super::semantic::store(semantic, &answer, ttl);
-                    store_answer(&gw, key, ttl, answer, leader);
+                    store_answer(&gw, key, ttl, answer, leader, lease);
                 }
                 settle(Usage {
                     prompt_tokens: done.usage.0,
@@ -196,12 +200,17 @@ fn store_answer(
     ttl: Duration,
     answer: Arc<Answer>,
     leader: Option<Leader<CacheKey, Answer>>,
+    lease: Option<SharedLease>,
 ) {
     if let Some(leader) = leader {
         leader.complete(answer.clone());
     }
     let gw = gw.clone();
-    tokio::spawn(async move { gw.cache.put(key, answer, ttl).await });
+    tokio::spawn(async move {
+        gw.cache.put(key, answer, ttl).await;
+        // Other nodes' followers find the answer in the shared tier now.
+        drop(lease);
+    });
 }
 
 /// A settle call to run once usage is known (a stream settles at its end).
