@@ -19,6 +19,8 @@ pub struct BuildOutput {
 /// Builds the project in `dir` to a component. Tool output goes to this
 /// process's stderr so an author sees compiler errors as they are.
 pub fn build(dir: &Path) -> Result<BuildOutput, AuthoringError> {
+    // Tools run inside the project; absolute paths keep every argument valid there.
+    let dir = &std::path::absolute(dir).map_err(io_err(dir))?;
     let manifest = Manifest::load(dir)?;
     let kind = manifest.kind()?;
     let out = manifest.output(dir);
