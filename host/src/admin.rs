@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use crate::gateway::Gateway;
 use crate::plugin::Kind;
 use crate::releases::{self, ReleaseError};
-use crate::reload::unix_ms;
+use crate::reload::{Origin, unix_ms};
 
 /// Largest component the admin API accepts.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -193,10 +193,9 @@ async fn upload(
         },
     };
     let guard = gw.reload.lock(kind).await;
-    let pending = crate::reload::Origin::Release(0);
     let plugin = match gw
         .reload
-        .prepare(&gw, &guard, &body, config.clone(), &pending)
+        .prepare(&gw, &guard, &body, config.clone(), &Origin::Upload)
         .await
     {
         Ok(p) => p,

@@ -291,6 +291,9 @@ pub async fn apply_book(gw: &Gateway, book: &ReleaseBook) {
 /// Applies the current releases once, e.g. at startup before serving.
 pub async fn sync(gw: &Gateway) {
     match read_book(&gw.state).await {
+        Ok(_) if gw.state.is_degraded() => {
+            tracing::warn!("Redis is failing: serving the configured plugins until it answers");
+        }
         Ok(book) => apply_book(gw, &book).await,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read plugin releases; serving the configured plugins")
@@ -310,10 +313,17 @@ pub fn spawn_watcher(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             let Some(gw) = weak.upgrade() else {
                 return;
             };
+            // While Redis fails, a fail-open state answers from its local
+            // fallback, where the book is empty: that is no reason to leave
+            // the current release, so skip the poll.
+            if gw.state.is_degraded() {
+                continue;
+            }
             // Applying an unchanged book costs a lock per slot: a slot whose
             // component could not be fetched is retried on the next poll.
             match read_book(&gw.state).await {
-                Ok(book) => apply_book(&gw, &book).await,
+                Ok(book) if !gw.state.is_degraded() => apply_book(&gw, &book).await,
+                Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "release poll failed"),
             }
         }
@@ -335,4 +345,65 @@ pub async fn publish_and_commit(
     gw.reload
         .commit(gw, guard, plugin, Origin::Release(release.seq));
     Ok(release)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn publish_keeps_history_and_rollback_walks_it_back() {
+        let state = State::memory();
+        assert_eq!(read_book(&state).await.unwrap(), ReleaseBook::default());
+        let a = publish(&state, Kind::Throttle, b"a", None).await.unwrap();
+        let b = publish(
+            &state,
+            Kind::Throttle,
+            b"b",
+            Some(serde_json::json!({"x": 1})),
+        )
+        .await
+        .unwrap();
+        assert!(b.seq > a.seq);
+        let book = read_book(&state).await.unwrap();
+        assert_eq!(book.current(Kind::Throttle), Some(&b));
+        assert_eq!(book.current(Kind::Retry), None);
+        assert_eq!(fetch_component(&state, &b).await.unwrap(), b"b");
+
+        assert_eq!(rollback(&state, Kind::Throttle).await.unwrap(), Some(a));
+        assert_eq!(rollback(&state, Kind::Throttle).await.unwrap(), None);
+        let err = rollback(&state, Kind::Throttle).await.unwrap_err();
+        assert!(matches!(err, ReleaseError::NothingToRollBack(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_and_dropped_components_are_deleted() {
+        let state = State::memory();
+        let first = publish(&state, Kind::Retry, b"v0", None).await.unwrap();
+        for i in 1..=MAX_HISTORY + 1 {
+            publish(&state, Kind::Retry, format!("v{i}").as_bytes(), None)
+                .await
+                .unwrap();
+        }
+        let book = read_book(&state).await.unwrap();
+        let slot = book.slot(Kind::Retry).unwrap();
+        assert_eq!(slot.previous.len(), MAX_HISTORY);
+        assert!(slot.previous.iter().all(|r| r.hash != first.hash));
+        let err = fetch_component(&state, &first).await.unwrap_err();
+        assert!(matches!(err, ReleaseError::MissingComponent(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_tampered_component_is_refused() {
+        let state = State::memory();
+        let r = publish(&state, Kind::Throttle, b"good", None)
+            .await
+            .unwrap();
+        state
+            .set(NAMESPACE, &component_key(&r.hash), b"evil", None)
+            .await
+            .unwrap();
+        let err = fetch_component(&state, &r).await.unwrap_err();
+        assert!(matches!(err, ReleaseError::HashMismatch(_)), "{err}");
+    }
 }

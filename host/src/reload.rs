@@ -42,6 +42,8 @@ pub enum Origin {
     File(PathBuf),
     /// A fleet release, by its sequence number.
     Release(u64),
+    /// An upload to the admin API not yet published (seen only in refusals).
+    Upload,
 }
 
 impl std::fmt::Display for Origin {
@@ -50,6 +52,7 @@ impl std::fmt::Display for Origin {
             Origin::Builtin => f.write_str("builtin"),
             Origin::File(p) => write!(f, "file:{}", p.display()),
             Origin::Release(seq) => write!(f, "release:{seq}"),
+            Origin::Upload => f.write_str("upload"),
         }
     }
 }
