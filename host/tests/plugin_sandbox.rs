@@ -39,6 +39,7 @@ fn options(mode: &str) -> LoadOptions {
         limits: Limits {
             memory_bytes: 16 << 20,
             deadline: Duration::from_millis(50),
+            ..Limits::default()
         },
     }
 }

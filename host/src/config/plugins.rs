@@ -109,7 +109,8 @@ impl<'de> Deserialize<'de> for PluginSource {
 pub struct PluginLimits {
     /// Linear memory cap per instance (StoreLimits).
     pub memory_mib: u32,
-    /// CPU deadline per call (epoch interruption).
+    /// Deadline per call, init included (epoch interruption: measured in
+    /// wall-clock ticks, so it also bounds time a starved machine adds).
     pub deadline_ms: u64,
     /// Largest value (string, list) the host accepts back from one call.
     pub max_return_bytes: u32,
@@ -119,7 +120,7 @@ impl Default for PluginLimits {
     fn default() -> Self {
         Self {
             memory_mib: 16,
-            deadline_ms: 20,
+            deadline_ms: 50,
             max_return_bytes: 1024 * 1024,
         }
     }

@@ -19,8 +19,6 @@ use crate::policy::{
     SemanticProbe, Usage,
 };
 
-/// Largest cache key or semantic text a plugin may answer with, in bytes.
-const MAX_ANSWER_TEXT_BYTES: usize = 64 * 1024;
 /// Most buckets one admission may name.
 const MAX_BUCKETS: usize = 16;
 
@@ -310,6 +308,7 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::CacheKey))?;
         let req = convert::request(req);
         let deadline = self.limits.deadline;
+        let max = self.limits.max_answer_bytes;
         self.run(async {
             let mut call = self.begin().await?;
             let guest = idx
@@ -322,8 +321,8 @@ impl Plugin {
                     .map_err(|e| classify(&call.store, &e, deadline))?;
                 let d = convert::cache_decision(d);
                 match &d {
-                    CacheDecision::Cache { key, .. } => check_text("cache key", key)?,
-                    CacheDecision::Bypass { reason } => check_text("bypass reason", reason)?,
+                    CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
+                    CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
                 }
                 Ok(d)
             }
@@ -346,6 +345,7 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Semantic))?;
         let req = convert::request(req);
         let deadline = self.limits.deadline;
+        let max = self.limits.max_answer_bytes;
         self.run(async {
             let mut call = self.begin().await?;
             let guest = idx
@@ -358,8 +358,8 @@ impl Plugin {
                     .map_err(|e| classify(&call.store, &e, deadline))?;
                 let p = p.map(convert::probe);
                 if let Some(p) = &p {
-                    check_text("semantic text", &p.text)?;
-                    check_text("semantic namespace", &p.namespace)?;
+                    check_text("semantic text", &p.text, max)?;
+                    check_text("semantic namespace", &p.namespace, max)?;
                     if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
                         return Err(CallError::BadAnswer(format!(
                             "threshold {} is not within [-1, 1]",
@@ -509,10 +509,10 @@ impl Plugin {
     }
 }
 
-fn check_text(what: &str, s: &str) -> Result<(), CallError> {
-    if s.len() > MAX_ANSWER_TEXT_BYTES {
+fn check_text(what: &str, s: &str, max: usize) -> Result<(), CallError> {
+    if s.len() > max {
         return Err(CallError::BadAnswer(format!(
-            "{what} is {} bytes; the limit is {MAX_ANSWER_TEXT_BYTES}",
+            "{what} is {} bytes; the limit is {max}",
             s.len()
         )));
     }

@@ -30,15 +30,18 @@ pub trait PluginMetrics: Send + Sync {
 pub struct Limits {
     /// Linear memory cap per instance, in bytes.
     pub memory_bytes: usize,
-    /// CPU deadline for one call (init included).
+    /// Deadline for one call (init included), in wall-clock epoch ticks.
     pub deadline: Duration,
+    /// Largest text (cache key, semantic text, reason) accepted back.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             memory_bytes: 16 << 20,
-            deadline: Duration::from_millis(20),
+            deadline: Duration::from_millis(50),
+            max_answer_bytes: 64 << 10,
         }
     }
 }
