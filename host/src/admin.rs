@@ -96,13 +96,11 @@ async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
     next.run(request).await
 }
 
-fn parse_slot(slot: &str) -> Result<Kind, Response> {
-    Kind::parse(slot).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"),
-        )
-    })
+fn unknown_slot(slot: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"),
+    )
 }
 
 fn fleet(gw: &Gateway) -> bool {
@@ -166,9 +164,8 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let kind = match parse_slot(&slot) {
-        Ok(k) => k,
-        Err(resp) => return resp,
+    let Some(kind) = Kind::parse(&slot) else {
+        return unknown_slot(&slot);
     };
     if body.is_empty() {
         return error(
@@ -221,9 +218,8 @@ async fn upload(
 }
 
 async fn rollback(State(gw): State<Arc<Gateway>>, Path(slot): Path<String>) -> Response {
-    let kind = match parse_slot(&slot) {
-        Ok(k) => k,
-        Err(resp) => return resp,
+    let Some(kind) = Kind::parse(&slot) else {
+        return unknown_slot(&slot);
     };
     let guard = gw.reload.lock(kind).await;
     let release = match releases::rollback(&gw.state, kind).await {
