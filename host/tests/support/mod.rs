@@ -5,4 +5,5 @@
 
 pub mod gateway;
 pub mod node;
+pub mod polyglot;
 pub mod redis;

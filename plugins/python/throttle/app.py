@@ -47,6 +47,8 @@ def _limits(value, field):
     for name, limit in value.items():
         if name not in LIMIT_FIELDS:
             raise ValueError(f"{field}: unknown field `{name}`")
+        if limit is None:
+            continue
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise ValueError(f"{field}.{name}: expected a non-negative integer")
     return {name: value.get(name) for name in LIMIT_FIELDS}
@@ -70,7 +72,7 @@ def parse_config(text):
                     )
                 config["tiers"][name] = _limits(limits, f"tiers.{name}")
         elif key == "anonymous":
-            config["anonymous"] = _limits(value, "anonymous")
+            config["anonymous"] = None if value is None else _limits(value, "anonymous")
         elif key == "completion_estimate_tokens":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError("completion_estimate_tokens: expected a non-negative integer")
