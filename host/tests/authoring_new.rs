@@ -1,0 +1,230 @@
+//! `sluice plugin new` then `sluice plugin build`, as an author runs them:
+//! every scaffold builds as generated, passes `plugin check`, and a scaffold
+//! answers `plugin test` with the decision its template promises.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn sluice(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(SLUICE);
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sluice")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Scaffolds `name` in a fresh temp dir, builds it, checks it; returns the
+/// temp dir (kept alive by the caller) and the component.
+fn new_and_build(
+    name: &str,
+    kind: &str,
+    lang: &str,
+    envs: &[(&str, &Path)],
+) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join(name);
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = sluice(
+        &[
+            "plugin", "new", name, "--kind", kind, "--lang", lang, "--dir", dir_arg,
+        ],
+        envs,
+    );
+    assert!(out.status.success(), "plugin new: {}", text(&out));
+    assert!(dir.join("sluice-plugin.toml").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("wit/policy.wit")).expect("vendored WIT"),
+        sluice::authoring::POLICY_WIT
+    );
+
+    let out = sluice(&["plugin", "build", dir_arg], envs);
+    assert!(
+        out.status.success(),
+        "plugin build ({lang} {kind}): {}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let wasm = dir.join("build").join(format!("{name}.wasm"));
+    assert!(
+        stdout.contains(&format!("built {}", wasm.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("kinds:    {kind}\n")), "{stdout}");
+
+    let out = sluice(&["plugin", "check", wasm.to_str().expect("utf-8")], envs);
+    assert!(out.status.success(), "plugin check: {}", text(&out));
+    (tmp, wasm)
+}
+
+/// `sluice plugin test` on a chat body; returns the printed decision.
+fn decide(wasm: &Path, kind: &str) -> serde_json::Value {
+    let input = wasm.with_file_name("req.json");
+    std::fs::write(
+        &input,
+        r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}"#,
+    )
+    .expect("write input");
+    let out = sluice(
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().expect("utf-8"),
+            "--kind",
+            kind,
+            "--input",
+            input.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "plugin test: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("plugin test prints JSON")
+}
+
+#[test]
+fn c_scaffolds_of_every_kind_build_and_decide() {
+    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+        let (_tmp, wasm) = new_and_build("my-policy", kind, "c", &[]);
+        let decision = decide(&wasm, kind);
+        match kind {
+            "throttle" => {
+                let bucket = &decision["admit"]["buckets"][0];
+                assert_eq!(bucket["key"], "t:anonymous:rpm", "{decision}");
+                assert_eq!(bucket["shape"]["window"]["limit"], 60, "{decision}");
+            }
+            "cache-key" => assert_eq!(decision["key"], "gpt-4o-mini\nuser:hi", "{decision}"),
+            "semantic" => assert_eq!(decision["prepare"]["text"], "hi", "{decision}"),
+            _ => assert_eq!(decision["verdict"]["verdict"], "retry", "{decision}"),
+        }
+    }
+}
+
+#[test]
+fn a_rust_scaffold_builds_as_generated() {
+    // One target dir for every run, so wit-bindgen compiles once.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("authoring-rust");
+    for kind in ["throttle", "retry"] {
+        let (_tmp, wasm) =
+            new_and_build("my-policy", kind, "rust", &[("CARGO_TARGET_DIR", &target)]);
+        if kind == "throttle" {
+            let decision = decide(&wasm, kind);
+            assert_eq!(decision["admit"]["buckets"][0]["key"], "t:anonymous:rpm");
+        }
+    }
+}
+
+#[test]
+fn a_python_scaffold_builds_as_generated() {
+    new_and_build("my-policy", "cache-key", "python", &[]);
+}
+
+/// The other Python kinds: about 40 s each on a debug host, so on demand
+/// (`cargo test --test authoring_new -- --ignored`).
+#[test]
+#[ignore = "slow: builds three Python components"]
+fn python_scaffolds_of_every_kind_build() {
+    for kind in ["throttle", "semantic", "retry"] {
+        new_and_build("my-policy", kind, "python", &[]);
+    }
+}
+
+#[test]
+fn a_js_project_scaffolds_but_building_it_says_why_not() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("js-policy");
+    let dir_arg = dir.to_str().expect("utf-8");
+    let out = sluice(
+        &[
+            "plugin",
+            "new",
+            "js-policy",
+            "--kind",
+            "throttle",
+            "--lang",
+            "js",
+            "--dir",
+            dir_arg,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sluice(&["plugin", "build", dir_arg], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JavaScript") && stderr.contains("not supported"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn new_refuses_bad_names_kinds_and_occupied_dirs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let dir_arg = dir.to_str().expect("utf-8");
+    for (args, expected) in [
+        (
+            vec!["Bad Name", "--kind", "throttle"],
+            "invalid plugin name",
+        ),
+        (vec!["ok", "--kind", "firewall"], "unknown kind"),
+        (
+            vec!["ok", "--kind", "throttle", "--lang", "cobol"],
+            "unknown language",
+        ),
+    ] {
+        let mut full = vec!["plugin", "new"];
+        full.extend(args);
+        full.extend(["--dir", dir_arg]);
+        let out = sluice(&full, &[]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{}",
+            text(&out)
+        );
+    }
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("keep.txt"), "mine").expect("write");
+    let out = sluice(
+        &[
+            "plugin", "new", "ok", "--kind", "throttle", "--dir", dir_arg,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keep.txt")).expect("kept"),
+        "mine"
+    );
+
+    let out = sluice(
+        &["plugin", "build", tmp.path().to_str().expect("utf-8")],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sluice-plugin.toml"),
+        "{}",
+        text(&out)
+    );
+}
