@@ -29,7 +29,7 @@ use crate::gateway::{Gateway, plugin_bytes, slot_limits};
 use crate::plugin::{Kind, LoadOptions, Plugin};
 
 /// How often plugin files and the config file are checked for changes.
-pub const FILE_POLL: Duration = Duration::from_millis(100);
+pub const FILE_POLL: Duration = Duration::from_millis(50);
 /// How many refused versions the admin API remembers.
 const MAX_REFUSED: usize = 20;
 
