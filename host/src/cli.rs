@@ -35,6 +35,9 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Measure the gateway's overhead against a direct baseline.
     Bench(crate::loadgen::BenchArgs),
+    /// Evaluate a cache on a labelled set (`sluice eval semantic`).
+    #[command(subcommand)]
+    Eval(crate::semantic::eval::EvalCommand),
 }
 
 /// `sluice mock` options.
@@ -135,6 +138,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Push(args)) => crate::admin_client::push(args).await,
         Command::Plugin(PluginCommand::Rollback(args)) => crate::admin_client::rollback(args).await,
         Command::Bench(args) => crate::loadgen::run_cli(args).await,
+        Command::Eval(cmd) => crate::semantic::eval::run_cli(cmd).await,
     }
 }
 

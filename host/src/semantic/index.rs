@@ -436,6 +436,10 @@ impl SemanticIndex {
         let mirror = self.mirror(key);
         let mut m = mirror.lock().await;
         m.add(seq, entry, &self.settings);
+        if seq == m.seen + 1 {
+            // Nothing unseen in between: the next sync need not re-read it.
+            m.seen = seq;
+        }
         let oldest = seq.saturating_sub(max) + 1;
         let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
         for s in evicted {

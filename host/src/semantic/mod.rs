@@ -8,6 +8,7 @@
 //! The request flow around it lives in `pipeline/semantic.rs`.
 
 pub mod embed;
+pub mod eval;
 pub mod hnsw;
 pub mod index;
 
