@@ -2,6 +2,12 @@
 //! together as one request pays for them (fresh instances every call).
 //!
 //! `cargo bench -p sluice --bench policy`
+//!
+//! Times are the benchmark thread's CPU time (CLOCK_THREAD_CPUTIME_ID), not
+//! wall time: everything runs on that thread (a current-thread runtime; guest
+//! code on fibers of the same thread), and on a shared 2-core machine wall
+//! time mostly measures the neighbours. `--wall` style figures are in the
+//! criterion history for comparison only.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -9,6 +15,33 @@ use sluice::plugin::{EngineSettings, Kind, LoadOptions, Plugin, PluginRuntime};
 use sluice::policy::{Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, Usage};
 use sluice::state::State;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Runs `f` `iters` times on `rt` and returns the thread CPU time it took.
+fn cpu_time<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, f: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    rt.block_on(async {
+        let start = thread_cpu();
+        for _ in 0..iters {
+            f().await;
+        }
+        thread_cpu() - start
+    })
+}
 
 fn request() -> PolicyRequest {
     let msg = |role: &str, text: &str| Message {
@@ -61,7 +94,7 @@ async fn load(runtime: &PluginRuntime, kind: Kind) -> Arc<Plugin> {
     opts.config = json!({});
     // Generous: a benchmark on a shared machine must not trip the deadline
     // when the scheduler parks it; it measures cost, not limits.
-    opts.limits.deadline = std::time::Duration::from_secs(1);
+    opts.limits.deadline = Duration::from_secs(1);
     runtime.load(wasm, opts).await.expect("loads")
 }
 
@@ -109,42 +142,57 @@ fn policy(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("policy");
     g.bench_function("throttle.admit", |b| {
-        b.to_async(&rt)
-            .iter(|| async { set.throttle.throttle_admit(&req).await.expect("admit") })
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.throttle.throttle_admit(&req).await.expect("admit");
+            })
+        })
     });
     g.bench_function("throttle.settle", |b| {
-        b.to_async(&rt).iter(|| async {
-            set.throttle
-                .throttle_settle(&req, &usage)
-                .await
-                .expect("settle")
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.throttle
+                    .throttle_settle(&req, &usage)
+                    .await
+                    .expect("settle");
+            })
         })
     });
     g.bench_function("cache-key.derive", |b| {
-        b.to_async(&rt)
-            .iter(|| async { set.cache_key.derive_cache_key(&req).await.expect("derive") })
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.cache_key.derive_cache_key(&req).await.expect("derive");
+            })
+        })
     });
     g.bench_function("semantic.prepare", |b| {
-        b.to_async(&rt)
-            .iter(|| async { set.semantic.semantic_prepare(&req).await.expect("prepare") })
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.semantic.semantic_prepare(&req).await.expect("prepare");
+            })
+        })
     });
     g.bench_function("retry.decide", |b| {
-        b.to_async(&rt).iter(|| async {
-            set.retry
-                .retry_decide(&req, &attempt)
-                .await
-                .expect("decide")
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.retry
+                    .retry_decide(&req, &attempt)
+                    .await
+                    .expect("decide");
+            })
         })
     });
     g.bench_function("all four (admit+derive+prepare+decide)", |b| {
-        b.to_async(&rt).iter(|| async {
-            set.throttle.throttle_admit(&req).await.expect("admit");
-            set.cache_key.derive_cache_key(&req).await.expect("derive");
-            set.semantic.semantic_prepare(&req).await.expect("prepare");
-            set.retry
-                .retry_decide(&req, &attempt)
-                .await
-                .expect("decide");
+        b.iter_custom(|iters| {
+            cpu_time(&rt, iters, || async {
+                set.throttle.throttle_admit(&req).await.expect("admit");
+                set.cache_key.derive_cache_key(&req).await.expect("derive");
+                set.semantic.semantic_prepare(&req).await.expect("prepare");
+                set.retry
+                    .retry_decide(&req, &attempt)
+                    .await
+                    .expect("decide");
+            })
         })
     });
     g.finish();
