@@ -143,32 +143,12 @@ fn python_scaffolds_of_every_kind_build() {
 }
 
 #[test]
-fn a_js_project_scaffolds_but_building_it_says_why_not() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("js-policy");
-    let dir_arg = dir.to_str().expect("utf-8");
-    let out = sluice(
-        &[
-            "plugin",
-            "new",
-            "js-policy",
-            "--kind",
-            "throttle",
-            "--lang",
-            "js",
-            "--dir",
-            dir_arg,
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let out = sluice(&["plugin", "build", dir_arg], &[]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("JavaScript") && stderr.contains("not supported"),
-        "{stderr}"
-    );
+fn a_js_scaffold_builds_and_decides() {
+    let (_tmp, wasm) = new_and_build("my-policy", "throttle", "js", &[]);
+    let decision = decide(&wasm, "throttle");
+    let bucket = &decision["admit"]["buckets"][0];
+    assert_eq!(bucket["key"], "t:anonymous:rpm", "{decision}");
+    assert_eq!(bucket["shape"]["window"]["limit"], 60, "{decision}");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //!   a core module, then componentized in-process with the WASI preview1
 //!   reactor adapter (wit-component);
 //! - Python: `componentize-py`;
-//! - JavaScript: refused with the reason (see [`js`]).
+//! - JavaScript: componentize-js.
 
 mod builder;
 mod c;
@@ -60,9 +60,6 @@ pub enum AuthoringError {
     /// missing exports).
     #[error("componentizing: {0:#}")]
     Componentize(anyhow::Error),
-    /// The language is known but cannot be built on this machine.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// `std::fs` errors with the path attached.

@@ -37,7 +37,10 @@ pub fn scaffold(
             format!("# Built by `sluice plugin build` to build/{name}.wasm.\n{manifest_text}"),
         ),
         ("wit/policy.wit".to_owned(), POLICY_WIT.to_owned()),
-        (".gitignore".to_owned(), "/build/\n/target/\n".to_owned()),
+        (
+            ".gitignore".to_owned(),
+            "/build/\n/target/\n/node_modules/\n".to_owned(),
+        ),
     ];
     files.extend(templates::files(name, kind, lang));
     let mut written = Vec::with_capacity(files.len());

@@ -17,7 +17,10 @@ pub(super) fn files(name: &str, kind: Kind, lang: Lang) -> Vec<(String, String)>
         ],
         Lang::Python => vec![("app.py".into(), python_app(name, kind))],
         Lang::C => vec![("src/policy.c".into(), c_source(name, kind))],
-        Lang::Js => vec![("app.js".into(), js_app(name, kind))],
+        Lang::Js => vec![
+            ("app.js".into(), js_app(name, kind)),
+            ("package.json".into(), js_package(name)),
+        ],
     }
 }
 
@@ -438,9 +441,119 @@ void exports_sluice_policy_retry_decide(exports_sluice_policy_retry_request_t *r
 "#;
 
 fn js_app(name: &str, kind: Kind) -> String {
+    let body = match kind {
+        Kind::Throttle => JS_THROTTLE,
+        Kind::CacheKey => JS_CACHE_KEY,
+        Kind::Semantic => JS_SEMANTIC,
+        Kind::Retry => JS_RETRY,
+    };
+    JS_HEADER
+        .replace("NAME", name)
+        .replace("KIND", kind.interface())
+        + body
+}
+
+fn js_package(name: &str) -> String {
     format!(
-        "// {name}: a sluice {kind} policy in JavaScript.\n\
-         // `sluice plugin build` cannot build JavaScript here yet; see docs/tutorial.md.\n",
-        kind = kind.interface()
+        r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "0.23.0"
+  }}
+}}
+"#
     )
 }
+
+// WIT in JavaScript (jco's mapping): records are objects with camelCase
+// fields, variants are `{ tag, val }`, enums are kebab-case strings, u64/s64
+// are BigInt, an absent option is `undefined`, and an Err is a thrown value.
+const JS_HEADER: &str = r#"// NAME: a sluice KIND policy in JavaScript. Build with `sluice plugin build`
+// (componentize-js), try with
+// `sluice plugin test build/NAME.wasm --kind KIND --input req.json`.
+//
+// WIT types in JavaScript: records are objects with camelCase fields,
+// variants are { tag, val }, enums are strings, u64/s64 are BigInt, an
+// absent option is undefined.
+
+export const lifecycle = {
+  // Called with the plugin's config (JSON) before every call; throwing a
+  // string rejects the plugin at load time.
+  init(config) {},
+};
+"#;
+
+const JS_THROTTLE: &str = r#"
+const REQUESTS_PER_MINUTE = 60n;
+
+export const throttle = {
+  admit(req) {
+    return {
+      tag: 'charge',
+      val: [{
+        key: `t:${req.tenant}:rpm`,
+        shape: { tag: 'window', val: { limit: REQUESTS_PER_MINUTE, windowMs: 60000n } },
+        cost: 1n,
+        unit: 'requests',
+      }],
+    };
+  },
+  settle(req, usage) {
+    return [];
+  },
+};
+"#;
+
+const JS_CACHE_KEY: &str = r#"
+export const cacheKey = {
+  derive(req) {
+    if (req.streaming) {
+      return { tag: 'bypass', val: 'streaming' };
+    }
+    const key = req.model + req.messages.map((m) => `\n${m.role}:${m.text}`).join('');
+    return { tag: 'cache', val: { key, ttlSeconds: 300, scope: 'tenant' } };
+  },
+};
+"#;
+
+const JS_SEMANTIC: &str = r#"
+const THRESHOLD = 0.95;
+
+export const semantic = {
+  prepare(req) {
+    if (req.messages.length === 0) {
+      return undefined;
+    }
+    const last = req.messages[req.messages.length - 1];
+    return { text: last.text, namespace: req.model, threshold: THRESHOLD };
+  },
+  accept(req, candidate) {
+    return candidate.score >= THRESHOLD;
+  },
+};
+"#;
+
+const JS_RETRY: &str = r#"
+const MAX_ATTEMPTS = 3;
+
+export const retry = {
+  decide(req, attempt) {
+    if (attempt.number >= MAX_ATTEMPTS) {
+      return { tag: 'stop' };
+    }
+    let backoff = BigInt(200 * attempt.number);
+    if (attempt.outcome.tag === 'status') {
+      const status = attempt.outcome.val;
+      if (status.code !== 429 && status.code < 500) {
+        return { tag: 'stop' };
+      }
+      if (status.retryAfterMs !== undefined) {
+        backoff = status.retryAfterMs;
+      }
+    }
+    return { tag: 'retry', val: backoff };
+  },
+};
+"#;
