@@ -5,7 +5,9 @@
 //! node's local leader comes here. It tries to take a short-lived lock key in
 //! the shared state (set-if-absent with a TTL, through
 //! [`State::compare_and_swap`]). The node that gets it calls upstream, stores
-//! the answer in the shared cache tier and then releases the lock. The others
+//! the answer in the shared cache tier and then releases the lock; while the
+//! call runs it renews the lock, so the TTL can be short: a leader that dies
+//! with its node holds the others up for at most one TTL. The others
 //! poll the cache with backoff: a hit is their answer; a free lock (the leader
 //! failed, or its lock expired) makes them try to lead themselves; past
 //! `max_wait` they call upstream without waiting any longer.
@@ -31,10 +33,13 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 const RELEASED: &[u8] = b"-";
 const RELEASED_TTL: Duration = Duration::from_millis(1);
 
+/// How long a lock outlives a leader that vanished (node crash); a live
+/// leader renews it every third of this.
+pub const LOCK_TTL: Duration = Duration::from_secs(5);
+
 /// Cluster-wide leadership of in-flight cacheable requests.
 pub struct SharedCoalescer {
     state: State,
-    /// How long a lock outlives a leader that vanished (crash, lost task).
     lock_ttl: Duration,
     /// How long a follower waits for another node before calling upstream.
     max_wait: Duration,
@@ -49,17 +54,19 @@ pub enum Joined {
     Answer(Arc<Answer>),
 }
 
-/// The lock a leading node holds. Dropping it releases the lock, so a leader
-/// that fails frees its followers at once.
+/// The lock a leading node holds, renewed in the background while held.
+/// Dropping it releases the lock, so a leader that fails frees its
+/// followers at once.
 pub struct SharedLease {
     state: State,
     key: String,
     token: Vec<u8>,
+    renewal: tokio::task::AbortHandle,
 }
 
 impl SharedCoalescer {
-    /// A coalescer over `state`; locks last `lock_ttl`, followers wait at
-    /// most `max_wait`.
+    /// A coalescer over `state`; locks last `lock_ttl` past their last
+    /// renewal (see [`LOCK_TTL`]), followers wait at most `max_wait`.
     pub fn new(state: State, lock_ttl: Duration, max_wait: Duration) -> Self {
         Self {
             state,
@@ -106,6 +113,7 @@ impl SharedCoalescer {
             .await
         {
             Ok(true) => Ok(Some(SharedLease {
+                renewal: self.renew(lock, &token),
                 state: self.state.clone(),
                 key: lock.to_owned(),
                 token,
@@ -117,10 +125,31 @@ impl SharedCoalescer {
             }
         }
     }
+
+    /// Extends the lock every third of its TTL until aborted, or until it
+    /// turns out lost (expired during a Redis outage and taken by another
+    /// node: that node leads now).
+    fn renew(&self, lock: &str, token: &[u8]) -> tokio::task::AbortHandle {
+        let (state, ttl) = (self.state.clone(), self.lock_ttl);
+        let (lock, token) = (lock.to_owned(), token.to_vec());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let renewed = state
+                    .compare_and_swap(NAMESPACE, &lock, Some(&token), &token, Some(ttl))
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    return;
+                }
+            }
+        })
+        .abort_handle()
+    }
 }
 
 impl Drop for SharedLease {
     fn drop(&mut self) {
+        self.renewal.abort();
         // Only our own lock: it may have expired and another node taken it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // no runtime: the TTL frees the lock
@@ -183,6 +212,34 @@ mod tests {
         node_a.put(key(), answer, Duration::from_secs(60)).await;
         drop(lease);
         assert_eq!(follower.await.expect("joined"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_live_leader_keeps_its_lock_and_a_vanished_one_loses_it_after_the_ttl() {
+        let state = State::memory();
+        let node = cache(&state);
+        let ttl = Duration::from_millis(60);
+        let c = SharedCoalescer::new(state.clone(), ttl, Duration::from_millis(400));
+        let Joined::Lead(Some(lease)) = c.join(&node, &key()).await else {
+            panic!("leads")
+        };
+        // Renewed: over several TTLs nobody else gets the lock.
+        assert!(matches!(c.join(&node, &key()).await, Joined::Lead(None)));
+        drop(lease);
+        // A leader whose node died: its lock is never renewed nor released.
+        let other = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "other");
+        let lock = other.to_hex();
+        assert!(
+            state
+                .compare_and_swap(NAMESPACE, &lock, None, b"dead", Some(ttl))
+                .await
+                .expect("cas")
+        );
+        let started = Instant::now();
+        let Joined::Lead(Some(_lease)) = c.join(&node, &other).await else {
+            panic!("takes over once the dead leader's lock expires")
+        };
+        assert!(started.elapsed() < Duration::from_millis(400));
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::coalesce::Coalescer;
-use crate::coalesce_shared::SharedCoalescer;
+use crate::coalesce_shared::{LOCK_TTL, SharedCoalescer};
 use crate::config::{Config, PluginSlotConfig, PluginSource};
 use crate::plugin::{
     self, EngineSettings, FailurePolicy, Kind, Limits, LoadOptions, PluginRuntime, PluginSlot,
@@ -83,12 +83,12 @@ impl Gateway {
             },
             shared.clone(),
         );
-        // A leader's lock outlives it by at most one request timeout; a
-        // follower waits at most half of one, keeping time for its own call.
-        let request_timeout = config.server.request_timeout();
+        // A follower waits for a live leader at most half a request timeout,
+        // keeping time for its own call.
+        let max_wait = config.server.request_timeout() / 2;
         let shared_coalescer = shared
             .is_some()
-            .then(|| SharedCoalescer::new(state.clone(), request_timeout, request_timeout / 2));
+            .then(|| SharedCoalescer::new(state.clone(), LOCK_TTL, max_wait));
         let upstreams = Upstreams::new(&config.providers).context("providers")?;
         let retry_budget = RetryBudget::new(BudgetSettings {
             ratio: config.retry.budget_ratio,
