@@ -78,7 +78,7 @@ fn an_empty_file_is_the_documented_defaults() {
         assert_eq!(slot.failure, FailurePolicy::FailOpen);
         assert_eq!(slot.config, json!({}));
         assert_eq!(slot.limits.memory_mib, 16);
-        assert_eq!(slot.limits.deadline_ms, 20);
+        assert_eq!(slot.limits.deadline_ms, 50);
     }
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
     assert_eq!(c.telemetry.log_level, "info");
