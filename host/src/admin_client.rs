@@ -3,6 +3,11 @@
 //! linked, `init`-ed, smoke-tested) before it is published, so a broken
 //! version never reaches the fleet; the node publishes it through the shared
 //! state and every node switches to it.
+//!
+//! With `--redis URL` instead, the command loads the version itself (with
+//! default sandbox limits, and an empty config unless `--config` names one)
+//! and writes the release to Redis directly: for fleets whose admin API is
+//! not reachable. A node whose own limits refuse it records why.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +17,8 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::admin::CONFIG_HEADER;
+use crate::plugin::{EngineSettings, Kind, LoadOptions, PluginRuntime};
+use crate::state::{OnError, State, StateSettings};
 
 /// How to reach a node's admin API.
 #[derive(Debug, clap::Args)]
@@ -21,7 +28,31 @@ pub struct AdminTarget {
     pub admin: String,
     /// The admin bearer token.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// Publish straight to this Redis (`redis://…`) instead of through a node.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+impl AdminTarget {
+    fn token(&self) -> anyhow::Result<&str> {
+        self.token
+            .as_deref()
+            .context("--token (or SLUICE_ADMIN_TOKEN) is required with --admin")
+    }
+}
+
+fn parse_slot(slot: &str) -> anyhow::Result<Kind> {
+    Kind::parse(slot)
+        .with_context(|| format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"))
+}
+
+async fn connect(url: &str) -> anyhow::Result<State> {
+    let mut settings = StateSettings::redis(url);
+    // A release written to a local fallback would reach no node.
+    settings.on_error = OnError::FailClosed;
+    settings.op_timeout = Duration::from_secs(5);
+    State::connect(&settings).await.context("Redis")
 }
 
 /// `sluice plugin push` options.
@@ -82,18 +113,28 @@ async fn finish(resp: reqwest::Response) -> anyhow::Result<ExitCode> {
 pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let wasm =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let config: Option<Value> = match &args.config {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+            )
+        }
+    };
+    if let Some(url) = &args.target.redis {
+        return push_to_redis(url, &args.slot, wasm, config).await;
+    }
     let mut request = client()?
         .post(endpoint(
             &args.target,
             &format!("/admin/plugins/{}", args.slot),
         ))
-        .bearer_auth(&args.target.token)
+        .bearer_auth(args.target.token()?)
         .body(wasm);
-    if let Some(path) = &args.config {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(config) = &config {
         // One line: header values cannot hold newlines.
         request = request.header(CONFIG_HEADER, config.to_string());
     }
@@ -101,14 +142,45 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     finish(resp).await
 }
 
+/// Validates `wasm` here, then publishes it to Redis.
+async fn push_to_redis(
+    url: &str,
+    slot: &str,
+    wasm: Vec<u8>,
+    config: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let kind = parse_slot(slot)?;
+    let state = connect(url).await?;
+    let runtime = PluginRuntime::new(EngineSettings::default(), state.clone(), None)?;
+    let mut opts = LoadOptions::new(kind.slot());
+    opts.require = vec![kind];
+    if let Some(c) = &config {
+        opts.config = c.clone();
+    }
+    runtime
+        .load(&wasm, opts)
+        .await
+        .context("refused; nothing was published")?;
+    let release = crate::releases::publish(&state, kind, &wasm, config).await?;
+    println!("{}", serde_json::to_string_pretty(&release)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Asks a node to roll a slot back to its previous release everywhere.
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.target.redis {
+        let kind = parse_slot(&args.slot)?;
+        let state = connect(url).await?;
+        let now = crate::releases::rollback(&state, kind).await?;
+        println!("{}", serde_json::to_string_pretty(&now)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let resp = client()?
         .post(endpoint(
             &args.target,
             &format!("/admin/plugins/{}/rollback", args.slot),
         ))
-        .bearer_auth(&args.target.token)
+        .bearer_auth(args.target.token()?)
         .send()
         .await
         .context("reaching the admin API")?;

@@ -216,3 +216,63 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `sluice plugin <args> --redis URL` (no node involved).
+async fn plugin_cli_redis(redis: &RedisServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("plugin")
+        .args(args)
+        .args(["--redis", &redis.url()])
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("run sluice plugin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_straight_to_redis_validates_before_publishing() {
+    let redis = RedisServer::start();
+    let mock = sluice::mock::spawn(Default::default());
+    let node = Node::start(&node_config(&mock, &redis), &[]);
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(limit(&client, &node).await, "100000");
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"garbage").expect("write");
+    let out = plugin_cli_redis(
+        &redis,
+        &["push", &garbage.display().to_string(), "--slot", "throttle"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a WebAssembly binary"), "{stderr}");
+    assert_eq!(book_version(&client, &node).await, 0);
+
+    let v2 = write_json(
+        dir.path(),
+        "v2.json",
+        json!({"anonymous": {"requests_per_minute": 200000, "tokens_per_minute": 100000000}}),
+    );
+    let throttle = component("sluice_plugin_throttle").display().to_string();
+    let out = plugin_cli_redis(
+        &redis,
+        &["push", &throttle, "--slot", "throttle", "--config", &v2],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all_serve(&client, &[&node], "200000").await;
+
+    let out = plugin_cli_redis(&redis, &["rollback", "--slot", "throttle"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all_serve(&client, &[&node], "100000").await;
+}
