@@ -9,7 +9,7 @@
 #   SLUICE=target/debug/sluice DURATION=2s WARMUP=1s bench/run.sh overhead-miss
 #                                             # a quick check of the script (debug figures mean nothing)
 #
-# Benchmarks: overhead-miss overhead-hit stream capacity redis (see bench/README.md).
+# Benchmarks: overhead-miss overhead-hit stream capacity capacity-hit redis (see bench/README.md).
 # Settings (environment): SLUICE (binary, default target/release/sluice),
 # DURATION (20s), WARMUP (3s), RATE (500), CONCURRENCY (32),
 # MOCK_LATENCY_MS (0), MOCK_CHUNK_DELAY_MS (0), OUT (bench/results).
@@ -24,7 +24,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 MOCK_LATENCY_MS=${MOCK_LATENCY_MS:-0}
 MOCK_CHUNK_DELAY_MS=${MOCK_CHUNK_DELAY_MS:-0}
 OUT=${OUT:-$ROOT/bench/results}
-ALL=(overhead-miss overhead-hit stream capacity redis)
+ALL=(overhead-miss overhead-hit stream capacity capacity-hit redis)
 SELECTED=("${@:-${ALL[@]}}")
 
 for b in "${SELECTED[@]}"; do
@@ -115,6 +115,7 @@ for b in "${SELECTED[@]}"; do
     overhead-hit) run "$b" --target "sluice=$SLUICE_GW" --rate "$RATE" ;;
     stream) run "$b" --target "sluice=$SLUICE_GW" --rate "$RATE" --unique --stream ;;
     capacity) run "$b" --target "sluice=$SLUICE_GW" --concurrency "$CONCURRENCY" --unique ;;
+    capacity-hit) run "$b" --target "sluice=$SLUICE_GW" --concurrency "$CONCURRENCY" ;;
     redis)
       start_redis
       start_gateway "$ROOT/bench/sluice-bench-redis.toml"

@@ -430,7 +430,12 @@ async fn bad_input_gets_provider_shaped_errors() {
     let r = post(&gw, "/v1/chat/completions", None, &body).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.expect("json");
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("/v1/messages"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/v1/messages")
+    );
     // Unknown route.
     let r = client.post(gw.url("/v1/nope")).send().await.expect("send");
     assert_eq!(r.status(), 404);

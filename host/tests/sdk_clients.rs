@@ -39,5 +39,8 @@ async fn the_official_sdks_work_through_sluice() {
     assert_eq!(out["bad_key"], 401);
     assert_eq!(out["anthropic_text"], "mock answer to: hello claude sdk");
     assert!(out["anthropic_output_tokens"].as_u64().unwrap_or(0) > 0);
-    assert_eq!(out["anthropic_stream_text"], "mock answer to: stream claude sdk");
+    assert_eq!(
+        out["anthropic_stream_text"],
+        "mock answer to: stream claude sdk"
+    );
 }

@@ -27,7 +27,10 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(path)
-            .env("SLUICE_CACHE_DIR", std::env::temp_dir().join("sluice-test-cache"))
+            .env(
+                "SLUICE_CACHE_DIR",
+                std::env::temp_dir().join("sluice-test-cache"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in extra_env {
