@@ -1,15 +1,34 @@
 //! sluice: an edge gateway for AI-provider traffic whose policies are
 //! sandboxed WebAssembly components.
 //!
-//! Where things live:
-//! - [`policy`]: the policy vocabulary in plain Rust (requests, buckets,
-//!   decisions) shared by the pipeline and the plugin runtime.
-//! - [`plugin`]: the wasmtime runtime that loads, sandboxes and calls policy
-//!   components, and the host imports they may use.
-//! - [`state`]: shared state (memory or Redis): key-value, the atomic
-//!   rate-limit charge.
-//! - [`config`]: the TOML config, its defaults and validation.
-//! - [`telemetry`]: metrics registry and logging.
+//! Where things live, following a request:
+//! - [`server`]: the HTTP routes and `run(listener, gateway, shutdown)`;
+//!   [`gateway`]: everything a request needs, built once from the config.
+//! - [`pipeline`]: one function per phase over a typed `RequestCtx`
+//!   (auth, parse, throttle, exact cache, semantic cache, coalescing,
+//!   upstream with retries, respond); [`error`]: every failure and its
+//!   provider-shaped response.
+//! - [`api`]: the OpenAI and Anthropic wire formats (parsing, SSE, usage,
+//!   stream/JSON conversion, error bodies).
+//! - [`policy`]: the policy vocabulary in plain Rust shared by the pipeline
+//!   and the plugin runtime; [`plugin`]: the wasmtime runtime that loads,
+//!   sandboxes and calls policy components, and the host imports they use.
+//! - [`cache`]: the exact cache (in-process LRU in front of a shared tier);
+//!   [`semantic`]: embedders and the shared semantic index; [`coalesce`] and
+//!   [`coalesce_shared`]: one upstream call for identical requests in flight,
+//!   on one node and across nodes.
+//! - [`upstream`]: provider clients, key pools, circuit breakers, the retry
+//!   budget.
+//! - [`state`]: shared state (memory or Redis / Redis Cluster): key-value and
+//!   the atomic rate-limit charge, one Lua algorithm for both backends.
+//! - [`reload`], [`releases`], [`admin`], [`admin_client`]: hot reload,
+//!   fleet-wide plugin releases through the state, the admin API and the CLI
+//!   side of it.
+//! - [`config`]: the TOML config, defaults and validation; [`telemetry`]:
+//!   metrics and logging.
+//! - [`cli`] (the `sluice` command), [`plugin_cli`] (`plugin check|test`),
+//!   [`authoring`] (`plugin new|build` in Rust, C, Python, JS), [`mock`] (a
+//!   mock provider), [`loadgen`] (`sluice bench`).
 
 pub mod admin;
 pub mod admin_client;
