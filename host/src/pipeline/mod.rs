@@ -2,13 +2,13 @@
 //! in the order of DESIGN.md's request flow. Each phase may answer early by
 //! returning an error or a response.
 //!
-//! 1. [`auth::authenticate`] + [`parse`]: body limit, JSON, tenant/tier.
-//! 2. [`throttle::admit`]: the throttle plugin names buckets; one atomic charge.
-//! 3. [`caching::derive_key`] and [`caching::lookup`]: exact cache;
-//!    [`semantic::lookup`]: after an exact miss, a near-duplicate's answer.
+//! 1. `auth::authenticate` + `parse`: body limit, JSON, tenant/tier.
+//! 2. `throttle::admit`: the throttle plugin names buckets; one atomic charge.
+//! 3. `caching::derive_key` and `caching::lookup`: exact cache;
+//!    `semantic::lookup`: after an exact miss, a near-duplicate's answer.
 //! 4. coalescing: identical cacheable requests in flight share one call.
-//! 5. [`call::call_upstream`]: provider call, retry plugin decides after failures.
-//! 6. [`respond`]: store, settle (after the answer), and shape the response.
+//! 5. `call::call_upstream`: provider call, retry plugin decides after failures.
+//! 6. `respond`: store, settle (after the answer), and shape the response.
 
 mod auth;
 mod caching;
