@@ -123,6 +123,37 @@ struct Exports {
     retry: Option<ex::retry::GuestIndices>,
 }
 
+/// Runs one export on a fresh instance of `$plugin`: instantiate (with
+/// `init`), look the export up, call it, classify a failure, flush the
+/// guest's output; `$then` turns the raw answer into the result. A macro
+/// because the call borrows the store across an await.
+macro_rules! on_fresh_instance {
+    ($plugin:ident, $idx:expr, |$guest:ident, $store:ident| $call:expr, |$out:ident| $then:block) => {
+        $plugin
+            .run(async {
+                let mut call = $plugin.begin().await?;
+                let $guest = $idx
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let raw = {
+                    let $store = &mut call.store;
+                    $call.await
+                };
+                // A closure, not an async block: nothing here awaits, and a
+                // shared borrow of the store held across an await would make
+                // the future !Send.
+                let out = (|| {
+                    let $out =
+                        raw.map_err(|e| classify(&call.store, &e, $plugin.limits.deadline))?;
+                    $then
+                })();
+                $plugin.flush_output(&call.store);
+                out
+            })
+            .await
+    };
+}
+
 /// A loaded, initialised plugin component.
 pub struct Plugin {
     runtime: PluginRuntime,
@@ -307,18 +338,12 @@ impl Plugin {
             .as_ref()
             .ok_or(CallError::NotProvided(Kind::CacheKey))?;
         let req = convert::request(req);
-        let deadline = self.limits.deadline;
         let max = self.limits.max_answer_bytes;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                let d = guest
-                    .call_derive(&mut call.store, &req)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))?;
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_derive(store, &req),
+            |d| {
                 let d = convert::cache_decision(d);
                 match &d {
                     CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
@@ -326,11 +351,7 @@ impl Plugin {
                 }
                 Ok(d)
             }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        )
     }
 
     /// `semantic.prepare`.
@@ -344,18 +365,12 @@ impl Plugin {
             .as_ref()
             .ok_or(CallError::NotProvided(Kind::Semantic))?;
         let req = convert::request(req);
-        let deadline = self.limits.deadline;
         let max = self.limits.max_answer_bytes;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                let p = guest
-                    .call_prepare(&mut call.store, &req)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))?;
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_prepare(store, &req),
+            |p| {
                 let p = p.map(convert::probe);
                 if let Some(p) = &p {
                     check_text("semantic text", &p.text, max)?;
@@ -369,11 +384,7 @@ impl Plugin {
                 }
                 Ok(p)
             }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        )
     }
 
     /// `semantic.accept`.
@@ -389,23 +400,12 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Semantic))?;
         let req = convert::request(req);
         let candidate = convert::candidate(candidate);
-        let deadline = self.limits.deadline;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                guest
-                    .call_accept(&mut call.store, &req, &candidate)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))
-            }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_accept(store, &req, &candidate),
+            |accepted| { Ok(accepted) }
+        )
     }
 
     /// `throttle.admit`.
@@ -416,28 +416,18 @@ impl Plugin {
             .as_ref()
             .ok_or(CallError::NotProvided(Kind::Throttle))?;
         let req = convert::request(req);
-        let deadline = self.limits.deadline;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                let a = guest
-                    .call_admit(&mut call.store, &req)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))?;
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_admit(store, &req),
+            |a| {
                 let a = convert::admission(a).map_err(CallError::BadAnswer)?;
                 if let Admission::Charge { buckets } = &a {
                     check_buckets(buckets)?;
                 }
                 Ok(a)
             }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        )
     }
 
     /// `throttle.settle`.
@@ -453,26 +443,16 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Throttle))?;
         let req = convert::request(req);
         let usage = convert::usage(usage);
-        let deadline = self.limits.deadline;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                let b = guest
-                    .call_settle(&mut call.store, &req, usage)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))?;
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_settle(store, &req, usage),
+            |b| {
                 let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
                 check_buckets(&b)?;
                 Ok(b)
             }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        )
     }
 
     /// `retry.decide`.
@@ -488,24 +468,12 @@ impl Plugin {
             .ok_or(CallError::NotProvided(Kind::Retry))?;
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
-        let deadline = self.limits.deadline;
-        self.run(async {
-            let mut call = self.begin().await?;
-            let guest = idx
-                .load(&mut call.store, &call.instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let out = async {
-                let v = guest
-                    .call_decide(&mut call.store, &req, &attempt)
-                    .await
-                    .map_err(|e| classify(&call.store, &e, deadline))?;
-                Ok(convert::verdict(v))
-            }
-            .await;
-            self.flush_output(&call.store);
-            out
-        })
-        .await
+        on_fresh_instance!(
+            self,
+            idx,
+            |guest, store| guest.call_decide(store, &req, &attempt),
+            |v| { Ok(convert::verdict(v)) }
+        )
     }
 }
 
