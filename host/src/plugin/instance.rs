@@ -332,11 +332,7 @@ impl Plugin {
 
     /// `cache-key.derive`.
     pub async fn derive_cache_key(&self, req: &PolicyRequest) -> Result<CacheDecision, CallError> {
-        let idx = self
-            .exports
-            .cache_key
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::CacheKey))?;
+        let idx = export(&self.exports.cache_key, Kind::CacheKey)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
         on_fresh_instance!(
@@ -359,11 +355,7 @@ impl Plugin {
         &self,
         req: &PolicyRequest,
     ) -> Result<Option<SemanticProbe>, CallError> {
-        let idx = self
-            .exports
-            .semantic
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::Semantic))?;
+        let idx = export(&self.exports.semantic, Kind::Semantic)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
         on_fresh_instance!(
@@ -393,11 +385,7 @@ impl Plugin {
         req: &PolicyRequest,
         candidate: &SemanticCandidate,
     ) -> Result<bool, CallError> {
-        let idx = self
-            .exports
-            .semantic
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::Semantic))?;
+        let idx = export(&self.exports.semantic, Kind::Semantic)?;
         let req = convert::request(req);
         let candidate = convert::candidate(candidate);
         on_fresh_instance!(
@@ -410,11 +398,7 @@ impl Plugin {
 
     /// `throttle.admit`.
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
-        let idx = self
-            .exports
-            .throttle
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::Throttle))?;
+        let idx = export(&self.exports.throttle, Kind::Throttle)?;
         let req = convert::request(req);
         on_fresh_instance!(
             self,
@@ -436,11 +420,7 @@ impl Plugin {
         req: &PolicyRequest,
         usage: &Usage,
     ) -> Result<Vec<Bucket>, CallError> {
-        let idx = self
-            .exports
-            .throttle
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::Throttle))?;
+        let idx = export(&self.exports.throttle, Kind::Throttle)?;
         let req = convert::request(req);
         let usage = convert::usage(usage);
         on_fresh_instance!(
@@ -461,11 +441,7 @@ impl Plugin {
         req: &PolicyRequest,
         attempt: &Attempt,
     ) -> Result<RetryVerdict, CallError> {
-        let idx = self
-            .exports
-            .retry
-            .as_ref()
-            .ok_or(CallError::NotProvided(Kind::Retry))?;
+        let idx = export(&self.exports.retry, Kind::Retry)?;
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
         on_fresh_instance!(
@@ -475,6 +451,11 @@ impl Plugin {
             |v| { Ok(convert::verdict(v)) }
         )
     }
+}
+
+/// The lookup of `kind`'s export, or NotProvided when the component lacks it.
+fn export<T>(indices: &Option<T>, kind: Kind) -> Result<&T, CallError> {
+    indices.as_ref().ok_or(CallError::NotProvided(kind))
 }
 
 fn check_text(what: &str, s: &str, max: usize) -> Result<(), CallError> {
