@@ -12,8 +12,9 @@
 //! - `$OUT_DIR/builtin_plugins.rs`: `BUILTIN_PLUGINS`, a list of
 //!   `(slot, component bytes)`, included by `src/plugin/builtin.rs`;
 //! - `SLUICE_TEST_PLUGINS_DIR`: the directory holding every built component,
-//!   including test-only fixtures (`sluice_plugin_hostile.wasm`) that are not
-//!   embedded.
+//!   including test-only fixtures (`sluice_plugin_hostile.wasm`, and
+//!   `sluice_plugin_hostile_fiberless.wasm`, the same fixture without WASI
+//!   or state imports) that are not embedded.
 //!
 //! The plugins build into `<workspace>/target/plugins`, a target dir of
 //! their own, so the nested cargo never waits on the lock of the build that
@@ -32,6 +33,13 @@ const CORE_TARGET: &str = "wasm32-unknown-unknown";
 const WASI_TARGET: &str = "wasm32-wasip2";
 /// Test fixtures: built, not embedded.
 const FIXTURES: &[&str] = &["sluice_plugin_hostile"];
+/// Test fixtures also built for [`CORE_TARGET`] with a feature and
+/// componentized under another name: `(artifact, feature, component name)`.
+const CORE_FIXTURES: &[(&str, &str, &str)] = &[(
+    "sluice_plugin_hostile",
+    "sluice-plugin-hostile/fiberless",
+    "sluice_plugin_hostile_fiberless",
+)];
 
 /// Plugin slot → the crate's artifact name in the plugins workspace.
 const BUILTIN: &[(&str, &str)] = &[
@@ -84,11 +92,17 @@ fn main() -> ExitCode {
     let target_dir = root.join("target").join("plugins");
     let packages: Vec<String> = BUILTIN
         .iter()
-        .map(|(_, artifact)| artifact.replace('_', "-"))
+        .map(|(_, artifact)| artifact)
+        .chain(CORE_FIXTURES.iter().map(|(artifact, _, _)| artifact))
+        .map(|a| a.replace('_', "-"))
         .collect();
+    let core_features: Vec<&str> = CORE_FIXTURES.iter().map(|(_, f, _)| *f).collect();
     let fixtures: Vec<String> = FIXTURES.iter().map(|a| a.replace('_', "-")).collect();
-    for (target, packages) in [(CORE_TARGET, &packages), (WASI_TARGET, &fixtures)] {
-        if let Err(message) = build_plugins(&plugins, &target_dir, target, packages) {
+    for (target, packages, features) in [
+        (CORE_TARGET, &packages, &core_features[..]),
+        (WASI_TARGET, &fixtures, &[][..]),
+    ] {
+        if let Err(message) = build_plugins(&plugins, &target_dir, target, packages, features) {
             // Cargo prints this script's stderr, which already holds the
             // nested cargo's own output, when the script fails.
             eprintln!("error: {message}");
@@ -102,12 +116,20 @@ fn main() -> ExitCode {
         eprintln!("error: creating {}: {e}", artifacts.display());
         return ExitCode::FAILURE;
     }
-    for (_, artifact) in BUILTIN {
+    let componentized = BUILTIN
+        .iter()
+        .map(|(_, artifact)| (*artifact, *artifact))
+        .chain(
+            CORE_FIXTURES
+                .iter()
+                .map(|(artifact, _, name)| (*artifact, *name)),
+        );
+    for (artifact, name) in componentized {
         let core = target_dir
             .join(CORE_TARGET)
             .join("release")
             .join(format!("{artifact}.wasm"));
-        if let Err(e) = componentize(&core, &artifacts.join(format!("{artifact}.wasm"))) {
+        if let Err(e) = componentize(&core, &artifacts.join(format!("{name}.wasm"))) {
             eprintln!("error: turning {} into a component: {e}", core.display());
             return ExitCode::FAILURE;
         }
@@ -192,6 +214,7 @@ fn build_plugins(
     target_dir: &Path,
     target: &str,
     packages: &[String],
+    features: &[&str],
 ) -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -201,6 +224,9 @@ fn build_plugins(
         .arg(target_dir);
     for package in packages {
         cmd.args(["-p", package]);
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
     }
     if plugins.join("Cargo.lock").is_file() {
         cmd.arg("--locked");

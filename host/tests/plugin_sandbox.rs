@@ -2,7 +2,10 @@
 //! within the deadline, the host lives on, and the next call works.
 //!
 //! The hostile fixture (plugins/testing/hostile) is built from source by
-//! host/build.rs; its behaviour is chosen by its config.
+//! host/build.rs; its behaviour is chosen by its config. It comes in two
+//! builds: a WASI one that imports state (called on a fiber) and a
+//! `fiberless` one that imports nothing that may wait (called directly, as
+//! the reference plugins are); the misbehaviours run against both.
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +16,16 @@ use sluice::plugin::{
 use sluice::policy::{CacheDecision, PolicyRequest};
 use sluice::state::State;
 
-fn hostile_wasm() -> Vec<u8> {
-    let path =
-        std::path::Path::new(env!("SLUICE_TEST_PLUGINS_DIR")).join("sluice_plugin_hostile.wasm");
+const HOSTILE: &str = "sluice_plugin_hostile";
+const HOSTILE_FIBERLESS: &str = "sluice_plugin_hostile_fiberless";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("SLUICE_TEST_PLUGINS_DIR")).join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn hostile_wasm() -> Vec<u8> {
+    fixture(HOSTILE)
 }
 
 fn runtime(state: State) -> (PluginRuntime, tempfile::TempDir) {
@@ -53,12 +62,28 @@ fn request() -> PolicyRequest {
     }
 }
 
-/// Loads `mode`, runs one call, checks the error, then shows the host still
-/// serves: a benign plugin answers and so does a second fresh instance.
+/// Loads `mode` in both builds of the fixture, runs one call, checks the
+/// error, then shows the host still serves: a benign plugin answers and so
+/// does a second fresh instance.
 async fn misbehaves(mode: &str, check: impl Fn(&CallError) -> bool) {
+    for build in [HOSTILE, HOSTILE_FIBERLESS] {
+        misbehaves_in(build, mode, &check).await;
+    }
+}
+
+async fn misbehaves_in(build: &str, mode: &str, check: &impl Fn(&CallError) -> bool) {
     let (rt, _dir) = runtime(State::memory());
-    let wasm = hostile_wasm();
+    let wasm = fixture(build);
     let plugin = rt.load(&wasm, options(mode)).await.expect("loads");
+    let imports_wasi = plugin.info().imports.iter().any(|i| i.starts_with("wasi:"));
+    assert_eq!(
+        imports_wasi,
+        build == HOSTILE,
+        "{build}: {:?}",
+        plugin.info().imports
+    );
+    let mode = format!("{build}: {mode}");
+    let mode = mode.as_str();
     let started = Instant::now();
     let err = plugin
         .derive_cache_key(&request())

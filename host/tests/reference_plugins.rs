@@ -281,3 +281,42 @@ async fn retry_backs_off_honours_retry_after_and_falls_back() {
         v => panic!("{v:?}"),
     }
 }
+
+/// The largest request the gateway accepts (4 MiB body by default) still
+/// fits each reference plugin's default 16 MiB memory cap: their instances
+/// allocate from a bump arena that never frees, so this guards its headroom.
+#[tokio::test]
+async fn a_request_at_the_body_limit_fits_every_plugin() {
+    let text = "All work and no play makes Jack a dull boy. ".repeat((3 << 20) / 44);
+    let mut req = request(&text);
+    req.messages.insert(
+        0,
+        Message {
+            role: "system".into(),
+            text: "s".repeat(256 << 10),
+            ..Message::default()
+        },
+    );
+    req.estimated_prompt_tokens = 800_000;
+    let cache_key = load(Kind::CacheKey, json!({})).await;
+    assert!(matches!(
+        cache_key.derive_cache_key(&req).await.expect("derive"),
+        CacheDecision::Cache { .. }
+    ));
+    let semantic = load(Kind::Semantic, json!({})).await;
+    semantic.semantic_prepare(&req).await.expect("prepare");
+    let throttle = load(Kind::Throttle, json!({})).await;
+    throttle.throttle_admit(&req).await.expect("admit");
+    let retry = load(Kind::Retry, json!({})).await;
+    let attempt = Attempt {
+        number: 1,
+        elapsed_ms: 10,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        outcome: AttemptOutcome::Status {
+            code: 503,
+            retry_after_ms: None,
+        },
+    };
+    retry.retry_decide(&req, &attempt).await.expect("decide");
+}

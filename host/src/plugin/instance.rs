@@ -13,7 +13,7 @@ use super::bindings::exports::sluice::policy as ex;
 use super::engine::EPOCH_TICK;
 use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
 use super::sandbox::{HostEnv, Limits, StoreData};
-use super::{Kind, convert};
+use super::{Kind, convert, imports};
 use crate::policy::{
     Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, SemanticCandidate,
     SemanticProbe, Usage,
@@ -124,26 +124,29 @@ struct Exports {
 }
 
 /// Runs one export on a fresh instance of `$plugin`: instantiate (with
-/// `init`), look the export up, call it, classify a failure, flush the
-/// guest's output; `$then` turns the raw answer into the result. A macro
+/// `init`), look the export up, call `$func` with `$params` (without a fiber
+/// when the plugin imports nothing that may wait), classify a failure, flush
+/// the guest's output; `$then` turns the raw answer into the result. A macro
 /// because the call borrows the store across an await.
 macro_rules! on_fresh_instance {
-    ($plugin:ident, $idx:expr, |$guest:ident, $store:ident| $call:expr, |$out:ident| $then:block) => {
+    ($plugin:ident, $idx:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {
         $plugin
             .run(async {
                 let mut call = $plugin.begin().await?;
                 let $guest = $idx
                     .load(&mut call.store, &call.instance)
                     .map_err(|e| CallError::Trap(first_line(&e)))?;
-                let raw = {
-                    let $store = &mut call.store;
-                    $call.await
+                let func = $func;
+                let raw = if $plugin.fiberless {
+                    func.call(&mut call.store, $params)
+                } else {
+                    func.call_async(&mut call.store, $params).await
                 };
                 // A closure, not an async block: nothing here awaits, and a
                 // shared borrow of the store held across an await would make
                 // the future !Send.
                 let out = (|| {
-                    let $out =
+                    let ($out,) =
                         raw.map_err(|e| classify(&call.store, &e, $plugin.limits.deadline))?;
                     $then
                 })();
@@ -162,6 +165,9 @@ pub struct Plugin {
     env: Arc<HostEnv>,
     limits: Limits,
     deadline_ticks: u64,
+    /// Imports nothing that may wait (see [`imports::may_wait`]): instances
+    /// are created and called synchronously, with no fiber and no timer.
+    fiberless: bool,
     info: ComponentInfo,
     loaded_at: std::time::SystemTime,
     stats: PluginStats,
@@ -197,6 +203,7 @@ impl Plugin {
                 .then(|| ex::retry::GuestIndices::new(&pre))
                 .transpose()?,
         };
+        let fiberless = !info.imports.iter().any(|name| imports::may_wait(name));
         let deadline_ticks =
             (limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1;
         Ok(Self {
@@ -206,6 +213,7 @@ impl Plugin {
             env,
             limits,
             deadline_ticks,
+            fiberless,
             info,
             loaded_at: std::time::SystemTime::now(),
             stats: PluginStats::default(),
@@ -261,7 +269,12 @@ impl Plugin {
         );
         store.limiter(|d| &mut d.memory);
         store.set_epoch_deadline(self.deadline_ticks);
-        let instance = match self.pre.instantiate_async(&mut store).await {
+        let instantiated = if self.fiberless {
+            self.pre.instantiate(&mut store)
+        } else {
+            self.pre.instantiate_async(&mut store).await
+        };
+        let instance = match instantiated {
             Ok(i) => i,
             Err(e) => {
                 // Pool exhaustion and instantiation traps look alike; the
@@ -278,8 +291,14 @@ impl Plugin {
             let guest = idx
                 .load(&mut store, &instance)
                 .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let config = self.env.config_json.to_string();
-            match guest.call_init(&mut store, &config).await {
+            let init = guest.func_init();
+            let config = (&*self.env.config_json,);
+            let answer = if self.fiberless {
+                init.call(&mut store, config)
+            } else {
+                init.call_async(&mut store, config).await
+            };
+            match answer.map(|(a,)| a) {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => return Err(CallError::InitRejected(msg)),
                 Err(e) => return Err(classify(&store, &e, self.limits.deadline)),
@@ -295,12 +314,17 @@ impl Plugin {
         work: impl std::future::Future<Output = Result<R, CallError>>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
-        // Belt and braces: the epoch deadline stops guest code; this bounds
-        // time spent suspended in host imports too.
-        let budget = self.limits.deadline * 2 + Duration::from_millis(50);
-        let result = tokio::time::timeout(budget, work)
-            .await
-            .unwrap_or(Err(CallError::Deadline(self.limits.deadline)));
+        let result = if self.fiberless {
+            // Never suspends: the epoch deadline alone bounds it.
+            work.await
+        } else {
+            // Belt and braces: the epoch deadline stops guest code; this
+            // bounds time spent suspended in host imports too.
+            let budget = self.limits.deadline * 2 + Duration::from_millis(50);
+            tokio::time::timeout(budget, work)
+                .await
+                .unwrap_or(Err(CallError::Deadline(self.limits.deadline)))
+        };
         let took = started.elapsed();
         self.stats.record(took, result.is_err());
         if let Some(m) = &self.env.metrics {
@@ -335,19 +359,14 @@ impl Plugin {
         let idx = export(&self.exports.cache_key, Kind::CacheKey)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        on_fresh_instance!(
-            self,
-            idx,
-            |guest, store| guest.call_derive(store, &req),
-            |d| {
-                let d = convert::cache_decision(d);
-                match &d {
-                    CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
-                    CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
-                }
-                Ok(d)
+        on_fresh_instance!(self, idx, |guest| guest.func_derive(), (&req,), |d| {
+            let d = convert::cache_decision(d);
+            match &d {
+                CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
+                CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
             }
-        )
+            Ok(d)
+        })
     }
 
     /// `semantic.prepare`.
@@ -358,25 +377,20 @@ impl Plugin {
         let idx = export(&self.exports.semantic, Kind::Semantic)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        on_fresh_instance!(
-            self,
-            idx,
-            |guest, store| guest.call_prepare(store, &req),
-            |p| {
-                let p = p.map(convert::probe);
-                if let Some(p) = &p {
-                    check_text("semantic text", &p.text, max)?;
-                    check_text("semantic namespace", &p.namespace, max)?;
-                    if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
-                        return Err(CallError::BadAnswer(format!(
-                            "threshold {} is not within [-1, 1]",
-                            p.threshold
-                        )));
-                    }
+        on_fresh_instance!(self, idx, |guest| guest.func_prepare(), (&req,), |p| {
+            let p = p.map(convert::probe);
+            if let Some(p) = &p {
+                check_text("semantic text", &p.text, max)?;
+                check_text("semantic namespace", &p.namespace, max)?;
+                if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
+                    return Err(CallError::BadAnswer(format!(
+                        "threshold {} is not within [-1, 1]",
+                        p.threshold
+                    )));
                 }
-                Ok(p)
             }
-        )
+            Ok(p)
+        })
     }
 
     /// `semantic.accept`.
@@ -391,7 +405,8 @@ impl Plugin {
         on_fresh_instance!(
             self,
             idx,
-            |guest, store| guest.call_accept(store, &req, &candidate),
+            |guest| guest.func_accept(),
+            (&req, &candidate),
             |accepted| { Ok(accepted) }
         )
     }
@@ -400,18 +415,13 @@ impl Plugin {
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
         let idx = export(&self.exports.throttle, Kind::Throttle)?;
         let req = convert::request(req);
-        on_fresh_instance!(
-            self,
-            idx,
-            |guest, store| guest.call_admit(store, &req),
-            |a| {
-                let a = convert::admission(a).map_err(CallError::BadAnswer)?;
-                if let Admission::Charge { buckets } = &a {
-                    check_buckets(buckets)?;
-                }
-                Ok(a)
+        on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
+            let a = convert::admission(a).map_err(CallError::BadAnswer)?;
+            if let Admission::Charge { buckets } = &a {
+                check_buckets(buckets)?;
             }
-        )
+            Ok(a)
+        })
     }
 
     /// `throttle.settle`.
@@ -423,16 +433,11 @@ impl Plugin {
         let idx = export(&self.exports.throttle, Kind::Throttle)?;
         let req = convert::request(req);
         let usage = convert::usage(usage);
-        on_fresh_instance!(
-            self,
-            idx,
-            |guest, store| guest.call_settle(store, &req, usage),
-            |b| {
-                let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
-                check_buckets(&b)?;
-                Ok(b)
-            }
-        )
+        on_fresh_instance!(self, idx, |guest| guest.func_settle(), (&req, usage), |b| {
+            let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
+            check_buckets(&b)?;
+            Ok(b)
+        })
     }
 
     /// `retry.decide`.
@@ -447,7 +452,8 @@ impl Plugin {
         on_fresh_instance!(
             self,
             idx,
-            |guest, store| guest.call_decide(store, &req, &attempt),
+            |guest| guest.func_decide(),
+            (&req, &attempt),
             |v| { Ok(convert::verdict(v)) }
         )
     }

@@ -113,13 +113,7 @@ impl<T: PluginConfig> ConfigCell<T> {
         {
             return config.clone();
         }
-        let json = crate::bindings::sluice::policy::config::get();
-        let config = match parse_config::<T>(&json) {
-            Ok(config) => Arc::new(config),
-            Err(e) => panic!("plugin config from the host does not parse: {e}"),
-        };
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(config.clone());
-        config
+        panic!("plugin used before init")
     }
 }
 

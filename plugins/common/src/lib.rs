@@ -5,7 +5,10 @@
 //! - [`config`]: strict JSON config parsing whose errors name the bad field,
 //!   and [`ConfigCell`], which keeps the parsed config for the instance.
 //! - [`testing`]: request builders for native unit tests.
+//! - `arena` (wasm only): the bump allocator every plugin instance uses.
 
+#[cfg(target_arch = "wasm32")]
+pub mod arena;
 pub mod config;
 pub mod testing;
 

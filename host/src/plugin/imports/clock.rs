@@ -13,14 +13,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
 }
 
 impl wit::clock::Host for StoreData {
-    async fn now_ms(&mut self) -> u64 {
+    fn now_ms(&mut self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
 
-    async fn monotonic_ns(&mut self) -> u64 {
+    fn monotonic_ns(&mut self) -> u64 {
         static START: OnceLock<Instant> = OnceLock::new();
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }

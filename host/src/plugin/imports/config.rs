@@ -10,7 +10,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
 }
 
 impl wit::config::Host for StoreData {
-    async fn get(&mut self) -> String {
+    fn get(&mut self) -> String {
         self.host.config_json.to_string()
     }
 }

@@ -27,7 +27,7 @@ fn truncate(s: &mut String, max: usize) {
 }
 
 impl wit::log::Host for StoreData {
-    async fn log(&mut self, level: Level, mut message: String, fields: Vec<(String, String)>) {
+    fn log(&mut self, level: Level, mut message: String, fields: Vec<(String, String)>) {
         truncate(&mut message, MAX_MESSAGE_BYTES);
         let mut rendered = String::new();
         for (k, v) in fields.iter().take(MAX_FIELDS) {

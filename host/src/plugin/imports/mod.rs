@@ -28,6 +28,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<
 
 impl wit::types::Host for StoreData {}
 
+/// Whether the import named `name` (as a component type lists it, e.g.
+/// `sluice:policy/state@0.1.0`) may wait on I/O: WASI and the state-backed
+/// interfaces are async (see [`super::bindings`]); the rest answer at once.
+pub(crate) fn may_wait(name: &str) -> bool {
+    name.starts_with("wasi:")
+        || name.starts_with("sluice:policy/state@")
+        || name.starts_with("sluice:policy/limits@")
+}
+
 /// Longest key a plugin may use, in bytes.
 const MAX_KEY_BYTES: usize = 512;
 /// Largest value a plugin may store, in bytes.

@@ -29,13 +29,21 @@
 //!
 //! The mode is read from the host's `config.get` on every call, so it holds
 //! whether or not the host calls `init` on each instance.
+//!
+//! With the `fiberless` feature (host/build.rs builds it so for
+//! wasm32-unknown-unknown) the component imports neither WASI nor the
+//! state-backed interfaces, so the host runs it without a fiber: the same
+//! misbehaviours against that path. `read-other-namespace` then only reports
+//! that it was left out.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sluice_plugin_common::bindings::sluice::policy::{config, limits, state};
+use sluice_plugin_common::bindings::sluice::policy::config;
+#[cfg(not(feature = "fiberless"))]
+use sluice_plugin_common::bindings::sluice::policy::{limits, state};
 use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
 
 use crate::exports::sluice::policy::cache_key::{Decision, Guest as CacheKey};
@@ -192,6 +200,12 @@ fn open_file() -> String {
     format!("open-file: /etc/passwd: {file}; read_dir /: {dir}; env vars: {env}")
 }
 
+#[cfg(feature = "fiberless")]
+fn read_other_namespace(_keys: &[String]) -> String {
+    "read-other-namespace: not in the fiberless build".into()
+}
+
+#[cfg(not(feature = "fiberless"))]
 fn read_other_namespace(keys: &[String]) -> String {
     let mut report = String::from("read-other-namespace:");
     for key in keys {
