@@ -76,10 +76,10 @@ fn without_position(e: &serde_json::Error) -> String {
 
 /// The parsed config of this instance.
 ///
-/// `init` stores it. A call on an instance that was never initialised (the
-/// host may instantiate a fresh instance per request and call `init` only
-/// when loading) parses the config from the host's `config.get` import
-/// instead, once per instance.
+/// `init` stores it; the host calls `init` on every fresh instance before
+/// its first call (see `lifecycle` in wit/policy.wit). The reference plugins
+/// deliberately do not fall back to the `config.get` import: importing it
+/// would make wit-component add shim modules to every instance.
 pub struct ConfigCell<T> {
     current: RwLock<Option<Arc<T>>>,
 }
@@ -101,9 +101,9 @@ impl<T: PluginConfig> ConfigCell<T> {
 
     /// The config for this call.
     ///
-    /// Traps (panics) if the host's config no longer parses: the host
-    /// validated it through `init` when loading the plugin, so this cannot
-    /// happen short of a host bug, and the slot's failure policy applies.
+    /// Traps (panics) if `init` was never called on this instance, which
+    /// only a host outside the contract would do; the slot's failure policy
+    /// then applies.
     pub fn get(&self) -> Arc<T> {
         if let Some(config) = self
             .current
