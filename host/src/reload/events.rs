@@ -38,13 +38,15 @@ impl FileEvents {
     /// watches as the set changes).
     pub(super) fn watch(&mut self, files: &[PathBuf]) {
         let keys: HashSet<PathBuf> = files.iter().filter_map(|f| key(f)).collect();
-        if *self.files.lock() == keys {
-            return;
-        }
         let dirs: HashSet<PathBuf> = keys
             .iter()
             .filter_map(|k| k.parent().map(Path::to_path_buf))
             .collect();
+        // Unchanged, unless a directory could not be watched yet (it may
+        // exist by now).
+        if *self.files.lock() == keys && (self.dirs == dirs || self.unavailable) {
+            return;
+        }
         *self.files.lock() = keys;
         if self.watcher.is_none() && !dirs.is_empty() && !self.unavailable {
             self.watcher = self.start();
@@ -192,5 +194,18 @@ mod tests {
         std::fs::write(&watched, b"v4").expect("write");
         let quiet = tokio::time::timeout(Duration::from_millis(200), events.changed()).await;
         assert!(quiet.is_err(), "woken by a file no longer watched");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_appears_later_is_watched_once_it_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watched = dir.path().join("later").join("plugin.wasm");
+        let mut events = FileEvents::default();
+        events.watch(std::slice::from_ref(&watched));
+        assert!(events.dirs.is_empty());
+        std::fs::create_dir(dir.path().join("later")).expect("mkdir");
+        events.watch(std::slice::from_ref(&watched));
+        std::fs::write(&watched, b"v1").expect("write");
+        assert!(woken(&events).await, "no wake in a directory made later");
     }
 }
