@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, PluginLimits};
 
 /// sluice: an edge gateway for AI-provider traffic with WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -91,6 +91,24 @@ pub enum PluginCommand {
         /// The plugin's config (JSON file); default `{}`.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Deadline of each call, `init` included, in milliseconds (a slot's
+        /// `deadline_ms`). Python and JavaScript components start their
+        /// interpreter in every fresh instance: give them 200 or more.
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = PluginLimits::default().deadline_ms,
+            value_parser = clap::value_parser!(u64).range(1..=60_000),
+        )]
+        deadline_ms: u64,
+        /// Linear memory cap of the instance, in MiB (a slot's `memory_mib`).
+        #[arg(
+            long,
+            value_name = "MIB",
+            default_value_t = PluginLimits::default().memory_mib,
+            value_parser = clap::value_parser!(u32).range(1..=4096),
+        )]
+        memory_mib: u32,
     },
     /// Release a component to a slot on every node (through a node's admin API).
     Push(crate::admin_client::PushArgs),
@@ -134,7 +152,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             kind,
             input,
             config,
-        }) => crate::plugin_cli::test(&file, &kind, &input, config.as_deref()).await,
+            deadline_ms,
+            memory_mib,
+        }) => {
+            let limits = PluginLimits {
+                deadline_ms,
+                memory_mib,
+                ..PluginLimits::default()
+            };
+            crate::plugin_cli::test(&file, &kind, &input, config.as_deref(), &limits).await
+        }
         Command::Plugin(PluginCommand::Push(args)) => crate::admin_client::push(args).await,
         Command::Plugin(PluginCommand::Rollback(args)) => crate::admin_client::rollback(args).await,
         Command::Bench(args) => crate::loadgen::run_cli(args).await,

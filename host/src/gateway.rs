@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::coalesce::Coalescer;
 use crate::coalesce_shared::{LOCK_TTL, SharedCoalescer};
-use crate::config::{Config, PluginSlotConfig, PluginSource};
+use crate::config::{Config, PluginLimits, PluginSlotConfig, PluginSource};
 use crate::plugin::{
     self, EngineSettings, FailurePolicy, Kind, Limits, LoadOptions, PluginRuntime, PluginSlot,
 };
@@ -135,10 +135,15 @@ pub fn plugin_bytes(kind: Kind, source: &PluginSource) -> anyhow::Result<Vec<u8>
 
 /// Sandbox limits from a slot's config.
 pub fn slot_limits(cfg: &PluginSlotConfig) -> Limits {
+    sandbox_limits(&cfg.limits)
+}
+
+/// The sandbox limits `[plugins.<slot>.limits]` describe.
+pub fn sandbox_limits(limits: &PluginLimits) -> Limits {
     Limits {
-        memory_bytes: (cfg.limits.memory_mib as usize) << 20,
-        deadline: Duration::from_millis(cfg.limits.deadline_ms),
-        max_answer_bytes: cfg.limits.max_return_bytes as usize,
+        memory_bytes: (limits.memory_mib as usize) << 20,
+        deadline: Duration::from_millis(limits.deadline_ms),
+        max_answer_bytes: limits.max_return_bytes as usize,
     }
 }
 

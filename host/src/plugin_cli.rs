@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use crate::config::PluginLimits;
 use crate::plugin::{EngineSettings, Kind, LoadOptions, PluginRuntime};
 use crate::policy::{Attempt, AttemptOutcome, PolicyRequest, Route, SemanticCandidate, Usage};
 use crate::state::State;
@@ -99,12 +100,13 @@ fn policy_request(input: &Value) -> anyhow::Result<PolicyRequest> {
     })
 }
 
-/// Runs one call of `kind` and prints the decision.
+/// Runs one call of `kind` under `limits` and prints the decision.
 pub async fn test(
     file: &Path,
     kind: &str,
     input: &Path,
     config: Option<&Path>,
+    limits: &PluginLimits,
 ) -> anyhow::Result<ExitCode> {
     let kind = Kind::parse(kind).with_context(|| {
         format!("unknown kind {kind:?}: expected cache-key, semantic, throttle or retry")
@@ -121,14 +123,22 @@ pub async fn test(
         .context("config is not JSON")?,
         None => json!({}),
     };
-    let rt = runtime()?;
+    // The engine's memory ceiling must admit the requested cap.
+    let limits = crate::gateway::sandbox_limits(limits);
+    let defaults = EngineSettings::default();
+    let settings = EngineSettings {
+        max_memory_bytes: defaults.max_memory_bytes.max(limits.memory_bytes),
+        ..defaults
+    };
+    let rt = PluginRuntime::new(settings, State::memory(), None)?;
     let mut opts = LoadOptions::new(kind.slot());
     opts.require = vec![kind];
     opts.config = config;
+    opts.limits = limits;
     let plugin = match rt.load(&wasm, opts).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{}: not a usable plugin: {e}", file.display());
+            eprintln!("{}: not a usable plugin: {e}{}", file.display(), hint(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -193,8 +203,17 @@ pub async fn test(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("{}: the call failed: {e}", file.display());
+            eprintln!("{}: the call failed: {e}{}", file.display(), hint(&e));
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// What to try when a call ran out of time.
+fn hint(e: &dyn std::fmt::Display) -> &'static str {
+    if e.to_string().contains("deadline") {
+        " (interpreted components need more time per call: try --deadline-ms 500)"
+    } else {
+        ""
     }
 }

@@ -6,10 +6,11 @@
 //! short list the admin API shows, and the previous version keeps serving.
 //!
 //! [`Reloader`] remembers, per slot, where the serving version came from and
-//! the slot config in effect; [`spawn_file_watcher`] polls the plugin files
-//! named in the config (and, once told, the config file itself) every
-//! [`FILE_POLL`] and reloads what changed. Fleet releases
-//! ([`crate::releases`]) install through the same [`Reloader`].
+//! the slot config in effect; [`spawn_file_watcher`] checks the plugin files
+//! named in the config (and, once told, the config file itself) when the OS
+//! reports a change to one of them, and in any case every [`FILE_POLL`], and
+//! reloads what changed. Fleet releases ([`crate::releases`]) install through
+//! the same [`Reloader`].
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,10 @@ use crate::config::{Config, PluginSlotConfig, PluginSource, PluginsConfig};
 use crate::gateway::{Gateway, plugin_bytes, slot_limits};
 use crate::plugin::{Kind, LoadOptions, Plugin};
 
-/// How often plugin files and the config file are checked for changes.
+mod events;
+
+/// How often plugin files and the config file are checked for changes
+/// without a change event (the fallback; events are seen at once).
 pub const FILE_POLL: Duration = Duration::from_millis(50);
 /// How many refused versions the admin API remembers.
 const MAX_REFUSED: usize = 20;
@@ -368,16 +372,20 @@ fn stamp(path: &Path, hash: bool) -> FileStamp {
     }
 }
 
-/// Starts the task that polls plugin files (and the config file, once
-/// [`Reloader::watch_config_file`] named it) every [`FILE_POLL`]. It stops
-/// when the gateway is dropped.
+/// Starts the task that checks plugin files (and the config file, once
+/// [`Reloader::watch_config_file`] named it) on every change event and every
+/// [`FILE_POLL`]. It stops when the gateway is dropped.
 pub fn spawn_file_watcher(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     let weak: Weak<Gateway> = Arc::downgrade(gw);
     tokio::spawn(async move {
+        let mut events = events::FileEvents::default();
         let mut tick = tokio::time::interval(FILE_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = events.changed() => {}
+            }
             let Some(gw) = weak.upgrade() else {
                 return;
             };
@@ -385,8 +393,26 @@ pub fn spawn_file_watcher(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             for kind in Kind::ALL {
                 check_plugin_file(&gw, kind).await;
             }
+            // After the checks: a config change may name other files.
+            events.watch(&watched_files(&gw.reload));
         }
     })
+}
+
+/// The plugin files named by the slots' configs, and the config file.
+fn watched_files(reloader: &Reloader) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = reloader
+        .slots
+        .iter()
+        .filter_map(|slot| match &slot.lock().config.source {
+            PluginSource::Path(p) => Some(p.clone()),
+            PluginSource::Builtin => None,
+        })
+        .collect();
+    if let Some((path, _)) = reloader.config_file.lock().as_ref() {
+        files.push(path.clone());
+    }
+    files
 }
 
 /// Reloads `kind` when its plugin file's bytes changed.

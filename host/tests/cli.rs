@@ -132,6 +132,81 @@ fn plugin_test_prints_the_decision() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not provide throttle"));
 }
 
+/// `plugin test` of the hostile fixture as a cache-key plugin with `config`
+/// and the extra flags `limits`: (success, stdout, stderr).
+fn hostile_test(config: Value, limits: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("request.json");
+    std::fs::write(
+        &input,
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+    )
+    .expect("write");
+    let config_file = dir.path().join("config.json");
+    std::fs::write(&config_file, config.to_string()).expect("write");
+    let out = sluice()
+        .args(["plugin", "test"])
+        .arg(plugin("sluice_plugin_hostile"))
+        .args(["--kind", "cache-key", "--input"])
+        .arg(&input)
+        .arg("--config")
+        .arg(&config_file)
+        .args(limits)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_test_takes_a_slots_deadline_and_memory_limits() {
+    // A call that computes for 150 ms: over the default 50 ms deadline...
+    let slow = json!({"mode": "slow", "ms": 150});
+    let (ok, _, err) = hostile_test(slow.clone(), &[]);
+    assert!(!ok, "a 150 ms call passed the default deadline");
+    assert!(err.contains("deadline of 50ms exceeded"), "{err}");
+    assert!(err.contains("--deadline-ms"), "no hint: {err}");
+    // ...and within a longer one.
+    let (ok, out, err) = hostile_test(slow, &["--deadline-ms", "5000"]);
+    assert!(ok, "{err}");
+    let decision: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(decision["decision"], "bypass", "{decision}");
+
+    // 24 MiB: over the default 16 MiB cap, within 64 MiB.
+    let hungry = json!({"mode": "allocate", "bytes": 24 << 20});
+    let (ok, _, err) = hostile_test(hungry.clone(), &[]);
+    assert!(!ok, "24 MiB fitted in the default memory cap");
+    assert!(err.contains("memory limit exceeded"), "{err}");
+    let (ok, _, err) = hostile_test(hungry.clone(), &["--memory-mib", "64"]);
+    assert!(ok, "{err}");
+    // Above the engine's default ceiling (64 MiB) too; touching 100 MiB
+    // takes longer than 50 ms on a busy machine.
+    let (ok, _, err) = hostile_test(
+        json!({"mode": "allocate", "bytes": 100 << 20}),
+        &["--memory-mib", "128", "--deadline-ms", "5000"],
+    );
+    assert!(ok, "{err}");
+
+    // Out-of-range values are refused by name, like the config's.
+    for bad in [["--deadline-ms", "0"], ["--memory-mib", "0"]] {
+        let (ok, _, err) = hostile_test(hungry.clone(), &bad);
+        assert!(!ok, "{bad:?} accepted");
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
+
+    let help = sluice()
+        .args(["plugin", "test", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--deadline-ms <MS>"), "{help}");
+    assert!(help.contains("--memory-mib <MIB>"), "{help}");
+}
+
 #[tokio::test]
 async fn serve_finishes_in_flight_requests_on_sigterm() {
     let up = support::gateway::mock();

@@ -1,5 +1,6 @@
-//! The reference throttle policy in Python (componentize-py) and C (clang +
-//! wasi-libc), built from source by the test, against the Rust reference:
+//! The reference throttle policy in Python (componentize-py), C (clang +
+//! wasi-libc) and JavaScript (componentize-js), built from source by the
+//! test, against the Rust reference:
 //! the same decision for every request and config, the same config
 //! refusals, and the same behaviour through the gateway (429 at the limit,
 //! with the same x-ratelimit headers).
@@ -16,16 +17,18 @@ use sluice::state::State;
 use support::gateway::{TestGateway, mock, providers};
 use support::polyglot::{built, rust_throttle};
 
-/// Python pays for a fresh CPython instance per call (~20 ms on a debug
-/// host), above the default 20 ms deadline; see docs/tutorial.md.
+/// Python and JavaScript pay for a fresh interpreter instance per call
+/// (~20 ms on a debug host), close to the default 50 ms deadline on a busy
+/// machine; see docs/tutorial.md.
 const DEADLINE_MS: u64 = 2000;
 
-/// `(language, component)` for the three implementations.
+/// `(language, component)` for the four implementations.
 fn implementations() -> Vec<(&'static str, PathBuf)> {
     vec![
         ("rust", rust_throttle()),
         ("c", built("c", "throttle")),
         ("python", built("python", "throttle")),
+        ("js", built("js", "throttle")),
     ]
 }
 
@@ -71,7 +74,7 @@ fn request(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_and_c_decide_exactly_like_rust() {
+async fn every_language_decides_exactly_like_rust() {
     let configs = [
         json!({}),
         json!({
@@ -147,7 +150,7 @@ async fn python_and_c_decide_exactly_like_rust() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_and_c_refuse_the_configs_rust_refuses() {
+async fn every_language_refuses_the_configs_rust_refuses() {
     let bad = [
         json!({"bogus": 1}),
         json!({"tiers": {"anonymous": {"requests_per_minute": 1}}}),

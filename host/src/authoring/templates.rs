@@ -191,7 +191,8 @@ fn python_app(name: &str, kind: Kind) -> String {
         r#""""{name}: a sluice {kind} policy.
 
 Build with `sluice plugin build`, try with
-`sluice plugin test build/{name}.wasm --kind {kind} --input req.json`.
+`sluice plugin test build/{name}.wasm --kind {kind} --input req.json --deadline-ms 500`
+(CPython starts in every fresh instance: more than the default 50 ms).
 """
 
 from wit_world import exports
@@ -472,7 +473,8 @@ fn js_package(name: &str) -> String {
 // are BigInt, an absent option is `undefined`, and an Err is a thrown value.
 const JS_HEADER: &str = r#"// NAME: a sluice KIND policy in JavaScript. Build with `sluice plugin build`
 // (componentize-js), try with
-// `sluice plugin test build/NAME.wasm --kind KIND --input req.json`.
+// `sluice plugin test build/NAME.wasm --kind KIND --input req.json --deadline-ms 500`
+// (the JS engine starts in every fresh instance: more than the default 50 ms).
 //
 // WIT types in JavaScript: records are objects with camelCase fields,
 // variants are { tag, val }, enums are strings, u64/s64 are BigInt, an

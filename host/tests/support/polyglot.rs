@@ -1,6 +1,6 @@
 //! The reference policies written in other languages (plugins/python,
-//! plugins/c), built from source by the test through the authoring API, and
-//! the Rust reference they are compared with.
+//! plugins/c, plugins/js), built from source by the test through the
+//! authoring API, and the Rust reference they are compared with.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

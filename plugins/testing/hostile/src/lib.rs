@@ -22,6 +22,12 @@
 //! - `reject-init`: `lifecycle.init` returns an error.
 //! - `stdout-flood`: every call writes `bytes` (default 16 MiB) to stdout
 //!   and to stderr, then answers like `ok`.
+//! - `slow`: every call computes for `ms` milliseconds (default
+//!   100) by the host's monotonic clock, then answers like `ok`: within a
+//!   deadline longer than that, a slow but well-behaved plugin.
+//! - `allocate`: every call allocates and touches `bytes` (default 16 MiB)
+//!   once, then answers like `ok`: within a large enough memory cap, a
+//!   hungry but well-behaved plugin.
 //!
 //! Reports travel in the string each kind can return: the cache-key bypass
 //! reason, the semantic probe text, the throttle rejection message (status
@@ -41,7 +47,7 @@ use std::hint::black_box;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sluice_plugin_common::bindings::sluice::policy::config;
+use sluice_plugin_common::bindings::sluice::policy::{clock, config};
 #[cfg(not(feature = "fiberless"))]
 use sluice_plugin_common::bindings::sluice::policy::{limits, state};
 use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
@@ -78,6 +84,8 @@ const MODES: &[&str] = &[
     "trap-in-init",
     "reject-init",
     "stdout-flood",
+    "slow",
+    "allocate",
 ];
 
 const DEFAULT_KEYS: &[&str] = &[
@@ -94,6 +102,7 @@ const DEFAULT_KEYS: &[&str] = &[
 struct Settings {
     mode: String,
     bytes: usize,
+    ms: u64,
     keys: Vec<String>,
 }
 
@@ -124,7 +133,13 @@ fn settings(json: &str) -> Result<Settings, String> {
             .collect(),
         None => DEFAULT_KEYS.iter().map(|k| k.to_string()).collect(),
     };
-    Ok(Settings { mode, bytes, keys })
+    let ms = value.get("ms").and_then(|m| m.as_u64()).unwrap_or(100);
+    Ok(Settings {
+        mode,
+        bytes,
+        ms,
+        keys,
+    })
 }
 
 /// What a call should answer after misbehaving (if it returns at all).
@@ -150,6 +165,18 @@ fn misbehave() -> Answer {
             flood(s.bytes);
             Answer::Benign
         }
+        "slow" => {
+            compute_for(s.ms);
+            Answer::Benign
+        }
+        "allocate" => {
+            let mut block = vec![0u8; s.bytes];
+            for page in block.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            black_box(block);
+            Answer::Benign
+        }
         _ => Answer::Benign,
     }
 }
@@ -157,6 +184,14 @@ fn misbehave() -> Answer {
 fn spin() -> ! {
     let mut i: u64 = 0;
     loop {
+        i = black_box(i.wrapping_add(1));
+    }
+}
+
+fn compute_for(ms: u64) {
+    let until = clock::monotonic_ns().saturating_add(ms.saturating_mul(1_000_000));
+    let mut i: u64 = 0;
+    while clock::monotonic_ns() < until {
         i = black_box(i.wrapping_add(1));
     }
 }
