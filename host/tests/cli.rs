@@ -79,16 +79,22 @@ fn plugin_check_refuses_what_is_not_a_plugin_with_one_line() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn plugin_test_prints_the_decision() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("request.json");
+/// Writes a one-message chat request to `dir/request.json` for `plugin test`.
+fn sample_request(dir: &std::path::Path) -> std::path::PathBuf {
+    let input = dir.join("request.json");
     std::fs::write(
         &input,
         json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
             .to_string(),
     )
     .expect("write");
+    input
+}
+
+#[test]
+fn plugin_test_prints_the_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = sample_request(dir.path());
     let out = sluice()
         .args(["plugin", "test"])
         .arg(plugin("sluice_plugin_cache_key"))
@@ -136,13 +142,7 @@ fn plugin_test_prints_the_decision() {
 /// and the extra flags `limits`: (success, stdout, stderr).
 fn hostile_test(config: Value, limits: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("request.json");
-    std::fs::write(
-        &input,
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-            .to_string(),
-    )
-    .expect("write");
+    let input = sample_request(dir.path());
     let config_file = dir.path().join("config.json");
     std::fs::write(&config_file, config.to_string()).expect("write");
     let out = sluice()

@@ -148,7 +148,8 @@ impl RedisServer {
                     self.log_tail()
                 ));
             }
-            if self.answers_ping() {
+            let ours = self.child.as_ref().map(Child::id);
+            if ours.is_some() && self.answering_pid() == ours {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -163,23 +164,35 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server accepts a connection and answers PING (or asks
-    /// for a password, which also means it is up).
-    fn answers_ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
+    /// The pid of the server answering on our port, if one answers. It may
+    /// be another process's server that took the port first (free ports are
+    /// picked by binding and releasing), which ours then fails to bind.
+    fn answering_pid(&self) -> Option<u32> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
+        let mut request = String::new();
+        if let Some(password) = &self.password {
+            request.push_str(&format!("AUTH {password}\r\n"));
         }
-        let mut buf = [0u8; 64];
-        match s.read(&mut buf) {
-            Ok(n) => {
-                let reply = &buf[..n];
-                reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+        request.push_str("INFO server\r\n");
+        s.write_all(request.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
             }
-            Err(_) => false,
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some(rest) = text.split("process_id:").nth(1)
+                && let Some((pid, _)) = rest.split_once("\r\n")
+            {
+                return pid.trim().parse().ok();
+            }
+            if text.starts_with('-') || reply.len() > 64 << 10 {
+                return None;
+            }
         }
     }
 
