@@ -216,6 +216,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_gets_the_leaders_stored_answer() {
         let state = State::memory();
+        let lock_state = state.clone();
         let (node_a, node_b) = (cache(&state), cache(&state));
         let c = coalescer(&state, Duration::from_secs(5));
         let Joined::Lead(Some(lease)) = c.join(&node_a, &key()).await else {
@@ -228,9 +229,15 @@ mod tests {
                 Joined::Lead(_) => 0,
             }
         });
+        // Let the follower find the lock taken and start polling.
+        tokio::task::yield_now().await;
         let answer = Arc::new(Answer::json(Route::Chat, Bytes::from_static(b"{}"), (1, 1)));
-        node_a.put(key(), answer, Duration::from_secs(60)).await;
-        drop(lease);
+        lease
+            .store(&node_a, key(), answer, Duration::from_secs(60))
+            .await;
+        // Stored and released in one call, not by a task spawned later.
+        let lock = lock_state.get(NAMESPACE, &key().to_hex()).await;
+        assert_eq!(lock.expect("get"), None);
         assert_eq!(follower.await.expect("joined"), 2);
     }
 
