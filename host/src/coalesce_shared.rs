@@ -5,33 +5,30 @@
 //! node's local leader comes here. It tries to take a short-lived lock key in
 //! the shared state (set-if-absent with a TTL, through
 //! [`State::compare_and_swap`]). The node that gets it calls upstream, stores
-//! the answer in the shared cache tier and then releases the lock; while the
-//! call runs it renews the lock, so the TTL can be short: a leader that dies
-//! with its node holds the others up for at most one TTL. The others
-//! poll the cache with backoff: a hit is their answer; a free lock (the leader
+//! the answer in the shared cache tier and releases the lock in one state
+//! call ([`State::set_and_release`]); while the call runs it renews the lock,
+//! so the TTL can be short: a leader that dies with its node holds the others
+//! up for at most one TTL. The others poll the cache with backoff: a hit is their answer; a free lock (the leader
 //! failed, or its lock expired) makes them try to lead themselves; past
 //! `max_wait` they call upstream without waiting any longer.
 //!
 //! Every state failure errs towards calling upstream: coalescing saves calls,
 //! it must never cost an answer. With the memory backend there is nothing to
-//! coalesce across, and the gateway does not build a [`SharedCoalescer`], so
-//! the hot path pays nothing.
+//! coalesce across, and with `[cache] coalesce_across_nodes = false` the
+//! operator chose not to: then the gateway does not build a
+//! [`SharedCoalescer`], and the hot path pays nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{Answer, CacheKey, ExactCache};
-use crate::state::State;
+use crate::state::{Lock, State};
 
 /// The state namespace the lock keys live in.
 const NAMESPACE: &str = "coalesce";
 /// First and longest pause between two polls of a follower.
 const FIRST_POLL: Duration = Duration::from_millis(5);
 const MAX_POLL: Duration = Duration::from_millis(50);
-/// What a released lock is overwritten with, for the shortest TTL allowed:
-/// `State` has no compare-and-delete, and this is its atomic equivalent.
-const RELEASED: &[u8] = b"-";
-const RELEASED_TTL: Duration = Duration::from_millis(1);
 
 /// How long a lock outlives a leader that vanished (node crash); a live
 /// leader renews it every third of this.
@@ -47,8 +44,8 @@ pub struct SharedCoalescer {
 
 /// What joining a key across nodes made of this request.
 pub enum Joined {
-    /// Call upstream; the lease (when the lock was taken) is released once
-    /// the answer is stored, or when dropped.
+    /// Call upstream; the lease (when the lock was taken) is released with
+    /// the stored answer ([`SharedLease::store`]), or when dropped.
     Lead(Option<SharedLease>),
     /// Another node's leader answered; replay this.
     Answer(Arc<Answer>),
@@ -147,9 +144,35 @@ impl SharedCoalescer {
     }
 }
 
+impl SharedLease {
+    /// Stores the leader's answer in `cache` and releases the lock in the
+    /// same state call: followers on other nodes find the answer as soon as
+    /// the lock is gone, and the miss costs one round trip less.
+    pub async fn store(
+        mut self,
+        cache: &ExactCache,
+        key: CacheKey,
+        answer: Arc<Answer>,
+        ttl: Duration,
+    ) {
+        self.renewal.abort();
+        let lock = Lock {
+            ns: NAMESPACE,
+            key: &self.key,
+            token: &self.token,
+        };
+        if cache.put_and_release(key, answer, ttl, Some(lock)).await {
+            self.key.clear(); // released (or no longer ours): nothing to drop
+        }
+    }
+}
+
 impl Drop for SharedLease {
     fn drop(&mut self) {
         self.renewal.abort();
+        if self.key.is_empty() {
+            return;
+        }
         // Only our own lock: it may have expired and another node taken it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // no runtime: the TTL frees the lock
@@ -158,10 +181,7 @@ impl Drop for SharedLease {
         let key = std::mem::take(&mut self.key);
         let token = std::mem::take(&mut self.token);
         runtime.spawn(async move {
-            let released = state
-                .compare_and_swap(NAMESPACE, &key, Some(&token), RELEASED, Some(RELEASED_TTL))
-                .await;
-            if let Err(e) = released {
+            if let Err(e) = state.release(NAMESPACE, &key, &token).await {
                 tracing::debug!(error = %e, "coalescing: lock not released; it expires");
             }
         });
@@ -196,6 +216,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_gets_the_leaders_stored_answer() {
         let state = State::memory();
+        let lock_state = state.clone();
         let (node_a, node_b) = (cache(&state), cache(&state));
         let c = coalescer(&state, Duration::from_secs(5));
         let Joined::Lead(Some(lease)) = c.join(&node_a, &key()).await else {
@@ -208,9 +229,15 @@ mod tests {
                 Joined::Lead(_) => 0,
             }
         });
+        // Let the follower find the lock taken and start polling.
+        tokio::task::yield_now().await;
         let answer = Arc::new(Answer::json(Route::Chat, Bytes::from_static(b"{}"), (1, 1)));
-        node_a.put(key(), answer, Duration::from_secs(60)).await;
-        drop(lease);
+        lease
+            .store(&node_a, key(), answer, Duration::from_secs(60))
+            .await;
+        // Stored and released in one call, not by a task spawned later.
+        let lock = lock_state.get(NAMESPACE, &key().to_hex()).await;
+        assert_eq!(lock.expect("get"), None);
         assert_eq!(follower.await.expect("joined"), 2);
     }
 

@@ -46,7 +46,8 @@ pub struct Gateway {
     pub plugins: Plugins,
     pub cache: ExactCache,
     pub coalescer: Coalescer<CacheKey, Answer>,
-    /// Coalescing across nodes; only when the state is shared.
+    /// Coalescing across nodes; only when the state is shared and
+    /// `[cache] coalesce_across_nodes` is on.
     pub shared_coalescer: Option<SharedCoalescer>,
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
@@ -86,8 +87,7 @@ impl Gateway {
         // A follower waits for a live leader at most half a request timeout,
         // keeping time for its own call.
         let max_wait = config.server.request_timeout() / 2;
-        let shared_coalescer = shared
-            .is_some()
+        let shared_coalescer = (shared.is_some() && config.cache.coalesce_across_nodes)
             .then(|| SharedCoalescer::new(state.clone(), LOCK_TTL, max_wait));
         let upstreams = Upstreams::new(&config.providers).context("providers")?;
         let retry_budget = RetryBudget::new(BudgetSettings {

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use sluice::policy::{Bucket, ChargeResult, Shape, Unit};
-use sluice::state::{OnError, State, StateError, StateSettings};
+use sluice::state::{Lock, OnError, State, StateError, StateSettings};
 use support::redis::{RedisCluster, RedisServer};
 
 /// Which backend a case runs against.
@@ -308,6 +308,74 @@ async fn compare_and_swap_semantics(t: &Target<'_>) {
             .await
             .unwrap()
     );
+}
+
+/// The leader's last step when coalescing across nodes: store the answer
+/// and free the lock, which only its holder may do. (The two keys are in
+/// different namespaces, so on a cluster they live in different slots.)
+async fn set_and_release_stores_and_frees_only_its_own_lock(t: &Target<'_>) {
+    let s = t.state().await;
+    let (cache, locks) = ("suite:sr-cache", "suite:sr-lock");
+    let ttl = Some(Duration::from_secs(60));
+    let mine = Lock {
+        ns: locks,
+        key: "k",
+        token: b"mine",
+    };
+    assert!(
+        s.compare_and_swap(locks, "k", None, b"mine", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.set_and_release(cache, "k", b"answer", ttl, mine)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get(cache, "k").await.unwrap().as_deref(),
+        Some(&b"answer"[..])
+    );
+    assert_eq!(s.get(locks, "k").await.unwrap(), None, "lock released");
+    // A lock another holder took since (ours expired) stays theirs, but the
+    // answer is stored all the same.
+    assert!(
+        s.compare_and_swap(locks, "k", None, b"theirs", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_and_release(cache, "k", b"newer", ttl, mine)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get(cache, "k").await.unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
+    assert_eq!(
+        s.get(locks, "k").await.unwrap().as_deref(),
+        Some(&b"theirs"[..])
+    );
+    // Plain release: the holder's token only.
+    assert!(!s.release(locks, "k", b"mine").await.unwrap());
+    assert!(s.release(locks, "k", b"theirs").await.unwrap());
+    assert!(
+        !s.release(locks, "k", b"theirs").await.unwrap(),
+        "already free"
+    );
+    // No lock at all: still stored; and the value keeps its TTL.
+    let short = Some(Duration::from_millis(150));
+    assert!(
+        !s.set_and_release(cache, "t", b"v", short, mine)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get(cache, "t").await.unwrap().as_deref(), Some(&b"v"[..]));
+    eventually(Duration::from_secs(5), "stored value expires", async || {
+        s.get(cache, "t").await.unwrap().is_none()
+    })
+    .await;
 }
 
 async fn compare_and_swap_races_have_one_winner(t: &Target<'_>) {
@@ -611,6 +679,7 @@ suite!(
     incr_counts_and_sets_ttl_on_create,
     compare_and_swap_semantics,
     compare_and_swap_races_have_one_winner,
+    set_and_release_stores_and_frees_only_its_own_lock,
     charge_is_all_or_nothing,
     refill_and_retry_after,
     refunds_and_adjust_debt,

@@ -18,7 +18,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::policy::{CacheScope, Route};
-use crate::state::State;
+use crate::state::{Lock, State};
 
 /// The namespace cached answers use in the shared state.
 const STATE_NAMESPACE: &str = "cache";
@@ -148,17 +148,41 @@ impl ExactCache {
     /// Stores `answer` for `ttl` in both tiers. Oversized answers are not
     /// cached.
     pub async fn put(&self, key: CacheKey, answer: Arc<Answer>, ttl: Duration) {
+        self.put_and_release(key, answer, ttl, None).await;
+    }
+
+    /// Like [`ExactCache::put`], and releases `lock` in the same state call
+    /// as the shared store (see [`State::set_and_release`]). Whether the
+    /// shared store succeeded: if not (not cacheable, no shared tier, or the
+    /// state failed), the lock is still the caller's to release.
+    pub async fn put_and_release(
+        &self,
+        key: CacheKey,
+        answer: Arc<Answer>,
+        ttl: Duration,
+        lock: Option<Lock<'_>>,
+    ) -> bool {
         if ttl.is_zero() || answer.size() > self.limits.max_entry_bytes {
-            return;
+            return false;
         }
         self.put_local(key, answer.clone(), ttl);
-        if let Some(shared) = &self.shared {
-            let bytes = answer.encode(ttl);
-            if let Err(e) = shared
-                .set(STATE_NAMESPACE, &key.to_hex(), &bytes, Some(ttl))
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let bytes = answer.encode(ttl);
+        let (hex, ttl) = (key.to_hex(), Some(ttl));
+        let stored = match lock {
+            Some(lock) => shared
+                .set_and_release(STATE_NAMESPACE, &hex, &bytes, ttl, lock)
                 .await
-            {
+                .map(drop),
+            None => shared.set(STATE_NAMESPACE, &hex, &bytes, ttl).await,
+        };
+        match stored {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::debug!(error = %e, "shared cache store failed");
+                false
             }
         }
     }

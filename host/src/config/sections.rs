@@ -278,6 +278,10 @@ pub struct CacheConfig {
     pub max_entry_bytes: u64,
     /// TTL used when a cache-key plugin answers `ttl_seconds = 0`.
     pub default_ttl_seconds: u32,
+    /// With shared (Redis) state, identical cacheable misses in flight on
+    /// different nodes make one upstream call, at the price of a lock in the
+    /// state per miss; off, only requests on the same node are coalesced.
+    pub coalesce_across_nodes: bool,
 }
 
 impl Default for CacheConfig {
@@ -287,6 +291,7 @@ impl Default for CacheConfig {
             max_bytes: 64 * MIB,
             max_entry_bytes: MIB,
             default_ttl_seconds: 3600,
+            coalesce_across_nodes: true,
         }
     }
 }

@@ -68,6 +68,7 @@ fn an_empty_file_is_the_documented_defaults() {
     assert!(c.cache.enabled);
     assert_eq!(c.cache.max_bytes, 64 * 1024 * 1024);
     assert_eq!(c.cache.max_entry_bytes, 1024 * 1024);
+    assert!(c.cache.coalesce_across_nodes);
     assert_eq!(c.retry.budget_ratio, 0.2);
     assert_eq!(c.retry.budget_min_per_sec, 10);
     assert_eq!(c.retry.max_attempts_cap, 10);
@@ -417,6 +418,17 @@ fn server_rules() {
         "[server]\nrequest_timeout_ms = 0",
         "server.request_timeout_ms",
         "greater than 0",
+    );
+}
+
+#[test]
+fn cross_node_coalescing_can_be_switched_off() {
+    let c = parse("[cache]\ncoalesce_across_nodes = false").unwrap();
+    assert!(!c.cache.coalesce_across_nodes);
+    assert_error_at(
+        "[cache]\ncoalesce_across_nodes = \"no\"",
+        "cache.coalesce_across_nodes",
+        "bool",
     );
 }
 

@@ -207,9 +207,12 @@ fn store_answer(
     }
     let gw = gw.clone();
     tokio::spawn(async move {
-        gw.cache.put(key, answer, ttl).await;
-        // Other nodes' followers find the answer in the shared tier now.
-        drop(lease);
+        match lease {
+            // Other nodes' followers find the answer in the shared tier as
+            // soon as the lock goes.
+            Some(lease) => lease.store(&gw.cache, key, answer, ttl).await,
+            None => gw.cache.put(key, answer, ttl).await,
+        }
     });
 }
 

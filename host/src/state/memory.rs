@@ -156,6 +156,32 @@ impl MemoryBackend {
         Ok(shard.map.remove(key).is_some_and(|e| e.live(now)))
     }
 
+    /// Deletes `key` if it holds `token`; whether it did.
+    pub(crate) fn release(&self, key: &str, token: &[u8]) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if shard.get(key, now).map(|e| e.value.as_slice()) != Some(token) {
+            return Ok(false);
+        }
+        shard.map.remove(key);
+        Ok(true)
+    }
+
+    /// `set`, then `release`. The two keys may live in different shards, so
+    /// this is two steps, in the order Redis runs them: the value is visible
+    /// before the lock goes.
+    pub(crate) fn set_and_release(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        lock: &str,
+        token: &[u8],
+    ) -> Result<bool, StateError> {
+        self.set(key, value, ttl)?;
+        self.release(lock, token)
+    }
+
     pub(crate) fn incr(
         &self,
         key: &str,

@@ -79,6 +79,18 @@ pub struct StateHealth {
     pub last_error: Option<String>,
 }
 
+/// A lock in the state: `key` in namespace `ns`, held while it holds
+/// `token` (see [`State::set_and_release`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Lock<'a> {
+    /// The lock key's namespace.
+    pub ns: &'a str,
+    /// The lock key.
+    pub key: &'a str,
+    /// What the key holds while this holder has it.
+    pub token: &'a [u8],
+}
+
 /// A handle on the shared state: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct State {
@@ -218,6 +230,49 @@ impl State {
                 r.run(r.redis.compare_and_swap(&k, expected, value, ttl_ms), |m| {
                     m.compare_and_swap(&k, expected, value, ttl)
                 })
+                .await
+            }
+        }
+    }
+
+    /// Deletes `key` only if it holds `token` (a lock taken with
+    /// [`State::compare_and_swap`] is released by its owner only); whether
+    /// it deleted.
+    pub async fn release(&self, ns: &str, key: &str, token: &[u8]) -> Result<bool, StateError> {
+        let k = kv_key(ns, key)?;
+        match &self.backend {
+            Backend::Memory(m) => m.release(&k, token),
+            Backend::Redis(r) => {
+                r.run(r.redis.release(&k, token), |m| m.release(&k, token))
+                    .await
+            }
+        }
+    }
+
+    /// [`State::set`] then [`State::release`] of `lock`, in one round trip:
+    /// a leader stores its answer and frees its followers at once. The value
+    /// is stored before the lock goes. On Redis Cluster the two keys hash to
+    /// different slots (every KV key is its own hash tag, see [`keys`]), so
+    /// there it costs two round trips. Whether the lock was released.
+    pub async fn set_and_release(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        lock: Lock<'_>,
+    ) -> Result<bool, StateError> {
+        let k = kv_key(ns, key)?;
+        let ttl_ms = ttl_ms(ttl)?;
+        let lk = kv_key(lock.ns, lock.key)?;
+        let token = lock.token;
+        match &self.backend {
+            Backend::Memory(m) => m.set_and_release(&k, value, ttl, &lk, token),
+            Backend::Redis(r) => {
+                r.run(
+                    r.redis.set_and_release(&k, value, ttl_ms, &lk, token),
+                    |m| m.set_and_release(&k, value, ttl, &lk, token),
+                )
                 .await
             }
         }

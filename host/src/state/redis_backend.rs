@@ -16,6 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 
 use super::StateError;
+use super::keys::hash_tag;
 use super::limiter::{self, LIMITER_LUA, Mode};
 use super::settings::{StateSettings, redact_url};
 use crate::policy::{Bucket, ChargeResult};
@@ -69,6 +70,34 @@ else
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 end
 return 1",
+    )
+});
+
+/// Compare-and-delete: deletes KEYS[1] if it holds ARGV[1].
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0",
+    )
+});
+
+/// Set, then compare-and-delete: stores ARGV[1] at KEYS[1] (TTL ARGV[2] ms,
+/// "0": none), then deletes KEYS[2] if it holds ARGV[3].
+static SET_AND_RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0",
     )
 });
 
@@ -334,6 +363,52 @@ impl RedisBackend {
             })
             .await?;
         Ok(swapped == 1)
+    }
+
+    pub(crate) async fn release(&self, key: &str, token: &[u8]) -> Result<bool, StateError> {
+        let mut call = RELEASE_SCRIPT.prepare_invoke();
+        call.key(key).arg(token);
+        let released: i64 = self
+            .with_conn(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// `set` then `release`, in one script when both keys are on one server
+    /// or share a hash tag; otherwise (Redis Cluster, two slots) in two round
+    /// trips, the value always stored before the lock goes.
+    pub(crate) async fn set_and_release(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+        lock: &str,
+        token: &[u8],
+    ) -> Result<bool, StateError> {
+        let one_slot = match &self.link {
+            Link::Single(_) => true,
+            Link::Cluster { .. } => hash_tag(key) == hash_tag(lock),
+        };
+        if !one_slot {
+            self.set(key, value, ttl_ms).await?;
+            return self.release(lock, token).await;
+        }
+        let mut call = SET_AND_RELEASE_SCRIPT.prepare_invoke();
+        call.key(key)
+            .key(lock)
+            .arg(value)
+            .arg(ttl_ms.unwrap_or(0))
+            .arg(token);
+        let released: i64 = self
+            .with_conn(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(released == 1)
     }
 
     /// Runs the limiter script over `keys` (one hash tag, so one slot).
