@@ -231,6 +231,16 @@ impl RedisBackend {
         }
     }
 
+    /// Runs a prepared script invocation (EVALSHA, loading the script on
+    /// NOSCRIPT) with the same retry-once rule as [`Self::with_conn`].
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        self.with_conn(|mut c| async move { call.invoke_async(&mut c).await })
+            .await
+    }
+
     /// Establishes the connection (if not yet) and checks that every node
     /// (every primary, on a cluster) answers PING within `timeout`.
     pub(crate) async fn heal(&self, timeout: Duration) -> Result<(), StateError> {
@@ -356,24 +366,14 @@ impl RedisBackend {
             .arg(expected.unwrap_or_default())
             .arg(value)
             .arg(ttl_ms.unwrap_or(0));
-        let swapped: i64 = self
-            .with_conn(|mut c| {
-                let call = &call;
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
+        let swapped: i64 = self.run_script(&call).await?;
         Ok(swapped == 1)
     }
 
     pub(crate) async fn release(&self, key: &str, token: &[u8]) -> Result<bool, StateError> {
         let mut call = RELEASE_SCRIPT.prepare_invoke();
         call.key(key).arg(token);
-        let released: i64 = self
-            .with_conn(|mut c| {
-                let call = &call;
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
+        let released: i64 = self.run_script(&call).await?;
         Ok(released == 1)
     }
 
@@ -402,12 +402,7 @@ impl RedisBackend {
             .arg(value)
             .arg(ttl_ms.unwrap_or(0))
             .arg(token);
-        let released: i64 = self
-            .with_conn(|mut c| {
-                let call = &call;
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
+        let released: i64 = self.run_script(&call).await?;
         Ok(released == 1)
     }
 
@@ -427,12 +422,7 @@ impl RedisBackend {
                 call.arg(x.to_string());
             }
         }
-        let out: Vec<i64> = self
-            .with_conn(|mut c| {
-                let call = &call;
-                async move { call.invoke_async(&mut c).await }
-            })
-            .await?;
+        let out: Vec<i64> = self.run_script(&call).await?;
         let out: Vec<u64> = out.into_iter().map(|x| x.max(0) as u64).collect();
         limiter::result_from(buckets, &out)
     }
