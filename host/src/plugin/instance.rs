@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmtime::component::{Instance, InstancePre};
+use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::bindings::exports::sluice::policy as ex;
@@ -136,12 +136,7 @@ macro_rules! on_fresh_instance {
                 let $guest = $idx
                     .load(&mut call.store, &call.instance)
                     .map_err(|e| CallError::Trap(first_line(&e)))?;
-                let func = $func;
-                let raw = if $plugin.fiberless {
-                    func.call(&mut call.store, $params)
-                } else {
-                    func.call_async(&mut call.store, $params).await
-                };
+                let raw = $plugin.invoke(&mut call.store, $func, $params).await;
                 // A closure, not an async block: nothing here awaits, and a
                 // shared borrow of the store held across an await would make
                 // the future !Send.
@@ -291,20 +286,36 @@ impl Plugin {
             let guest = idx
                 .load(&mut store, &instance)
                 .map_err(|e| CallError::Trap(first_line(&e)))?;
-            let init = guest.func_init();
             let config = (&*self.env.config_json,);
-            let answer = if self.fiberless {
-                init.call(&mut store, config)
-            } else {
-                init.call_async(&mut store, config).await
-            };
-            match answer.map(|(a,)| a) {
+            match self
+                .invoke(&mut store, guest.func_init(), config)
+                .await
+                .map(|(a,)| a)
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => return Err(CallError::InitRejected(msg)),
                 Err(e) => return Err(classify(&store, &e, self.limits.deadline)),
             }
         }
         Ok(Call { store, instance })
+    }
+
+    /// Calls `func` directly when the plugin is fiberless, else on a fiber.
+    async fn invoke<P, R>(
+        &self,
+        store: &mut Store<StoreData>,
+        func: TypedFunc<P, R>,
+        params: P,
+    ) -> wasmtime::Result<R>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift + 'static,
+    {
+        if self.fiberless {
+            func.call(store, params)
+        } else {
+            func.call_async(store, params).await
+        }
     }
 
     /// Bounds `work` (one call on a fresh instance) in time, then logs and
