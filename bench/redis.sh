@@ -27,25 +27,8 @@ OUT=${OUT:-$ROOT/bench/results}
 [[ -x $SLUICE ]] || { echo "no sluice binary at $SLUICE (cargo build --release -p sluice)" >&2; exit 1; }
 mkdir -p "$OUT"
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() {
-  local pid=$1 url=$2 deadline=$((SECONDS + 30))
-  until curl -fs -o /dev/null "$url"; do
-    kill -0 "$pid" 2>/dev/null || { echo "process for $url exited during start-up" >&2; exit 1; }
-    ((SECONDS < deadline)) || { echo "timed out waiting for $url" >&2; exit 1; }
-    sleep 0.1
-  done
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 MOCK_PORT=$(free_port)
 "$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &

@@ -1,0 +1,24 @@
+# Shared by bench/run.sh and bench/redis.sh (sourced, not run): process
+# bookkeeping, free ports and readiness polling.
+
+# Only what the script started is stopped, by PID.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls until $2 answers, failing if process $1 exits or 30 s pass.
+wait_ready() {
+  local pid=$1 url=$2 deadline=$((SECONDS + 30))
+  until curl -fs -o /dev/null "$url"; do
+    kill -0 "$pid" 2>/dev/null || { echo "process for $url exited during start-up" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "timed out waiting for $url" >&2; exit 1; }
+    sleep 0.1
+  done
+}
