@@ -6,9 +6,10 @@
 //! the shared state (set-if-absent with a TTL, through
 //! [`State::compare_and_swap`]). The node that gets it calls upstream, stores
 //! the answer in the shared cache tier and releases the lock in one state
-//! call ([`State::set_and_release`]); while the call runs it renews the lock,
-//! so the TTL can be short: a leader that dies with its node holds the others
-//! up for at most one TTL. The others poll the cache with backoff: a hit is their answer; a free lock (the leader
+//! call ([`State::set_and_release`]); while the call runs it renews the
+//! lock, so the TTL can be short: a leader that dies with its node holds the
+//! others up for at most one TTL. The others poll the cache with backoff: a
+//! hit is their answer; a free lock (the leader
 //! failed, or its lock expired) makes them try to lead themselves; past
 //! `max_wait` they call upstream without waiting any longer.
 //!
