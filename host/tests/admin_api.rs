@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use support::gateway::{TestGateway, mock, providers};
+use support::gateway::{TestGateway, mock, providers, request_limit};
 
 const TOKEN: &str = "admin-secret";
 
@@ -20,20 +20,6 @@ fn config(up: &sluice::mock::MockHandle, server: &str) -> String {
         "{}\n[server]\n{server}\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = 5000, tokens_per_minute = 5000000 }}\n",
         providers(up)
     )
-}
-
-async fn chat_limit(gw: &TestGateway) -> String {
-    let r = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(r.status(), 200);
-    r.headers()["x-ratelimit-limit-requests"]
-        .to_str()
-        .expect("ascii")
-        .to_string()
 }
 
 async fn upload(
@@ -106,7 +92,7 @@ async fn missing_or_wrong_token_is_401() {
         .await
         .expect("post");
     assert_eq!(wrong.status(), 401);
-    assert_eq!(chat_limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 }
 
 #[tokio::test]
@@ -114,7 +100,7 @@ async fn list_upload_refuse_and_roll_back() {
     let up = mock();
     let gw = TestGateway::start(&config(&up, &format!("admin_token = \"{TOKEN}\""))).await;
     let base = gw.url("");
-    assert_eq!(chat_limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 
     let listing = list(&base).await;
     let throttle = slot(&listing, "throttle");
@@ -156,7 +142,11 @@ async fn list_upload_refuse_and_roll_back() {
         assert_eq!(status, 422, "{what}: {body}");
         let msg = body["error"].as_str().expect("error");
         assert!(msg.contains(reason), "{what}: {msg}");
-        assert_eq!(chat_limit(&gw).await, "5000", "{what} changed behaviour");
+        assert_eq!(
+            request_limit(&gw.url("/v1/chat/completions")).await,
+            "5000",
+            "{what} changed behaviour"
+        );
     }
     let listing = list(&base).await;
     assert_eq!(slot(&listing, "throttle")["hash"], builtin_hash);
@@ -189,7 +179,7 @@ async fn list_upload_refuse_and_roll_back() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["fleet"], false);
-    assert_eq!(chat_limit(&gw).await, "7000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "7000");
     let listing = list(&base).await;
     let seq = body["release"]["seq"].as_u64().expect("seq");
     assert_eq!(
@@ -205,7 +195,7 @@ async fn list_upload_refuse_and_roll_back() {
         .await
         .expect("rollback");
     assert_eq!(r.status(), 200);
-    assert_eq!(chat_limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
     assert_eq!(slot(&list(&base).await, "throttle")["source"], "builtin");
 
     // Unknown slots are 404s; the reload counters are on /metrics.

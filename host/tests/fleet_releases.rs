@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::gateway::request_limit;
 use support::node::Node;
 use support::redis::RedisServer;
 
@@ -46,27 +47,13 @@ anonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}
     )
 }
 
-async fn limit(client: &reqwest::Client, node: &Node) -> String {
-    let r = client
-        .post(node.url("/v1/chat/completions"))
-        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(r.status(), 200, "{}", node.url);
-    r.headers()["x-ratelimit-limit-requests"]
-        .to_str()
-        .expect("ascii")
-        .to_string()
-}
-
 /// Polls every node until each answers with `want`; per-node latency.
-async fn all_serve(client: &reqwest::Client, nodes: &[&Node], want: &str) -> Vec<Duration> {
+async fn all_serve(nodes: &[&Node], want: &str) -> Vec<Duration> {
     let started = Instant::now();
     let mut took = vec![None; nodes.len()];
     while took.iter().any(Option::is_none) {
         for (i, node) in nodes.iter().enumerate() {
-            if took[i].is_none() && limit(client, node).await == want {
+            if took[i].is_none() && request_limit(&node.url("/v1/chat/completions")).await == want {
                 took[i] = Some(started.elapsed());
             }
         }
@@ -118,7 +105,10 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().expect("tempdir");
     for node in &fleet {
-        assert_eq!(limit(&client, node).await, "100000");
+        assert_eq!(
+            request_limit(&node.url("/v1/chat/completions")).await,
+            "100000"
+        );
     }
 
     // A release with its own config, pushed through the first node.
@@ -140,7 +130,7 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     let push_ms = pushed.elapsed();
-    let took = all_serve(&client, &fleet, "200000").await;
+    let took = all_serve(&fleet, "200000").await;
     eprintln!("push took {push_ms:?}; then every node served it after {took:?}");
     let version = book_version(&client, &nodes[1]).await;
 
@@ -177,7 +167,10 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
     }
     assert_eq!(book_version(&client, &nodes[0]).await, version);
     for node in &fleet {
-        assert_eq!(limit(&client, node).await, "200000");
+        assert_eq!(
+            request_limit(&node.url("/v1/chat/completions")).await,
+            "200000"
+        );
     }
     let listing: Value = client
         .get(nodes[2].url("/admin/plugins"))
@@ -193,7 +186,10 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
 
     // A node that starts now serves the current release from the start.
     let late = Node::start(&config, &[]);
-    assert_eq!(limit(&client, &late).await, "200000");
+    assert_eq!(
+        request_limit(&late.url("/v1/chat/completions")).await,
+        "200000"
+    );
 
     // Rollback (through another node) returns everyone to the configured plugin.
     let out = plugin_cli(&nodes[1], &["rollback", "--slot", "throttle"]).await;
@@ -204,7 +200,7 @@ async fn push_reaches_every_node_broken_pushes_change_nothing_rollback_works() {
     );
     let mut everyone = fleet.clone();
     everyone.push(&late);
-    let took = all_serve(&client, &everyone, "100000").await;
+    let took = all_serve(&everyone, "100000").await;
     eprintln!("rollback served everywhere after {took:?}");
 
     // Nothing left to roll back: a clear refusal.
@@ -236,7 +232,10 @@ async fn push_straight_to_redis_validates_before_publishing() {
     let node = Node::start(&node_config(&mock, &redis), &[]);
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(limit(&client, &node).await, "100000");
+    assert_eq!(
+        request_limit(&node.url("/v1/chat/completions")).await,
+        "100000"
+    );
 
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"garbage").expect("write");
@@ -266,7 +265,7 @@ async fn push_straight_to_redis_validates_before_publishing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    all_serve(&client, &[&node], "200000").await;
+    all_serve(&[&node], "200000").await;
 
     let out = plugin_cli_redis(&redis, &["rollback", "--slot", "throttle"]).await;
     assert!(
@@ -274,5 +273,5 @@ async fn push_straight_to_redis_validates_before_publishing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    all_serve(&client, &[&node], "100000").await;
+    all_serve(&[&node], "100000").await;
 }

@@ -7,8 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::gateway::{TestGateway, mock, providers};
+use support::gateway::{TestGateway, mock, providers, request_limit};
 
 const DEADLINE: Duration = Duration::from_secs(3);
 
@@ -48,20 +47,6 @@ fn config_text(up: &sluice::mock::MockHandle, plugin: &Path, rpm: u64) -> String
     )
 }
 
-async fn limit(gw: &TestGateway) -> String {
-    let r = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(r.status(), 200);
-    r.headers()["x-ratelimit-limit-requests"]
-        .to_str()
-        .expect("ascii")
-        .to_string()
-}
-
 fn serving_hash(gw: &TestGateway) -> String {
     gw.gw.plugins.throttle.current().info().hash.clone()
 }
@@ -89,7 +74,7 @@ async fn plugin_file_and_config_changes_reload_and_broken_files_are_refused() {
     std::fs::write(&config, config_text(&up, &plugin, 5000)).expect("write config");
     let gw = TestGateway::start(&config_text(&up, &plugin, 5000)).await;
     gw.gw.reload.watch_config_file(&config);
-    assert_eq!(limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 
     // A new version of the file serves soon after it is written.
     let v2 = tagged(throttle_bytes(), "v2");
@@ -104,7 +89,7 @@ async fn plugin_file_and_config_changes_reload_and_broken_files_are_refused() {
             .to_string(),
         format!("file:{}", plugin.display())
     );
-    assert_eq!(limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 
     // Garbage, then a component of the wrong kind: refused, v2 keeps serving.
     write_atomically(&plugin, b"\0asm garbage that is not a component");
@@ -127,7 +112,7 @@ async fn plugin_file_and_config_changes_reload_and_broken_files_are_refused() {
         "{refused:?}"
     );
     assert_eq!(serving_hash(&gw), v2_hash);
-    assert_eq!(limit(&gw).await, "5000");
+    assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 
     // A fixed file serves again.
     let v3 = tagged(throttle_bytes(), "v3");
@@ -137,7 +122,10 @@ async fn plugin_file_and_config_changes_reload_and_broken_files_are_refused() {
 
     // Editing the plugin's config in the config file reloads it.
     write_atomically(&config, config_text(&up, &plugin, 60000).as_bytes());
-    let took = within("new config serving", async || limit(&gw).await == "60000").await;
+    let took = within("new config serving", async || {
+        request_limit(&gw.url("/v1/chat/completions")).await == "60000"
+    })
+    .await;
     eprintln!("config write to new config serving: {took:?}");
     assert_eq!(gw.gw.reload.refused().len(), 2);
 }

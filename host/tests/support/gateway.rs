@@ -88,3 +88,20 @@ impl Drop for TestGateway {
 pub fn mock() -> MockHandle {
     sluice::mock::spawn(MockConfig::default())
 }
+
+/// The `x-ratelimit-limit-requests` that a one-message chat sent to
+/// `chat_url` is answered with: it tells which throttle version and config
+/// served the request.
+pub async fn request_limit(chat_url: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(chat_url)
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status(), 200, "{chat_url}");
+    r.headers()["x-ratelimit-limit-requests"]
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
