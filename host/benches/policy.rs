@@ -11,7 +11,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use sluice::plugin::{EngineSettings, Kind, LoadOptions, Plugin, PluginRuntime};
+use sluice::plugin::{EngineSettings, LoadOptions, Plugin, PluginRuntime};
+use sluice::policy::Slot;
 use sluice::policy::{Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, Usage};
 use sluice::state::State;
 use std::sync::Arc;
@@ -87,9 +88,9 @@ struct Set {
     retry: Arc<Plugin>,
 }
 
-async fn load(runtime: &PluginRuntime, kind: Kind) -> Arc<Plugin> {
-    let wasm = sluice::plugin::builtin::builtin(kind.slot()).expect("builtin plugin");
-    let mut opts = LoadOptions::new(kind.slot());
+async fn load(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
+    let wasm = sluice::plugin::builtin::builtin(kind).expect("builtin plugin");
+    let mut opts = LoadOptions::new(kind);
     opts.require = vec![kind];
     opts.config = json!({});
     // Generous: a benchmark on a shared machine must not trip the deadline
@@ -116,10 +117,10 @@ fn policy(c: &mut Criterion) {
     });
     let set = rt.block_on(async {
         Set {
-            throttle: load(&runtime, Kind::Throttle).await,
-            cache_key: load(&runtime, Kind::CacheKey).await,
-            semantic: load(&runtime, Kind::Semantic).await,
-            retry: load(&runtime, Kind::Retry).await,
+            throttle: load(&runtime, Slot::Throttle).await,
+            cache_key: load(&runtime, Slot::CacheKey).await,
+            semantic: load(&runtime, Slot::Semantic).await,
+            retry: load(&runtime, Slot::Retry).await,
         }
     });
     let req = request();

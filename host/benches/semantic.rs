@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use sluice::cache::Answer;
-use sluice::policy::Route;
+use sluice::policy::{Route, TokenCount};
 use sluice::semantic::{IndexKey, IndexSettings, SemanticIndex};
 use sluice::state::State;
 
@@ -53,7 +53,11 @@ async fn build(n: usize, rng: &mut Rng) -> (SemanticIndex, IndexKey, Vec<Vec<f32
     };
     let index = SemanticIndex::new(State::memory(), settings);
     let key = IndexKey::new("bench", "ns");
-    let answer = Answer::json(Route::Chat, bytes::Bytes::from_static(b"{}"), (1, 1));
+    let answer = Answer::json(
+        Route::Chat,
+        bytes::Bytes::from_static(b"{}"),
+        TokenCount::new(1, 1),
+    );
     let mut vectors = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {

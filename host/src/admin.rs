@@ -28,9 +28,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
-use crate::plugin::Kind;
-use crate::releases::{self, ReleaseError};
-use crate::reload::{Origin, unix_ms};
+use crate::policy::Slot;
+use crate::versions::releases::{self, ReleaseError};
+use crate::versions::{Origin, unix_ms};
 
 /// Largest component the admin API accepts.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -108,7 +108,7 @@ fn fleet(gw: &Gateway) -> bool {
 }
 
 async fn list(State(gw): State<Arc<Gateway>>) -> Response {
-    let plugins: Vec<Value> = Kind::ALL
+    let plugins: Vec<Value> = Slot::ALL
         .into_iter()
         .map(|kind| {
             let slot = gw.plugins.slot(kind);
@@ -116,11 +116,11 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
             let info = plugin.info();
             let stats = plugin.stats().snapshot();
             json!({
-                "slot": kind.slot(),
+                "slot": kind.name(),
                 "kinds": info.kinds,
                 "hash": info.hash,
                 "size_bytes": info.size_bytes,
-                "source": gw.reload.origin(kind),
+                "source": gw.plugins.origin(kind),
                 "failure": slot.failure(),
                 "loaded_at_ms": unix_ms(plugin.loaded_at()),
                 "calls": stats.calls,
@@ -136,7 +136,7 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
     };
     axum::Json(json!({
         "plugins": plugins,
-        "refused": gw.reload.refused(),
+        "refused": gw.plugins.refused(),
         "releases": book,
         "fleet": fleet(&gw),
     }))
@@ -164,7 +164,7 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(kind) = Kind::parse(&slot) else {
+    let Some(kind) = Slot::parse(&slot) else {
         return unknown_slot(&slot);
     };
     if body.is_empty() {
@@ -189,10 +189,10 @@ async fn upload(
             }
         },
     };
-    let guard = gw.reload.lock(kind).await;
+    let guard = gw.plugins.lock(kind).await;
     let plugin = match gw
-        .reload
-        .prepare(&gw, &guard, &body, config.clone(), &Origin::Upload)
+        .plugins
+        .prepare(&guard, &body, config.clone(), &Origin::Upload)
         .await
     {
         Ok(p) => p,
@@ -205,9 +205,9 @@ async fn upload(
         }
     };
     let hash = plugin.info().hash.clone();
-    match releases::publish_and_commit(&gw, &guard, kind, &body, config, plugin).await {
+    match releases::publish_and_commit(&gw.plugins, &guard, kind, &body, config, plugin).await {
         Ok(release) => axum::Json(json!({
-            "slot": kind.slot(),
+            "slot": kind.name(),
             "hash": hash,
             "release": release,
             "fleet": fleet(&gw),
@@ -218,10 +218,10 @@ async fn upload(
 }
 
 async fn rollback(State(gw): State<Arc<Gateway>>, Path(slot): Path<String>) -> Response {
-    let Some(kind) = Kind::parse(&slot) else {
+    let Some(kind) = Slot::parse(&slot) else {
         return unknown_slot(&slot);
     };
-    let guard = gw.reload.lock(kind).await;
+    let guard = gw.plugins.lock(kind).await;
     let release = match releases::rollback(&gw.state, kind).await {
         Ok(r) => r,
         Err(e) => return release_error(e),
@@ -231,13 +231,13 @@ async fn rollback(State(gw): State<Arc<Gateway>>, Path(slot): Path<String>) -> R
         Ok(b) => b,
         Err(e) => return release_error(e),
     };
-    let applied = releases::apply_slot(&gw, &guard, kind, &book).await;
+    let applied = releases::apply_slot(&gw.plugins, &guard, kind, &book).await;
     let serving = gw.plugins.slot(kind).current();
     let mut body = json!({
-        "slot": kind.slot(),
+        "slot": kind.name(),
         "release": release,
         "hash": serving.info().hash,
-        "source": gw.reload.origin(kind),
+        "source": gw.plugins.origin(kind),
         "fleet": fleet(&gw),
     });
     if let Err(refusal) = applied {

@@ -13,7 +13,7 @@ use crate::api;
 use crate::policy::Route;
 
 /// Who caused a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// The client: bad input, bad key, over its limit.
     Downstream,
@@ -21,6 +21,18 @@ pub enum Origin {
     Upstream,
     /// sluice itself: a fail-closed plugin or state backend.
     Internal,
+}
+
+impl Origin {
+    /// The `origin` label and access-log value: `downstream`, `upstream`
+    /// or `internal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Downstream => "downstream",
+            Origin::Upstream => "upstream",
+            Origin::Internal => "internal",
+        }
+    }
 }
 
 /// A failed request, ready to become a response.

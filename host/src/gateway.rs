@@ -6,45 +6,26 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::cache::coalesce::{Coalescer, LOCK_TTL, SharedCoalescer};
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
-use crate::coalesce::Coalescer;
-use crate::coalesce_shared::{LOCK_TTL, SharedCoalescer};
-use crate::config::{Config, PluginLimits, PluginSlotConfig, PluginSource};
-use crate::plugin::{
-    self, EngineSettings, FailurePolicy, Kind, Limits, LoadOptions, PluginRuntime, PluginSlot,
-};
-use crate::reload::Reloader;
+use crate::config::Config;
+use crate::plugin::{self, EngineSettings, PluginRuntime};
+use crate::semantic::SemanticCache;
 use crate::state::State;
 use crate::telemetry::Metrics;
 use crate::upstream::{BudgetSettings, RetryBudget, Upstreams};
-
-/// The four policy slots.
-pub struct Plugins {
-    pub throttle: PluginSlot,
-    pub cache_key: PluginSlot,
-    pub semantic: PluginSlot,
-    pub retry: PluginSlot,
-}
-
-impl Plugins {
-    /// The slot serving `kind`.
-    pub fn slot(&self, kind: Kind) -> &PluginSlot {
-        match kind {
-            Kind::Throttle => &self.throttle,
-            Kind::CacheKey => &self.cache_key,
-            Kind::Semantic => &self.semantic,
-            Kind::Retry => &self.retry,
-        }
-    }
-}
+use crate::versions::{self, PluginVersions};
 
 /// Shared per-process gateway state.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub state: State,
-    pub runtime: PluginRuntime,
-    pub plugins: Plugins,
+    /// The plugin serving each slot, and how new versions arrive.
+    pub plugins: Arc<PluginVersions>,
     pub cache: ExactCache,
+    /// The semantic cache, built on first use (a local embedder loads its
+    /// model then); `None` inside when `[semantic]` is off or failed to load.
+    pub semantic: tokio::sync::OnceCell<Option<Arc<SemanticCache>>>,
     pub coalescer: Coalescer<CacheKey, Answer>,
     /// Coalescing across nodes; only when the state is shared and
     /// `[cache] coalesce_across_nodes` is on.
@@ -52,13 +33,13 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
-    /// Plugin versions at run time: hot reload, refusals, fleet releases.
-    pub reload: Reloader,
 }
 
 impl Gateway {
-    /// Connects the state backend, loads every plugin and builds the
-    /// upstream clients. Any failure here is a startup error naming its cause.
+    /// Connects the state backend, loads every plugin (and the fleet's
+    /// current releases) and builds the upstream clients. Any failure here
+    /// is a startup error naming its cause. Watchers for new plugin versions
+    /// are started by the caller ([`versions::spawn_watchers`]).
     pub async fn build(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let metrics = Arc::new(Metrics::from_config(&config));
         let state = State::connect(&config.state)
@@ -69,12 +50,10 @@ impl Gateway {
             state.clone(),
             Some(metrics.clone() as Arc<dyn plugin::PluginMetrics>),
         )?;
-        let plugins = Plugins {
-            throttle: load_slot(&runtime, Kind::Throttle, &config.plugins.throttle).await?,
-            cache_key: load_slot(&runtime, Kind::CacheKey, &config.plugins.cache_key).await?,
-            semantic: load_slot(&runtime, Kind::Semantic, &config.plugins.semantic).await?,
-            retry: load_slot(&runtime, Kind::Retry, &config.plugins.retry).await?,
-        };
+        let plugins =
+            Arc::new(PluginVersions::load(runtime, state.clone(), &config.plugins).await?);
+        // A node that starts after a fleet release serves it from the start.
+        versions::releases::sync(&plugins).await;
         // The shared tier only makes sense when the state is shared.
         let shared = (state.health().backend != "memory").then(|| state.clone());
         let cache = ExactCache::new(
@@ -94,78 +73,55 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
-        let reload = Reloader::new(&config.plugins);
-        let gw = Arc::new(Gateway {
+        Ok(Arc::new(Gateway {
             config: Arc::new(config),
             state,
-            runtime,
             plugins,
             cache,
+            semantic: tokio::sync::OnceCell::new(),
             coalescer: Coalescer::default(),
             shared_coalescer,
             upstreams,
             retry_budget,
             metrics,
-            reload,
-        });
-        // A node that starts after a fleet release serves it from the start.
-        crate::releases::sync(&gw).await;
-        crate::reload::spawn_file_watcher(&gw);
-        crate::releases::spawn_watcher(&gw);
-        Ok(gw)
+        }))
+    }
+
+    /// The semantic cache, built on first use; None when `[semantic]
+    /// enabled = false` or the embedder could not be built (that is logged
+    /// once and the gateway serves without it).
+    pub async fn semantic_cache(&self) -> Option<Arc<SemanticCache>> {
+        if !self.config.semantic.enabled {
+            return None;
+        }
+        self.semantic
+            .get_or_init(|| async {
+                let config = self.config.clone();
+                let upstreams = self.upstreams.clone();
+                let state = self.state.clone();
+                let metrics = Some(self.metrics.clone());
+                let built = tokio::task::spawn_blocking(move || {
+                    SemanticCache::from_config(&config, &upstreams, state, metrics)
+                })
+                .await;
+                match built {
+                    Ok(Ok(cache)) => Some(Arc::new(cache)),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "semantic cache disabled: the embedder failed to load");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "semantic cache disabled: loading panicked");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
     }
 
     /// The overall deadline of one request.
     pub fn request_timeout(&self) -> Duration {
         self.config.server.request_timeout()
     }
-}
-
-/// The bytes a slot's config points at: the built-in plugin or a file.
-pub fn plugin_bytes(kind: Kind, source: &PluginSource) -> anyhow::Result<Vec<u8>> {
-    match source {
-        PluginSource::Builtin => plugin::builtin::builtin(kind.slot())
-            .map(<[u8]>::to_vec)
-            .with_context(|| format!("no built-in plugin for slot {}", kind.slot())),
-        PluginSource::Path(path) => {
-            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))
-        }
-    }
-}
-
-/// Sandbox limits from a slot's config.
-pub fn slot_limits(cfg: &PluginSlotConfig) -> Limits {
-    sandbox_limits(&cfg.limits)
-}
-
-/// The sandbox limits `[plugins.<slot>.limits]` describe.
-pub fn sandbox_limits(limits: &PluginLimits) -> Limits {
-    Limits {
-        memory_bytes: (limits.memory_mib as usize) << 20,
-        deadline: Duration::from_millis(limits.deadline_ms),
-        max_answer_bytes: limits.max_return_bytes as usize,
-    }
-}
-
-async fn load_slot(
-    runtime: &PluginRuntime,
-    kind: Kind,
-    cfg: &PluginSlotConfig,
-) -> anyhow::Result<PluginSlot> {
-    let wasm = plugin_bytes(kind, &cfg.source)?;
-    let opts = LoadOptions {
-        slot: kind.slot().to_string(),
-        require: vec![kind],
-        config: cfg.config.clone(),
-        limits: slot_limits(cfg),
-    };
-    let plugin = runtime
-        .load(&wasm, opts)
-        .await
-        .with_context(|| format!("plugins.{}", kind.slot()))?;
-    let failure = match cfg.failure {
-        crate::config::FailurePolicy::FailOpen => FailurePolicy::FailOpen,
-        crate::config::FailurePolicy::FailClosed => FailurePolicy::FailClosed,
-    };
-    Ok(PluginSlot::new(kind.slot(), failure, plugin))
 }

@@ -167,7 +167,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     // before the OpenMetrics terminator.
     if let Some(body) = text.strip_suffix("# EOF\n") {
         let mut spliced = body.to_string();
-        if gw.reload.encode_metrics(&mut spliced).is_ok() {
+        if gw.plugins.encode_metrics(&mut spliced).is_ok() {
             spliced.push_str("# EOF\n");
             text = spliced;
         }

@@ -633,6 +633,7 @@ mod tests {
     use super::*;
     use crate::api::StreamAccumulator;
     use crate::api::sse::{SseParser, encode};
+    use crate::policy::TokenCount;
 
     fn round_trip(route: Route, answer: &Value) -> Value {
         let events = json_to_stream(route, &to_json_bytes(answer)).expect("to stream");
@@ -724,7 +725,7 @@ mod tests {
         let mut acc = StreamAccumulator::new(Route::Chat);
         events.iter().for_each(|e| acc.observe(e));
         assert!(acc.is_complete());
-        assert_eq!(acc.reported_usage(), Some((1, 2)));
+        assert_eq!(acc.reported_usage(), Some(TokenCount::new(1, 2)));
     }
 
     #[test]
@@ -772,7 +773,7 @@ mod tests {
         let mut acc = StreamAccumulator::new(Route::AnthropicMessages);
         events.iter().for_each(|e| acc.observe(e));
         assert!(acc.is_complete());
-        assert_eq!(acc.reported_usage(), Some((4, 1)));
+        assert_eq!(acc.reported_usage(), Some(TokenCount::new(4, 1)));
     }
 
     #[test]

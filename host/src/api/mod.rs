@@ -23,7 +23,7 @@ pub mod stream;
 
 use serde_json::{Map, Value};
 
-use crate::policy::{Message, Param, Route};
+use crate::policy::{Message, Param, Route, TokenCount};
 
 pub use canonical::canonical_json;
 pub(crate) use convert::json_value_to_stream;
@@ -144,11 +144,11 @@ pub(crate) fn estimate_prompt(messages: &[Message]) -> u32 {
     })
 }
 
-/// Token usage `(prompt, completion)` of a non-streamed answer body: OpenAI
+/// Token usage of a non-streamed answer body: OpenAI
 /// `usage.prompt_tokens/completion_tokens`, Anthropic
 /// `usage.input_tokens/output_tokens`, embeddings `usage.prompt_tokens` (and
 /// zero completion). `None` when the body carries no usable usage.
-pub fn usage_from_json(route: Route, body: &[u8]) -> Option<(u32, u32)> {
+pub fn usage_from_json(route: Route, body: &[u8]) -> Option<TokenCount> {
     #[derive(serde::Deserialize)]
     struct Answer {
         usage: Option<Map<String, Value>>,
@@ -161,9 +161,14 @@ pub fn usage_from_json(route: Route, body: &[u8]) -> Option<(u32, u32)> {
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     };
     match route {
-        Route::Chat => Some((get("prompt_tokens")?, get("completion_tokens")?)),
-        Route::Embeddings => Some((get("prompt_tokens")?, 0)),
-        Route::AnthropicMessages => Some((get("input_tokens")?, get("output_tokens")?)),
+        Route::Chat => Some(TokenCount::new(
+            get("prompt_tokens")?,
+            get("completion_tokens")?,
+        )),
+        Route::Embeddings => Some(TokenCount::new(get("prompt_tokens")?, 0)),
+        Route::AnthropicMessages => {
+            Some(TokenCount::new(get("input_tokens")?, get("output_tokens")?))
+        }
     }
 }
 
@@ -264,15 +269,21 @@ mod tests {
     fn usage_is_read_per_route() {
         let openai =
             br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
-        assert_eq!(usage_from_json(Route::Chat, openai), Some((12, 5)));
+        assert_eq!(
+            usage_from_json(Route::Chat, openai),
+            Some(TokenCount::new(12, 5))
+        );
         let anthropic = br#"{"type":"message","usage":{"input_tokens":9,"output_tokens":3}}"#;
         assert_eq!(
             usage_from_json(Route::AnthropicMessages, anthropic),
-            Some((9, 3))
+            Some(TokenCount::new(9, 3))
         );
         let embeddings =
             br#"{"object":"list","data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
-        assert_eq!(usage_from_json(Route::Embeddings, embeddings), Some((4, 0)));
+        assert_eq!(
+            usage_from_json(Route::Embeddings, embeddings),
+            Some(TokenCount::new(4, 0))
+        );
         assert_eq!(usage_from_json(Route::Chat, b"{}"), None);
         assert_eq!(usage_from_json(Route::Chat, br#"{"usage":null}"#), None);
         assert_eq!(usage_from_json(Route::Chat, b"not json"), None);

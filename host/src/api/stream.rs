@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::sse::SseEvent;
 use super::tokens_for_chars;
-use crate::policy::Route;
+use crate::policy::{Route, TokenCount};
 
 /// Follows one streamed answer event by event.
 #[derive(Debug, Clone)]
@@ -54,9 +54,12 @@ impl StreamAccumulator {
         self.error.as_deref()
     }
 
-    /// Usage `(prompt, completion)` as the provider reported it, when it did.
-    pub fn reported_usage(&self) -> Option<(u32, u32)> {
-        Some((self.prompt_tokens?, self.completion_tokens?))
+    /// Usage as the provider reported it, when it did.
+    pub fn reported_usage(&self) -> Option<TokenCount> {
+        Some(TokenCount::new(
+            self.prompt_tokens?,
+            self.completion_tokens?,
+        ))
     }
 
     /// Completion tokens counted from the content deltas with
@@ -67,8 +70,8 @@ impl StreamAccumulator {
 
     /// Usage to settle with: what the provider reported, else the caller's
     /// prompt estimate and the counted completion.
-    pub fn usage(&self, estimated_prompt_tokens: u32) -> (u32, u32) {
-        (
+    pub fn usage(&self, estimated_prompt_tokens: u32) -> TokenCount {
+        TokenCount::new(
             self.prompt_tokens.unwrap_or(estimated_prompt_tokens),
             self.completion_tokens
                 .unwrap_or_else(|| self.counted_completion_tokens()),
@@ -203,8 +206,8 @@ mod tests {
             ],
         );
         assert!(acc.is_complete());
-        assert_eq!(acc.reported_usage(), Some((11, 2)));
-        assert_eq!(acc.usage(99), (11, 2));
+        assert_eq!(acc.reported_usage(), Some(TokenCount::new(11, 2)));
+        assert_eq!(acc.usage(99), TokenCount::new(11, 2));
         assert_eq!(acc.counted_completion_tokens(), 3);
     }
 
@@ -224,7 +227,7 @@ mod tests {
         assert!(acc.is_complete());
         assert_eq!(acc.reported_usage(), None);
         // 4 + 4 + 1 + 2 = 11 characters → 3 tokens.
-        assert_eq!(acc.usage(7), (7, 3));
+        assert_eq!(acc.usage(7), TokenCount::new(7, 3));
     }
 
     #[test]
@@ -277,7 +280,7 @@ mod tests {
             ],
         );
         assert!(acc.is_complete());
-        assert_eq!(acc.reported_usage(), Some((25, 15)));
+        assert_eq!(acc.reported_usage(), Some(TokenCount::new(25, 15)));
         assert_eq!(acc.counted_completion_tokens(), 1);
     }
 
@@ -303,6 +306,6 @@ mod tests {
         assert!(!acc.is_complete());
         assert_eq!(acc.error(), Some("Overloaded"));
         assert_eq!(acc.reported_usage(), None);
-        assert_eq!(acc.usage(0), (3, 2));
+        assert_eq!(acc.usage(0), TokenCount::new(3, 2));
     }
 }

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{AuthoringError, Lang, Manifest, POLICY_WIT, io_err};
-use crate::plugin::Kind;
+use crate::policy::Slot;
 
 /// A built project.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
     /// The component: `<dir>/build/<name>.wasm`.
     pub wasm: PathBuf,
-    pub kind: Kind,
+    pub kind: Slot,
     pub lang: Lang,
 }
 

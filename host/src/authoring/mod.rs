@@ -16,7 +16,6 @@
 
 mod builder;
 mod c;
-pub mod cli;
 mod js;
 mod project;
 mod python;

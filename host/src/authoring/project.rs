@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthoringError, io_err};
-use crate::plugin::Kind;
+use crate::policy::Slot;
 
 /// The manifest's file name, at the project root.
 pub const MANIFEST_FILE: &str = "sluice-plugin.toml";
@@ -85,8 +85,8 @@ impl Manifest {
     }
 
     /// The manifest's kind.
-    pub fn kind(&self) -> Result<Kind, AuthoringError> {
-        Kind::parse(&self.kind).ok_or_else(|| {
+    pub fn kind(&self) -> Result<Slot, AuthoringError> {
+        Slot::parse(&self.kind).ok_or_else(|| {
             AuthoringError::Invalid(format!(
                 "unknown plugin kind {:?}: expected cache-key, semantic, throttle or retry",
                 self.kind

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 
 use super::project::validate_name;
 use super::{AuthoringError, Lang, MANIFEST_FILE, Manifest, POLICY_WIT, io_err, templates};
-use crate::plugin::Kind;
+use crate::policy::Slot;
 
 /// Writes a new `lang` project for a `kind` plugin called `name` into `dir`,
 /// which must not exist or be empty. Returns the files written.
 pub fn scaffold(
     dir: &Path,
     name: &str,
-    kind: Kind,
+    kind: Slot,
     lang: Lang,
 ) -> Result<Vec<PathBuf>, AuthoringError> {
     validate_name(name)?;

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::policy::Route;
+use crate::policy::{Route, TokenCount};
 
 /// The body of a cached answer, in the form it was produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub enum AnswerBody {
 pub struct Answer {
     pub route: Route,
     pub body: AnswerBody,
-    /// (prompt, completion) tokens the original call used.
-    pub usage: (u32, u32),
+    /// Tokens the original call used.
+    pub usage: TokenCount,
     /// Unix milliseconds when it was produced.
     pub stored_at_ms: u64,
 }
@@ -37,7 +37,7 @@ const MAGIC: &[u8; 4] = b"SLA1";
 
 impl Answer {
     /// A JSON answer produced now.
-    pub fn json(route: Route, body: Bytes, usage: (u32, u32)) -> Self {
+    pub fn json(route: Route, body: Bytes, usage: TokenCount) -> Self {
         Self {
             route,
             body: AnswerBody::Json(body),
@@ -47,7 +47,7 @@ impl Answer {
     }
 
     /// A streamed answer produced now.
-    pub fn stream(route: Route, events: Bytes, usage: (u32, u32)) -> Self {
+    pub fn stream(route: Route, events: Bytes, usage: TokenCount) -> Self {
         Self {
             route,
             body: AnswerBody::Stream(events),
@@ -88,8 +88,8 @@ impl Answer {
             AnswerBody::Json(_) => 0,
             AnswerBody::Stream(_) => 1,
         });
-        out.extend_from_slice(&self.usage.0.to_le_bytes());
-        out.extend_from_slice(&self.usage.1.to_le_bytes());
+        out.extend_from_slice(&self.usage.prompt.to_le_bytes());
+        out.extend_from_slice(&self.usage.completion.to_le_bytes());
         out.extend_from_slice(&self.stored_at_ms.to_le_bytes());
         let expires = now_ms().saturating_add(ttl.as_millis() as u64);
         out.extend_from_slice(&expires.to_le_bytes());
@@ -112,7 +112,7 @@ impl Answer {
         };
         let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().unwrap_or_default());
         let u64_at = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().unwrap_or_default());
-        let usage = (u32_at(2), u32_at(6));
+        let usage = TokenCount::new(u32_at(2), u32_at(6));
         let stored_at_ms = u64_at(10);
         let expires = u64_at(18);
         let body = Bytes::copy_from_slice(&rest[26..]);
@@ -143,7 +143,7 @@ mod tests {
         let a = Answer::stream(
             Route::AnthropicMessages,
             Bytes::from_static(b"data: x\n\n"),
-            (7, 9),
+            TokenCount::new(7, 9),
         );
         let (b, left) = Answer::decode(&a.encode(Duration::from_secs(30))).expect("decodes");
         assert_eq!(a, b);

@@ -7,6 +7,7 @@
 //! entry can leak across tenants by accident.
 
 mod answer;
+pub mod coalesce;
 
 pub use answer::{Answer, AnswerBody};
 
@@ -220,13 +221,14 @@ impl ExactCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::TokenCount;
     use bytes::Bytes;
 
     fn answer(n: usize) -> Arc<Answer> {
         Arc::new(Answer::json(
             Route::Chat,
             Bytes::from(vec![b'x'; n]),
-            (1, 2),
+            TokenCount::new(1, 2),
         ))
     }
 

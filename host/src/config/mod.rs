@@ -25,10 +25,9 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobSetBuilder};
 use serde::Deserialize;
 
+use crate::policy::Slot;
 pub use crate::state::StateSettings;
-pub use plugins::{
-    FailurePolicy, PluginLimits, PluginSlot, PluginSlotConfig, PluginSource, PluginsConfig,
-};
+pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
     ANONYMOUS_TENANT, AnonymousConfig, CacheConfig, EmbedderKind, ProviderConfig, ProviderKind,
@@ -230,7 +229,7 @@ impl Config {
 
     /// Makes relative file paths relative to `dir` (the config file's).
     fn anchor_paths(&mut self, dir: &Path) {
-        for slot in PluginSlot::ALL {
+        for slot in Slot::ALL {
             if let PluginSource::Path(p) = &mut self.plugins.slot_mut(slot).source
                 && p.is_relative()
             {

@@ -1,83 +1,12 @@
 //! `[plugins.<slot>]`: which component fills each policy slot, how it fails,
 //! its sandbox limits and its own config.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// One of the four policy slots a plugin can fill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PluginSlot {
-    CacheKey,
-    Semantic,
-    Throttle,
-    Retry,
-}
-
-impl PluginSlot {
-    /// Every slot, in request-flow order.
-    pub const ALL: [PluginSlot; 4] = [
-        PluginSlot::Throttle,
-        PluginSlot::CacheKey,
-        PluginSlot::Semantic,
-        PluginSlot::Retry,
-    ];
-
-    /// The slot's config key (`plugins.<name>`), also its metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginSlot::CacheKey => "cache_key",
-            PluginSlot::Semantic => "semantic",
-            PluginSlot::Throttle => "throttle",
-            PluginSlot::Retry => "retry",
-        }
-    }
-
-    /// Every slot, in [`Self::index`] order.
-    pub const ALL_BY_INDEX: [PluginSlot; 4] = [
-        PluginSlot::CacheKey,
-        PluginSlot::Semantic,
-        PluginSlot::Throttle,
-        PluginSlot::Retry,
-    ];
-
-    /// The slot whose config key is `name`.
-    pub fn parse(name: &str) -> Option<PluginSlot> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// A dense index (0..4) for per-slot arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl AsRef<str> for PluginSlot {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for PluginSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the host does when a plugin call traps, times out or runs out of
-/// memory. Every slot defaults to fail-open (serve as if the plugin were not
-/// there: no throttling, no caching, no retry); a deployment where an
-/// unthrottled request is worse than a refused one sets
-/// `failure = "fail-closed"` on its throttle slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailurePolicy {
-    #[default]
-    FailOpen,
-    FailClosed,
-}
+use crate::policy::{FailurePolicy, Slot};
 
 /// Where a slot's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -165,27 +94,27 @@ pub struct PluginsConfig {
 
 impl PluginsConfig {
     /// The config of one slot.
-    pub fn slot(&self, slot: PluginSlot) -> &PluginSlotConfig {
+    pub fn slot(&self, slot: Slot) -> &PluginSlotConfig {
         match slot {
-            PluginSlot::CacheKey => &self.cache_key,
-            PluginSlot::Semantic => &self.semantic,
-            PluginSlot::Throttle => &self.throttle,
-            PluginSlot::Retry => &self.retry,
+            Slot::CacheKey => &self.cache_key,
+            Slot::Semantic => &self.semantic,
+            Slot::Throttle => &self.throttle,
+            Slot::Retry => &self.retry,
         }
     }
 
-    pub(super) fn slot_mut(&mut self, slot: PluginSlot) -> &mut PluginSlotConfig {
+    pub(super) fn slot_mut(&mut self, slot: Slot) -> &mut PluginSlotConfig {
         match slot {
-            PluginSlot::CacheKey => &mut self.cache_key,
-            PluginSlot::Semantic => &mut self.semantic,
-            PluginSlot::Throttle => &mut self.throttle,
-            PluginSlot::Retry => &mut self.retry,
+            Slot::CacheKey => &mut self.cache_key,
+            Slot::Semantic => &mut self.semantic,
+            Slot::Throttle => &mut self.throttle,
+            Slot::Retry => &mut self.retry,
         }
     }
 
     /// Every slot with its config, in request-flow order.
-    pub fn iter(&self) -> impl Iterator<Item = (PluginSlot, &PluginSlotConfig)> {
-        PluginSlot::ALL.into_iter().map(|s| (s, self.slot(s)))
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &PluginSlotConfig)> {
+        Slot::ALL.into_iter().map(|s| (s, self.slot(s)))
     }
 }
 

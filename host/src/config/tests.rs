@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::*;
+use crate::policy::FailurePolicy;
 use crate::state::{OnError, StateKind};
 use crate::telemetry::LogFormat;
 

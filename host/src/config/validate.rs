@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use super::sections::ANONYMOUS_TENANT;
-use super::{Config, ConfigError, EmbedderKind, PluginSlot, ProviderKind, compile_models};
+use super::{Config, ConfigError, EmbedderKind, ProviderKind, compile_models};
+use crate::policy::Slot;
 use crate::state::StateError;
 use crate::telemetry::parse_log_filter;
 
@@ -263,7 +264,7 @@ fn semantic(c: &Config) -> Check {
 }
 
 fn plugins(c: &Config) -> Check {
-    for slot in PluginSlot::ALL {
+    for slot in Slot::ALL {
         let limits = &c.plugins.slot(slot).limits;
         let at = |field: &str| format!("plugins.{slot}.limits.{field}");
         if !(1..=4096).contains(&limits.memory_mib) {

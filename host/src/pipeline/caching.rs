@@ -10,8 +10,7 @@ use super::RequestCtx;
 use crate::cache::{Answer, CacheKey};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::plugin::FailurePolicy;
-use crate::policy::CacheDecision;
+use crate::policy::{CacheDecision, Slot};
 use crate::telemetry::CacheOutcome;
 
 /// The client's `cache-control` directives that sluice honours.
@@ -49,16 +48,12 @@ pub async fn derive_key(
     }
     let d = directives(headers);
     ctx.no_store = d.no_store;
-    let decision = match ctx.plugins.cache_key.derive_cache_key(&ctx.policy).await {
+    let decision = match ctx.plugins[Slot::CacheKey]
+        .derive_cache_key(&ctx.policy)
+        .await
+    {
         Ok(d) => d,
-        Err(e) => {
-            return match gw.plugins.cache_key.failure() {
-                FailurePolicy::FailOpen => Ok(()),
-                FailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
-                    "the cache-key policy failed ({e}) and is configured fail-closed"
-                ))),
-            };
-        }
+        Err(e) => return super::plugin_failed(gw, Slot::CacheKey, &e),
     };
     let CacheDecision::Cache {
         key,

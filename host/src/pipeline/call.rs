@@ -10,8 +10,7 @@ use super::RequestCtx;
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::plugin::FailurePolicy;
-use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route};
+use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
 use crate::telemetry::UpstreamOutcome;
 use crate::upstream::{AttemptFailure, UpstreamRequest, UpstreamResponse};
 
@@ -42,7 +41,7 @@ pub async fn call_upstream(
     ctx: &mut RequestCtx,
 ) -> Result<UpstreamResponse, GatewayError> {
     let deadline = ctx.started + gw.request_timeout();
-    let retry = ctx.plugins.retry.clone();
+    let retry = ctx.plugins[Slot::Retry].clone();
     let cap = gw.config.retry.max_attempts_cap.max(1);
     let mut provider = ctx.provider.clone();
     let mut model = ctx.model.clone();
@@ -98,14 +97,10 @@ pub async fn call_upstream(
         };
         let verdict = match retry.retry_decide(&ctx.policy, &attempt).await {
             Ok(v) => v,
-            Err(e) => match gw.plugins.retry.failure() {
-                FailurePolicy::FailOpen => RetryVerdict::Stop,
-                FailurePolicy::FailClosed => {
-                    return Err(GatewayError::unavailable(format!(
-                        "the retry policy failed ({e}) and is configured fail-closed"
-                    )));
-                }
-            },
+            Err(e) => {
+                super::plugin_failed(gw, Slot::Retry, &e)?;
+                RetryVerdict::Stop
+            }
         };
         let (next_provider, next_model, wait_ms) = match verdict {
             RetryVerdict::Stop => return Err(final_error(failure, number)),

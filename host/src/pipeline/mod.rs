@@ -1,20 +1,23 @@
 //! The request pipeline: one function per phase over a typed [`RequestCtx`],
-//! in the order of DESIGN.md's request flow. Each phase may answer early by
-//! returning an error or a response.
+//! in the order of the request flow (docs/architecture.md). Each phase may
+//! answer early by returning an error or a response.
 //!
 //! 1. `auth::authenticate` + `parse`: body limit, JSON, tenant/tier.
 //! 2. `throttle::admit`: the throttle plugin names buckets; one atomic charge.
 //! 3. `caching::derive_key` and `caching::lookup`: exact cache;
 //!    `semantic::lookup`: after an exact miss, a near-duplicate's answer.
-//! 4. coalescing: identical cacheable requests in flight share one call.
+//! 4. `coalesce::join`: identical cacheable requests in flight share one call.
 //! 5. `call::call_upstream`: provider call, retry plugin decides after failures.
-//! 6. `respond`: store, settle (after the answer), and shape the response.
+//! 6. `respond`: shape the response; `store` keeps a fresh answer and
+//!    `throttle::settle` reconciles usage, both after the answer.
 
 mod auth;
 mod caching;
 mod call;
+mod coalesce;
 mod respond;
 mod semantic;
+mod store;
 mod stream;
 mod throttle;
 
@@ -30,23 +33,18 @@ use http_body_util::BodyExt;
 
 use crate::api::{self, ParsedRequest};
 use crate::cache::CacheKey;
-use crate::coalesce::Role;
-use crate::coalesce_shared::Joined;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::plugin::Plugin;
-use crate::policy::{ChargeResult, PolicyRequest, Route};
+use crate::plugin::{CallError, Plugin};
+use crate::policy::{ChargeResult, FailurePolicy, PolicyRequest, Route, Slot, SlotMap};
 use crate::telemetry::CacheOutcome;
+use coalesce::Coalescing;
 
 pub use auth::Caller;
 
 /// The plugin versions one request uses from start to end, so every decision
 /// of a request comes from one version even across a hot swap.
-pub struct PinnedPlugins {
-    pub throttle: Arc<Plugin>,
-    pub cache_key: Arc<Plugin>,
-    pub retry: Arc<Plugin>,
-}
+pub type PinnedPlugins = SlotMap<Arc<Plugin>>;
 
 /// What the phases of one request know and share.
 pub struct RequestCtx {
@@ -72,7 +70,9 @@ pub struct RequestCtx {
     /// The client sent `cache-control: no-store` (skip storing).
     pub no_store: bool,
     /// What storing a semantic miss's answer needs (set by [`semantic::lookup`]).
-    pub semantic: Option<semantic::Pending>,
+    pub semantic: Option<store::SemanticPending>,
+    /// This request's roles when it leads a coalesced call.
+    pub coalescing: Coalescing,
     /// Upstream attempts made.
     pub attempts: u32,
     /// The provider and model that produced the answer.
@@ -88,11 +88,7 @@ impl RequestCtx {
             started: Instant::now(),
             client_ip,
             caller: Caller::anonymous(&gw.config.anonymous.tier),
-            plugins: PinnedPlugins {
-                throttle: gw.plugins.throttle.current(),
-                cache_key: gw.plugins.cache_key.current(),
-                retry: gw.plugins.retry.current(),
-            },
+            plugins: SlotMap::from_fn(|slot| gw.plugins.slot(slot).current()),
             parsed: None,
             policy: PolicyRequest::default(),
             limits: None,
@@ -102,6 +98,7 @@ impl RequestCtx {
             no_cache: false,
             no_store: false,
             semantic: None,
+            coalescing: Coalescing::default(),
             attempts: 0,
             provider: String::new(),
             model: String::new(),
@@ -125,14 +122,24 @@ pub async fn handle(
 ) -> Response {
     let id = request_id(request.headers());
     let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
-    let mut response = match run(&gw, &mut ctx, request).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(route),
+    let (mut response, failure) = match run(&gw, &mut ctx, request).await {
+        Ok(r) => (r, None),
+        Err(e) => {
+            let failure = (e.origin, e.message.clone());
+            (e.into_response(route), Some(failure))
+        }
     };
     respond::decorate(&ctx, &mut response);
     let status = response.status().as_u16();
     gw.metrics
         .request(route.into(), status, ctx.started.elapsed());
+    let (origin, error) = match &failure {
+        Some((origin, message)) => {
+            gw.metrics.request_error(route.into(), *origin);
+            (origin.as_str(), message.as_str())
+        }
+        None => ("", ""),
+    };
     tracing::info!(
         target: "sluice::access",
         id = %ctx.id,
@@ -144,6 +151,8 @@ pub async fn handle(
         cache = ctx.cache.as_str(),
         attempts = ctx.attempts,
         ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        origin,
+        error,
         "request"
     );
     response
@@ -163,36 +172,27 @@ async fn run(
     if let Some(answer) = caching::lookup(gw, ctx).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
-    if let Some(response) = semantic::lookup(gw, ctx).await {
+    if let Some(response) = semantic::lookup(gw, ctx).await? {
         return Ok(response);
     }
-    // Identical cacheable requests in flight share one upstream call: on
-    // this node, then (the local leader only) across nodes.
-    let (leader, lease) = match ctx.cache_key {
-        Some((key, _)) => match gw.coalescer.join(key) {
-            Role::Leader(leader) => match &gw.shared_coalescer {
-                Some(shared) if !ctx.no_cache => match shared.join(&gw.cache, &key).await {
-                    Joined::Lead(lease) => (Some(leader), lease),
-                    Joined::Answer(answer) => {
-                        leader.complete(answer.clone());
-                        gw.metrics.coalesced();
-                        return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
-                    }
-                },
-                _ => (Some(leader), None),
-            },
-            Role::Follower(follower) => {
-                if let Some(answer) = follower.wait().await {
-                    gw.metrics.coalesced();
-                    return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
-                }
-                (None, None)
-            }
-        },
-        None => (None, None),
-    };
+    if let Some(answer) = coalesce::join(gw, ctx).await {
+        return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
+    }
     let upstream = call::call_upstream(gw, ctx).await?;
-    Ok(respond::answer(gw, ctx, upstream, leader, lease).await)
+    Ok(respond::answer(gw, ctx, upstream))
+}
+
+/// What a failed call of `slot`'s plugin means for the request: go on
+/// without the plugin's opinion (fail-open), or answer 503 (fail-closed).
+/// The runtime has already logged and counted the failure.
+fn plugin_failed(gw: &Gateway, slot: Slot, error: &CallError) -> Result<(), GatewayError> {
+    match gw.plugins.slot(slot).failure() {
+        FailurePolicy::FailOpen => Ok(()),
+        FailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
+            "the {} policy failed ({error}) and is configured fail-closed",
+            slot.interface()
+        ))),
+    }
 }
 
 /// Reads the body, refusing more than `limit` bytes with a 413.

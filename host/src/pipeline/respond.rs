@@ -1,22 +1,20 @@
-//! Response phase: shape upstream answers and cache hits for the client,
-//! store fresh answers, and settle usage after the fact.
+//! Response phase: shape upstream answers and cache hits for the client;
+//! hand fresh answers to [`StorePlan`] and settle usage after the fact.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
+use super::store::StorePlan;
 use super::stream::{Finished, Tee, replay_bytes};
 use super::{RequestCtx, throttle};
 use crate::api::{self, SseParser};
-use crate::cache::{Answer, AnswerBody, CacheKey};
-use crate::coalesce::Leader;
-use crate::coalesce_shared::SharedLease;
+use crate::cache::{Answer, AnswerBody};
 use crate::gateway::Gateway;
-use crate::policy::{Route, Unit, Usage};
+use crate::policy::{Route, Slot, TokenCount, Unit, Usage};
 use crate::telemetry::CacheOutcome;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
@@ -91,16 +89,8 @@ pub fn replay(
             Err(e) => return conversion_failed(route, e),
         },
     };
-    spawn_settle(
-        gw,
-        ctx,
-        Usage {
-            prompt_tokens: answer.usage.0,
-            completion_tokens: answer.usage.1,
-            estimated_prompt_tokens: ctx.policy.estimated_prompt_tokens,
-            cached: true,
-        },
-    );
+    let estimated = ctx.policy.estimated_prompt_tokens;
+    spawn_settle(gw, ctx, Usage::of(answer.usage, estimated, true));
     response
 }
 
@@ -111,47 +101,29 @@ fn conversion_failed(route: Route, e: impl std::fmt::Display) -> Response {
 }
 
 /// Answers from a fresh upstream response: relays it, stores it when it may
-/// be cached, completes coalesced followers (on this node through `leader`,
-/// on others by releasing `lease` once the answer is stored) and settles
-/// usage.
-pub async fn answer(
-    gw: &Arc<Gateway>,
-    ctx: &mut RequestCtx,
-    upstream: UpstreamResponse,
-    leader: Option<Leader<CacheKey, Answer>>,
-    lease: Option<SharedLease>,
-) -> Response {
+/// be cached ([`StorePlan`], which also completes or releases coalesced
+/// requests) and settles usage.
+pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamResponse) -> Response {
     gw.metrics.cache_outcome(ctx.cache);
     let route = ctx.route;
-    let store = ctx.cache_key.filter(|_| !ctx.no_store);
-    let semantic = ctx.semantic.take();
+    let plan = StorePlan::take(ctx);
     let estimated = ctx.policy.estimated_prompt_tokens;
     let status = upstream.status;
     match upstream.body {
         UpstreamBody::Full(body) => {
-            let usage = api::usage_from_json(route, &body).unwrap_or((estimated, 0));
-            if let Some((key, ttl)) = store.filter(|_| status.is_success()) {
-                let answer = Arc::new(Answer::json(route, body.clone(), usage));
-                super::semantic::store(semantic, &answer, ttl);
-                store_answer(gw, key, ttl, answer, leader, lease);
-            }
-            spawn_settle(
-                gw,
-                ctx,
-                Usage {
-                    prompt_tokens: usage.0,
-                    completion_tokens: usage.1,
-                    estimated_prompt_tokens: estimated,
-                    cached: false,
-                },
-            );
+            let tokens =
+                api::usage_from_json(route, &body).unwrap_or(TokenCount::new(estimated, 0));
+            let answer = (status.is_success() && plan.wants_answer())
+                .then(|| Arc::new(Answer::json(route, body.clone(), tokens)));
+            plan.finish(gw, answer);
+            spawn_settle(gw, ctx, Usage::of(tokens, estimated, false));
             let mut resp = json_response(status, body);
             copy_upstream_headers(&upstream.headers, &mut resp);
             resp
         }
         UpstreamBody::Stream(events) => {
             let keep_usage = route != Route::Chat || ctx.parsed().client_wants_usage();
-            let record_limit = if store.is_some() {
+            let record_limit = if plan.wants_answer() {
                 gw.config.cache.max_entry_bytes as usize
             } else {
                 0
@@ -159,17 +131,11 @@ pub async fn answer(
             let settle = settle_later(gw, ctx);
             let gw = gw.clone();
             let on_finish = move |done: Finished| {
-                if let (Some((key, ttl)), Some(recorded)) = (store, done.recorded) {
-                    let answer = Arc::new(Answer::stream(route, recorded, done.usage));
-                    super::semantic::store(semantic, &answer, ttl);
-                    store_answer(&gw, key, ttl, answer, leader, lease);
-                }
-                settle(Usage {
-                    prompt_tokens: done.usage.0,
-                    completion_tokens: done.usage.1,
-                    estimated_prompt_tokens: estimated,
-                    cached: false,
-                });
+                let answer = done
+                    .recorded
+                    .map(|recorded| Arc::new(Answer::stream(route, recorded, done.usage)));
+                plan.finish(&gw, answer);
+                settle(Usage::of(done.usage, estimated, false));
             };
             let tee = Tee::new(
                 route,
@@ -194,33 +160,11 @@ fn copy_upstream_headers(from: &http::HeaderMap, resp: &mut Response) {
     }
 }
 
-fn store_answer(
-    gw: &Arc<Gateway>,
-    key: CacheKey,
-    ttl: Duration,
-    answer: Arc<Answer>,
-    leader: Option<Leader<CacheKey, Answer>>,
-    lease: Option<SharedLease>,
-) {
-    if let Some(leader) = leader {
-        leader.complete(answer.clone());
-    }
-    let gw = gw.clone();
-    tokio::spawn(async move {
-        match lease {
-            // Other nodes' followers find the answer in the shared tier as
-            // soon as the lock goes.
-            Some(lease) => lease.store(&gw.cache, key, answer, ttl).await,
-            None => gw.cache.put(key, answer, ttl).await,
-        }
-    });
-}
-
 /// A settle call to run once usage is known (a stream settles at its end).
 /// Takes the policy view out of `ctx`: settling is the last use of it.
 fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) + Send + 'static {
     let gw = gw.clone();
-    let plugin = ctx.plugins.throttle.clone();
+    let plugin = ctx.plugins[Slot::Throttle].clone();
     let charged = ctx.charged;
     let tenant = ctx.caller.tenant.clone();
     let policy = std::mem::take(&mut ctx.policy);

@@ -2,58 +2,54 @@
 //! `accept`, answering a near-duplicate prompt from the shared index; after
 //! a fresh upstream answer, storing it for the next one.
 //!
-//! The semantic cache only ever helps: a plugin error, an embedder error or
-//! a state error skips it (logged) and the request goes upstream.
+//! The semantic cache only ever helps: an embedder error or a state error
+//! skips it (logged) and the request goes upstream; a plugin error does the
+//! same unless the slot is configured fail-closed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::response::Response;
 use http::HeaderValue;
 
+use super::store::SemanticPending;
 use super::{RequestCtx, respond};
-use crate::cache::Answer;
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::policy::SemanticCandidate;
-use crate::semantic::{IndexKey, NEAR_MISS_BAND, SemanticCache};
+use crate::policy::{SemanticCandidate, Slot};
+use crate::semantic::{IndexKey, NEAR_MISS_BAND};
 use crate::telemetry::CacheOutcome;
-
-/// What storing the fresh answer of a semantic miss needs.
-pub struct Pending {
-    cache: Arc<SemanticCache>,
-    key: IndexKey,
-    text: String,
-    vector: Arc<Vec<f32>>,
-}
 
 /// Answers from the semantic index when the plugin accepts the nearest
 /// cached prompt; otherwise leaves what storing needs in `ctx.semantic`.
-pub(super) async fn lookup(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Response> {
+/// A plugin failure follows the slot's failure policy: fail-open skips the
+/// semantic cache, fail-closed answers 503.
+pub(super) async fn lookup(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Response>, GatewayError> {
     // Only answers the cache-key plugin lets the exact cache keep are shared.
-    ctx.cache_key?;
-    if ctx.no_cache && ctx.no_store {
-        return None;
+    if ctx.cache_key.is_none() || (ctx.no_cache && ctx.no_store) {
+        return Ok(None);
     }
-    let cache = SemanticCache::for_gateway(gw).await?;
-    let plugin = gw.plugins.semantic.current();
+    let Some(cache) = gw.semantic_cache().await else {
+        return Ok(None);
+    };
+    let plugin = ctx.plugins[Slot::Semantic].clone();
     let probe = match plugin.semantic_prepare(&ctx.policy).await {
         Ok(Some(p)) => p,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!(id = %ctx.id, error = %e, "semantic prepare failed; skipping the semantic cache");
-            return None;
-        }
+        Ok(None) => return Ok(None),
+        Err(e) => return super::plugin_failed(gw, Slot::Semantic, &e).map(|()| None),
     };
     let vector = match cache.embed(&probe.text).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(id = %ctx.id, error = %e, "embedding failed; skipping the semantic cache");
-            return None;
+            return Ok(None);
         }
     };
     let key = IndexKey::new(&ctx.caller.tenant, &probe.namespace);
     if !ctx.no_store {
-        ctx.semantic = Some(Pending {
+        ctx.semantic = Some(SemanticPending {
             cache: cache.clone(),
             key: key.clone(),
             text: probe.text.clone(),
@@ -61,14 +57,14 @@ pub(super) async fn lookup(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Re
         });
     }
     if ctx.no_cache {
-        return None;
+        return Ok(None);
     }
     let hit = match cache.index().search(&key, &vector).await {
         Ok(Some(hit)) => hit,
-        Ok(None) => return None,
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::warn!(id = %ctx.id, error = %e, "semantic index unavailable");
-            return None;
+            return Ok(None);
         }
     };
     if let Some(m) = cache.metrics() {
@@ -80,7 +76,7 @@ pub(super) async fn lookup(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Re
         {
             m.semantic_near_miss();
         }
-        return None;
+        return Ok(None);
     }
     let candidate = SemanticCandidate {
         score: hit.score,
@@ -89,18 +85,15 @@ pub(super) async fn lookup(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Re
     };
     match plugin.semantic_accept(&ctx.policy, &candidate).await {
         Ok(true) => {}
-        Ok(false) => return None,
-        Err(e) => {
-            tracing::warn!(id = %ctx.id, error = %e, "semantic accept failed; skipping the semantic cache");
-            return None;
-        }
+        Ok(false) => return Ok(None),
+        Err(e) => return super::plugin_failed(gw, Slot::Semantic, &e).map(|()| None),
     }
     let answer = match cache.index().answer(&key, hit.seq).await {
         Ok(Some(a)) if a.route == ctx.route => a,
-        Ok(_) => return None,
+        Ok(_) => return Ok(None),
         Err(e) => {
             tracing::warn!(id = %ctx.id, error = %e, "semantic answer unavailable");
-            return None;
+            return Ok(None);
         }
     };
     // A hit is not stored again.
@@ -109,7 +102,7 @@ pub(super) async fn lookup(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Re
     if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", hit.score)) {
         response.headers_mut().insert("x-sluice-semantic-score", v);
     }
-    Some(response)
+    Ok(Some(response))
 }
 
 fn age_seconds(stored_at_ms: u64) -> u32 {
@@ -118,33 +111,4 @@ fn age_seconds(stored_at_ms: u64) -> u32 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     u32::try_from(now_ms.saturating_sub(stored_at_ms) / 1000).unwrap_or(u32::MAX)
-}
-
-/// Stores a fresh answer under the prompt a semantic miss embedded; runs in
-/// the background.
-pub(super) fn store(pending: Option<Pending>, answer: &Arc<Answer>, ttl: Duration) {
-    let Some(pending) = pending else {
-        return;
-    };
-    let answer = answer.clone();
-    tokio::spawn(async move {
-        let Pending {
-            cache,
-            key,
-            text,
-            vector,
-        } = pending;
-        let index = cache.index();
-        match index
-            .insert(&key, vector.as_ref().clone(), &text, &answer, ttl)
-            .await
-        {
-            Ok(_) => {
-                if let Some(m) = cache.metrics() {
-                    m.semantic_index_entries(key.label(), index.len(&key).await);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "semantic store failed"),
-        }
-    });
 }

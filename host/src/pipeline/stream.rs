@@ -9,12 +9,12 @@ use futures::Stream;
 use futures::stream::BoxStream;
 
 use crate::api::{self, SseEvent, SseParser, StreamAccumulator};
-use crate::policy::Route;
+use crate::policy::{Route, TokenCount};
 
 /// How a stream ended.
 pub struct Finished {
-    /// (prompt, completion) tokens: reported, else counted.
-    pub usage: (u32, u32),
+    /// Tokens: reported, else counted.
+    pub usage: TokenCount,
     /// Every event as it came, when the stream completed (terminator, no
     /// error event) and fit the record limit.
     pub recorded: Option<Bytes>,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::RequestCtx;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::plugin::{FailurePolicy, Plugin};
-use crate::policy::{Admission, ChargeResult, PolicyRequest, Unit, Usage};
+use crate::plugin::Plugin;
+use crate::policy::{Admission, ChargeResult, PolicyRequest, Slot, Unit, Usage};
 
 /// The state namespace throttle buckets live in: the throttle plugin's own,
 /// so buckets it charges through the `limits` import are the same ones.
@@ -18,17 +18,10 @@ pub fn namespace(plugin: &Plugin) -> String {
 
 /// Runs `throttle.admit` and charges its buckets. A refusal is a 429.
 pub async fn admit(gw: &Gateway, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-    let plugin = ctx.plugins.throttle.clone();
+    let plugin = ctx.plugins[Slot::Throttle].clone();
     let admission = match plugin.throttle_admit(&ctx.policy).await {
         Ok(a) => a,
-        Err(e) => {
-            return match gw.plugins.throttle.failure() {
-                FailurePolicy::FailOpen => Ok(()),
-                FailurePolicy::FailClosed => Err(GatewayError::unavailable(format!(
-                    "the throttle policy failed ({e}) and is configured fail-closed"
-                ))),
-            };
-        }
+        Err(e) => return super::plugin_failed(gw, Slot::Throttle, &e),
     };
     let buckets = match admission {
         Admission::Charge { buckets } => buckets,

@@ -13,21 +13,19 @@ use super::bindings::exports::sluice::policy as ex;
 use super::engine::EPOCH_TICK;
 use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
 use super::sandbox::{HostEnv, Limits, StoreData};
-use super::{Kind, convert, imports};
+use super::{convert, imports};
 use crate::policy::{
     Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, SemanticCandidate,
-    SemanticProbe, Usage,
+    SemanticProbe, Slot, Usage,
 };
-
-/// Most buckets one admission may name.
-const MAX_BUCKETS: usize = 16;
+use crate::state::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
 
 /// Why one plugin call failed. The plugin's slot failure policy decides what
 /// the request sees; the host keeps serving either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     #[error("the plugin does not provide {0}")]
-    NotProvided(Kind),
+    NotProvided(Slot),
     #[error("deadline of {0:?} exceeded")]
     Deadline(Duration),
     #[error("memory limit exceeded")]
@@ -182,19 +180,19 @@ impl Plugin {
         env: Arc<HostEnv>,
         limits: Limits,
     ) -> wasmtime::Result<Self> {
-        let has = |k: Kind| info.kinds.contains(&k);
+        let has = |k: Slot| info.kinds.contains(&k);
         let exports = Exports {
             lifecycle: ex::lifecycle::GuestIndices::new(&pre).ok(),
-            cache_key: has(Kind::CacheKey)
+            cache_key: has(Slot::CacheKey)
                 .then(|| ex::cache_key::GuestIndices::new(&pre))
                 .transpose()?,
-            semantic: has(Kind::Semantic)
+            semantic: has(Slot::Semantic)
                 .then(|| ex::semantic::GuestIndices::new(&pre))
                 .transpose()?,
-            throttle: has(Kind::Throttle)
+            throttle: has(Slot::Throttle)
                 .then(|| ex::throttle::GuestIndices::new(&pre))
                 .transpose()?,
-            retry: has(Kind::Retry)
+            retry: has(Slot::Retry)
                 .then(|| ex::retry::GuestIndices::new(&pre))
                 .transpose()?,
         };
@@ -221,13 +219,13 @@ impl Plugin {
     }
 
     /// The kinds this plugin provides.
-    pub fn kinds(&self) -> &[Kind] {
+    pub fn kinds(&self) -> &[Slot] {
         &self.info.kinds
     }
 
     /// The slot it was loaded for.
-    pub fn slot(&self) -> &str {
-        &self.env.slot
+    pub fn slot(&self) -> Slot {
+        self.env.slot
     }
 
     /// When it was loaded.
@@ -340,7 +338,7 @@ impl Plugin {
         self.stats.record(took, result.is_err());
         if let Some(m) = &self.env.metrics {
             m.call(
-                &self.env.slot,
+                self.env.slot,
                 result.as_ref().err().map_or("ok", |e| e.label()),
                 took,
             );
@@ -367,7 +365,7 @@ impl Plugin {
 
     /// `cache-key.derive`.
     pub async fn derive_cache_key(&self, req: &PolicyRequest) -> Result<CacheDecision, CallError> {
-        let idx = export(&self.exports.cache_key, Kind::CacheKey)?;
+        let idx = export(&self.exports.cache_key, Slot::CacheKey)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
         on_fresh_instance!(self, idx, |guest| guest.func_derive(), (&req,), |d| {
@@ -385,7 +383,7 @@ impl Plugin {
         &self,
         req: &PolicyRequest,
     ) -> Result<Option<SemanticProbe>, CallError> {
-        let idx = export(&self.exports.semantic, Kind::Semantic)?;
+        let idx = export(&self.exports.semantic, Slot::Semantic)?;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
         on_fresh_instance!(self, idx, |guest| guest.func_prepare(), (&req,), |p| {
@@ -410,7 +408,7 @@ impl Plugin {
         req: &PolicyRequest,
         candidate: &SemanticCandidate,
     ) -> Result<bool, CallError> {
-        let idx = export(&self.exports.semantic, Kind::Semantic)?;
+        let idx = export(&self.exports.semantic, Slot::Semantic)?;
         let req = convert::request(req);
         let candidate = convert::candidate(candidate);
         on_fresh_instance!(
@@ -424,7 +422,7 @@ impl Plugin {
 
     /// `throttle.admit`.
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
-        let idx = export(&self.exports.throttle, Kind::Throttle)?;
+        let idx = export(&self.exports.throttle, Slot::Throttle)?;
         let req = convert::request(req);
         on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
             let a = convert::admission(a).map_err(CallError::BadAnswer)?;
@@ -441,7 +439,7 @@ impl Plugin {
         req: &PolicyRequest,
         usage: &Usage,
     ) -> Result<Vec<Bucket>, CallError> {
-        let idx = export(&self.exports.throttle, Kind::Throttle)?;
+        let idx = export(&self.exports.throttle, Slot::Throttle)?;
         let req = convert::request(req);
         let usage = convert::usage(usage);
         on_fresh_instance!(self, idx, |guest| guest.func_settle(), (&req, usage), |b| {
@@ -457,7 +455,7 @@ impl Plugin {
         req: &PolicyRequest,
         attempt: &Attempt,
     ) -> Result<RetryVerdict, CallError> {
-        let idx = export(&self.exports.retry, Kind::Retry)?;
+        let idx = export(&self.exports.retry, Slot::Retry)?;
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
         on_fresh_instance!(
@@ -471,7 +469,7 @@ impl Plugin {
 }
 
 /// The lookup of `kind`'s export, or NotProvided when the component lacks it.
-fn export<T>(indices: &Option<T>, kind: Kind) -> Result<&T, CallError> {
+fn export<T>(indices: &Option<T>, kind: Slot) -> Result<&T, CallError> {
     indices.as_ref().ok_or(CallError::NotProvided(kind))
 }
 
@@ -493,10 +491,10 @@ fn check_buckets(buckets: &[Bucket]) -> Result<(), CallError> {
         )));
     }
     for b in buckets {
-        if b.key.is_empty() || b.key.len() > 512 {
-            return Err(CallError::BadAnswer(
-                "bucket keys must be 1 to 512 bytes".into(),
-            ));
+        if b.key.is_empty() || b.key.len() > MAX_BUCKET_KEY_BYTES {
+            return Err(CallError::BadAnswer(format!(
+                "bucket keys must be 1 to {MAX_BUCKET_KEY_BYTES} bytes"
+            )));
         }
     }
     Ok(())

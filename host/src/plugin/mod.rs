@@ -6,7 +6,7 @@
 //! - [`Plugin`] is one loaded, initialised component: every call runs in a
 //!   fresh instance under a CPU deadline and a memory cap; a trap, deadline
 //!   or out-of-memory fails that call only ([`CallError`]).
-//! - [`PluginSlot`] holds the plugin currently serving a slot and its
+//! - [`SlotPlugin`] holds the plugin currently serving a slot and its
 //!   failure policy; a new version swaps in atomically.
 //!
 //! The WIT-generated types stay in `bindings` and `convert`; everything
@@ -26,57 +26,7 @@ pub use engine::{EngineSettings, default_cache_dir};
 pub use instance::{CallError, Plugin, PluginStats};
 pub use runtime::{ComponentInfo, LoadOptions, PluginError, PluginRuntime};
 pub use sandbox::{Limits, PluginMetrics};
-pub use slot::{FailurePolicy, PluginSlot};
-
-use serde::{Deserialize, Serialize};
-
-/// A plugin kind: one exported WIT interface of `sluice:policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    CacheKey,
-    Semantic,
-    Throttle,
-    Retry,
-}
-
-impl Kind {
-    /// Every kind, in pipeline order.
-    pub const ALL: [Kind; 4] = [Kind::Throttle, Kind::CacheKey, Kind::Semantic, Kind::Retry];
-
-    /// The WIT interface name without package or version ("cache-key").
-    pub fn interface(self) -> &'static str {
-        match self {
-            Kind::CacheKey => "cache-key",
-            Kind::Semantic => "semantic",
-            Kind::Throttle => "throttle",
-            Kind::Retry => "retry",
-        }
-    }
-
-    /// The config slot name ("cache_key").
-    pub fn slot(self) -> &'static str {
-        match self {
-            Kind::CacheKey => "cache_key",
-            Kind::Semantic => "semantic",
-            Kind::Throttle => "throttle",
-            Kind::Retry => "retry",
-        }
-    }
-
-    /// Parses an interface name or a slot name.
-    pub fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.interface() == name || k.slot() == name)
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.interface())
-    }
-}
+pub use slot::SlotPlugin;
 
 /// The WIT package every plugin is built against.
 pub const WIT_PACKAGE: &str = "sluice:policy";

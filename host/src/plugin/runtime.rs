@@ -13,7 +13,8 @@ use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
 use super::instance::Plugin;
 use super::sandbox::{HostEnv, Limits, PluginMetrics, StoreData};
-use super::{Kind, WIT_PACKAGE, WIT_VERSION};
+use super::{WIT_PACKAGE, WIT_VERSION};
+use crate::policy::Slot;
 use crate::state::State;
 
 /// Why a component cannot serve as a plugin. Each message is one line an
@@ -35,7 +36,7 @@ pub enum PluginError {
     #[error("built against {found}; this host provides {WIT_PACKAGE}@{WIT_VERSION}")]
     WrongVersion { found: String },
     #[error("does not provide {wanted}; it provides: {found}")]
-    MissingKind { wanted: Kind, found: String },
+    MissingKind { wanted: Slot, found: String },
     #[error("imports something this host does not provide: {0}")]
     Imports(String),
     #[error("init rejected its config: {0}")]
@@ -52,7 +53,7 @@ pub struct ComponentInfo {
     /// blake3 of the component bytes.
     pub hash: String,
     pub size_bytes: usize,
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<Slot>,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     /// Time to compile (or load from the cache).
@@ -63,11 +64,11 @@ pub struct ComponentInfo {
 /// How to load one plugin.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// The slot it serves ("throttle", ...): names its state namespace and
-    /// labels its logs and metrics.
-    pub slot: String,
+    /// The slot it serves: names its state namespace and labels its logs
+    /// and metrics.
+    pub slot: Slot,
     /// The kinds it must provide; empty accepts whatever it exports.
-    pub require: Vec<Kind>,
+    pub require: Vec<Slot>,
     /// Its config, handed to `init` and the `config` import.
     pub config: serde_json::Value,
     pub limits: Limits,
@@ -75,9 +76,9 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     /// Options for `slot` with an empty config and default limits.
-    pub fn new(slot: impl Into<String>) -> Self {
+    pub fn new(slot: Slot) -> Self {
         Self {
-            slot: slot.into(),
+            slot,
             require: Vec::new(),
             config: serde_json::Value::Object(Default::default()),
             limits: Limits::default(),
@@ -228,7 +229,7 @@ fn check_header(wasm: &[u8]) -> Result<(), PluginError> {
     }
 }
 
-fn kinds_from_exports(exports: &[(String, bool)]) -> Result<Vec<Kind>, PluginError> {
+fn kinds_from_exports(exports: &[(String, bool)]) -> Result<Vec<Slot>, PluginError> {
     let mut kinds = Vec::new();
     let mut other_version = None;
     let prefix = format!("{WIT_PACKAGE}/");
@@ -237,7 +238,7 @@ fn kinds_from_exports(exports: &[(String, bool)]) -> Result<Vec<Kind>, PluginErr
             continue;
         };
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        let Some(kind) = Kind::parse(iface) else {
+        let Some(kind) = Slot::parse(iface) else {
             continue;
         };
         if version != WIT_VERSION || !is_instance {
@@ -265,7 +266,7 @@ fn kinds_from_exports(exports: &[(String, bool)]) -> Result<Vec<Kind>, PluginErr
     Ok(kinds)
 }
 
-fn join_kinds(kinds: &[Kind]) -> String {
+fn join_kinds(kinds: &[Slot]) -> String {
     kinds
         .iter()
         .map(|k| k.interface())

@@ -14,15 +14,16 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::policy::Slot;
 use crate::state::State;
 
 /// Where the runtime reports plugin calls and plugins' custom metrics.
 pub trait PluginMetrics: Send + Sync {
     /// One call of `slot` ended with `result` ("ok", "trap", "timeout", "oom", "error").
-    fn call(&self, slot: &str, result: &'static str, took: Duration);
-    fn counter_add(&self, slot: &str, name: &str, value: u64);
-    fn gauge_set(&self, slot: &str, name: &str, value: f64);
-    fn histogram_observe(&self, slot: &str, name: &str, value: f64);
+    fn call(&self, slot: Slot, result: &'static str, took: Duration);
+    fn counter_add(&self, slot: Slot, name: &str, value: u64);
+    fn gauge_set(&self, slot: Slot, name: &str, value: f64);
+    fn histogram_observe(&self, slot: Slot, name: &str, value: f64);
 }
 
 /// Per-plugin sandbox limits.
@@ -48,8 +49,8 @@ impl Default for Limits {
 
 /// What host imports may reach on behalf of one plugin.
 pub(crate) struct HostEnv {
-    /// The slot name ("throttle", ...), used in logs and metric labels.
-    pub slot: String,
+    /// The slot, used in logs and metric labels.
+    pub slot: Slot,
     /// The state namespace the plugin's keys live in.
     pub namespace: String,
     /// The plugin's own config as JSON.

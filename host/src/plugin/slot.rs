@@ -1,45 +1,33 @@
-//! [`PluginSlot`]: the plugin serving one slot, and what a failed call means.
+//! [`SlotPlugin`]: the plugin serving one slot, and what a failed call means.
 
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 
 use super::instance::Plugin;
-
-/// What a request sees when a plugin call fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailurePolicy {
-    /// Go on as if the plugin had no opinion (no throttle charge, cache
-    /// bypass, no semantic lookup, no retry).
-    #[default]
-    FailOpen,
-    /// Answer 503.
-    FailClosed,
-}
+use crate::policy::{FailurePolicy, Slot};
 
 /// The plugin currently serving a slot. Swapping installs a new version
 /// atomically; requests already holding the old `Arc<Plugin>` finish on it.
-pub struct PluginSlot {
-    name: String,
+pub struct SlotPlugin {
+    slot: Slot,
     failure: FailurePolicy,
     current: RwLock<Arc<Plugin>>,
 }
 
-impl PluginSlot {
+impl SlotPlugin {
     /// A slot served by `plugin`.
-    pub fn new(name: impl Into<String>, failure: FailurePolicy, plugin: Arc<Plugin>) -> Self {
+    pub fn new(slot: Slot, failure: FailurePolicy, plugin: Arc<Plugin>) -> Self {
         Self {
-            name: name.into(),
+            slot,
             failure,
             current: RwLock::new(plugin),
         }
     }
 
-    /// The slot's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The slot it serves.
+    pub fn slot(&self) -> Slot {
+        self.slot
     }
 
     /// Its failure policy.

@@ -12,13 +12,10 @@ pub mod eval;
 pub mod hnsw;
 pub mod index;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::config::{Config, EmbedderKind};
-use crate::gateway::Gateway;
 use crate::state::State;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstreams;
@@ -90,43 +87,22 @@ impl SemanticCache {
         }
     }
 
-    /// The gateway's semantic cache, built on first use; None when
-    /// `[semantic] enabled = false` or the embedder could not be built (that
-    /// is logged once and the gateway serves without it).
-    pub async fn for_gateway(gw: &Gateway) -> Option<Arc<SemanticCache>> {
-        if !gw.config.semantic.enabled {
-            return None;
-        }
-        let cell = registry_cell(&gw.config);
-        cell.get_or_init(|| async {
-            let config = gw.config.clone();
-            let upstreams = gw.upstreams.clone();
-            let built = tokio::task::spawn_blocking(move || {
-                SemanticCache::embedder_from_config(&config, &upstreams)
-            })
-            .await;
-            match built {
-                Ok(Ok(embedder)) => {
-                    tracing::info!(embedder = embedder.kind(), "semantic cache ready");
-                    Some(Arc::new(SemanticCache::new(
-                        embedder,
-                        gw.state.clone(),
-                        IndexSettings::default(),
-                        Some(gw.metrics.clone()),
-                    )))
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "semantic cache disabled: the embedder failed to load");
-                    None
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "semantic cache disabled: loading panicked");
-                    None
-                }
-            }
-        })
-        .await
-        .clone()
+    /// The semantic cache `[semantic]` configures, or why it cannot be
+    /// built. A local model is loaded here: call from a blocking task.
+    pub fn from_config(
+        config: &Config,
+        upstreams: &Upstreams,
+        state: State,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<SemanticCache, EmbedError> {
+        let embedder = SemanticCache::embedder_from_config(config, upstreams)?;
+        tracing::info!(embedder = embedder.kind(), "semantic cache ready");
+        Ok(SemanticCache::new(
+            embedder,
+            state,
+            IndexSettings::default(),
+            metrics,
+        ))
     }
 
     /// The unit embedding of `text` (recent texts come from memory).
@@ -146,24 +122,4 @@ impl SemanticCache {
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.as_ref()
     }
-}
-
-type Cell = Arc<tokio::sync::OnceCell<Option<Arc<SemanticCache>>>>;
-
-/// One semantic cache per gateway, keyed by the gateway's config `Arc`
-/// (the gateway has no field for it). Entries of dropped gateways are pruned.
-static REGISTRY: Mutex<Vec<(Weak<Config>, Cell)>> = Mutex::new(Vec::new());
-
-fn registry_cell(config: &Arc<Config>) -> Cell {
-    let mut reg = REGISTRY.lock();
-    reg.retain(|(w, _)| w.strong_count() > 0);
-    if let Some((_, cell)) = reg
-        .iter()
-        .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(config)))
-    {
-        return cell.clone();
-    }
-    let cell = Cell::default();
-    reg.push((Arc::downgrade(config), cell.clone()));
-    cell
 }

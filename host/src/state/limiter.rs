@@ -12,8 +12,9 @@ use crate::policy::{Bucket, BucketState, ChargeResult};
 /// The algorithm: defines the local function `limiter` and nothing else.
 pub(crate) const LIMITER_LUA: &str = include_str!("limiter.lua");
 
-/// Most buckets one call may touch.
-pub const MAX_BUCKETS: usize = 32;
+/// Most buckets one charge may touch: what a throttle plugin's admission
+/// and its `limits.charge` import may name, checked here for every caller.
+pub const MAX_BUCKETS: usize = 16;
 /// Longest bucket key, in bytes.
 pub const MAX_BUCKET_KEY_BYTES: usize = 512;
 /// Largest capacity: token math in Lua is exact up to 2^53.

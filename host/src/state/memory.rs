@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::StateError;
+use super::backend::{Answer, Backend};
 use super::keys;
 use super::limiter::{LuaLimiter, Mode};
+use super::{OnError, StateError, StateHealth};
 use crate::policy::{Bucket, ChargeResult};
 
 const SHARDS: usize = 16;
@@ -274,6 +275,80 @@ impl MemoryBackend {
             }
         }
         Ok(outcome.result)
+    }
+}
+
+// === impl Backend ===
+
+/// Every operation is synchronous and cheap; the trait's futures are ready.
+impl Backend for MemoryBackend {
+    fn get<'a>(&'a self, key: &'a str) -> Answer<'a, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(MemoryBackend::get(self, key)))
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> Answer<'a, ()> {
+        Box::pin(std::future::ready(MemoryBackend::set(
+            self, key, value, ttl,
+        )))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> Answer<'a, bool> {
+        Box::pin(std::future::ready(MemoryBackend::delete(self, key)))
+    }
+
+    fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> Answer<'a, i64> {
+        Box::pin(std::future::ready(MemoryBackend::incr(
+            self, key, delta, ttl,
+        )))
+    }
+
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> Answer<'a, bool> {
+        let swapped = MemoryBackend::compare_and_swap(self, key, expected, value, ttl);
+        Box::pin(std::future::ready(swapped))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a [u8]) -> Answer<'a, bool> {
+        Box::pin(std::future::ready(MemoryBackend::release(self, key, token)))
+    }
+
+    fn set_and_release<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        lock: &'a str,
+        token: &'a [u8],
+    ) -> Answer<'a, bool> {
+        let released = MemoryBackend::set_and_release(self, key, value, ttl, lock, token);
+        Box::pin(std::future::ready(released))
+    }
+
+    fn limit<'a>(
+        &'a self,
+        keys: &'a [String],
+        buckets: &'a [Bucket],
+        mode: Mode,
+    ) -> Answer<'a, ChargeResult> {
+        Box::pin(std::future::ready(MemoryBackend::limit(
+            self, keys, buckets, mode,
+        )))
+    }
+
+    fn health(&self) -> StateHealth {
+        StateHealth {
+            backend: "memory",
+            on_error: OnError::FailOpen,
+            degraded: false,
+            fallbacks: 0,
+            errors: 0,
+            last_error: None,
+        }
     }
 }
 

@@ -9,12 +9,12 @@
 //! inside a Redis script on the server clock, or in-process through mlua on
 //! the memory backend. Keys are laid out in [`keys`].
 //!
-//! When Redis fails or exceeds `op_timeout`, `on_error` decides: fail-open
-//! answers from a local memory fallback (approximate: per node), fail-closed
-//! answers [`StateError::Unavailable`]. Either way the state is marked
-//! degraded; while degraded, operations skip Redis entirely (no timeout paid
-//! per call) and a background probe PINGs it every 250 ms, clearing the flag
-//! as soon as it answers.
+//! Every backend implements one trait ([`backend`]); the Redis backend is
+//! always wrapped in [`fallback`], which owns the failure rules: when Redis
+//! fails or exceeds `op_timeout`, `on_error` decides between a local memory
+//! fallback (fail-open, approximate: per node) and
+//! [`StateError::Unavailable`] (fail-closed), and a degraded state skips
+//! Redis until a background probe sees it answer again.
 //!
 //! At startup Redis is checked once: fail-open starts degraded if it is
 //! unreachable (the gateway serves, and switches to Redis when it appears);
@@ -22,35 +22,31 @@
 //! operator asked for refusals over approximations — better a clear startup
 //! error (wrong URL, wrong password) than a node that answers 503 to all.
 
+mod backend;
+mod fallback;
 mod keys;
 mod limiter;
 mod memory;
 mod redis_backend;
 mod settings;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
+use std::time::Duration;
 
 pub use limiter::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
 pub use settings::{DEFAULT_OP_TIMEOUT, OnError, StateKind, StateSettings};
 
 use crate::policy::{Bucket, ChargeResult};
+use backend::Backend;
+use fallback::Fallback;
 use limiter::Mode;
 use memory::MemoryBackend;
-use redis_backend::{CONNECT_TIMEOUT, RedisBackend};
+use redis_backend::CONNECT_TIMEOUT;
 
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_BYTES: usize = 128;
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// How often a degraded state checks whether Redis answers again.
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-/// At most one Redis warning per this period; the rest are counted.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a state operation failed. Never a reason to trap a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,13 +90,7 @@ pub struct Lock<'a> {
 /// A handle on the shared state: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct State {
-    backend: Backend,
-}
-
-#[derive(Clone)]
-enum Backend {
-    Memory(Arc<MemoryBackend>),
-    Redis(Arc<Remote>),
+    backend: Arc<dyn Backend>,
 }
 
 impl std::fmt::Debug for State {
@@ -119,14 +109,14 @@ impl State {
         match settings.kind {
             StateKind::Memory => Ok(State::memory()),
             StateKind::Redis => {
-                let remote = Arc::new(Remote::new(settings)?);
+                let remote = Fallback::new(settings)?;
                 let checked =
-                    tokio::time::timeout(2 * CONNECT_TIMEOUT, remote.redis.heal(CONNECT_TIMEOUT))
+                    tokio::time::timeout(2 * CONNECT_TIMEOUT, remote.heal(CONNECT_TIMEOUT))
                         .await
                         .unwrap_or_else(|_| Err(StateError::Unavailable("timed out".into())));
                 match (checked, settings.on_error) {
                     (Ok(()), _) => {
-                        tracing::info!(backend = remote.redis.name(), "state: connected to Redis");
+                        tracing::info!(backend = remote.name(), "state: connected to Redis");
                     }
                     (Err(e), OnError::FailClosed) => {
                         return Err(StateError::Unavailable(format!(
@@ -138,7 +128,7 @@ impl State {
                     }
                 }
                 Ok(State {
-                    backend: Backend::Redis(remote),
+                    backend: Arc::new(remote),
                 })
             }
         }
@@ -149,17 +139,14 @@ impl State {
         let backend = MemoryBackend::new()
             .expect("limiter.lua is part of the binary and loads (covered by unit tests)");
         State {
-            backend: Backend::Memory(Arc::new(backend)),
+            backend: Arc::new(backend),
         }
     }
 
     /// The value of `key`, if present and not expired.
     pub async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let k = kv_key(ns, key)?;
-        match &self.backend {
-            Backend::Memory(m) => m.get(&k),
-            Backend::Redis(r) => r.run(r.redis.get(&k), |m| m.get(&k)).await,
-        }
+        self.backend.get(&k).await
     }
 
     /// Stores `value` under `key`, expiring after `ttl` (none: never).
@@ -171,23 +158,14 @@ impl State {
         ttl: Option<Duration>,
     ) -> Result<(), StateError> {
         let k = kv_key(ns, key)?;
-        let ttl_ms = ttl_ms(ttl)?;
-        match &self.backend {
-            Backend::Memory(m) => m.set(&k, value, ttl),
-            Backend::Redis(r) => {
-                r.run(r.redis.set(&k, value, ttl_ms), |m| m.set(&k, value, ttl))
-                    .await
-            }
-        }
+        check_ttl(ttl)?;
+        self.backend.set(&k, value, ttl).await
     }
 
     /// Removes `key`; whether it was there.
     pub async fn delete(&self, ns: &str, key: &str) -> Result<bool, StateError> {
         let k = kv_key(ns, key)?;
-        match &self.backend {
-            Backend::Memory(m) => m.delete(&k),
-            Backend::Redis(r) => r.run(r.redis.delete(&k), |m| m.delete(&k)).await,
-        }
+        self.backend.delete(&k).await
     }
 
     /// Adds `delta` to the integer at `key` (missing counts as 0) and returns
@@ -201,14 +179,8 @@ impl State {
         ttl: Option<Duration>,
     ) -> Result<i64, StateError> {
         let k = kv_key(ns, key)?;
-        let ttl_ms = ttl_ms(ttl)?;
-        match &self.backend {
-            Backend::Memory(m) => m.incr(&k, delta, ttl),
-            Backend::Redis(r) => {
-                r.run(r.redis.incr(&k, delta, ttl_ms), |m| m.incr(&k, delta, ttl))
-                    .await
-            }
-        }
+        check_ttl(ttl)?;
+        self.backend.incr(&k, delta, ttl).await
     }
 
     /// Writes `value` only if the current value equals `expected` (`None`:
@@ -223,16 +195,10 @@ impl State {
         ttl: Option<Duration>,
     ) -> Result<bool, StateError> {
         let k = kv_key(ns, key)?;
-        let ttl_ms = ttl_ms(ttl)?;
-        match &self.backend {
-            Backend::Memory(m) => m.compare_and_swap(&k, expected, value, ttl),
-            Backend::Redis(r) => {
-                r.run(r.redis.compare_and_swap(&k, expected, value, ttl_ms), |m| {
-                    m.compare_and_swap(&k, expected, value, ttl)
-                })
-                .await
-            }
-        }
+        check_ttl(ttl)?;
+        self.backend
+            .compare_and_swap(&k, expected, value, ttl)
+            .await
     }
 
     /// Deletes `key` only if it holds `token` (a lock taken with
@@ -240,13 +206,7 @@ impl State {
     /// it deleted.
     pub async fn release(&self, ns: &str, key: &str, token: &[u8]) -> Result<bool, StateError> {
         let k = kv_key(ns, key)?;
-        match &self.backend {
-            Backend::Memory(m) => m.release(&k, token),
-            Backend::Redis(r) => {
-                r.run(r.redis.release(&k, token), |m| m.release(&k, token))
-                    .await
-            }
-        }
+        self.backend.release(&k, token).await
     }
 
     /// [`State::set`] then [`State::release`] of `lock`, in one round trip:
@@ -263,19 +223,11 @@ impl State {
         lock: Lock<'_>,
     ) -> Result<bool, StateError> {
         let k = kv_key(ns, key)?;
-        let ttl_ms = ttl_ms(ttl)?;
+        check_ttl(ttl)?;
         let lk = kv_key(lock.ns, lock.key)?;
-        let token = lock.token;
-        match &self.backend {
-            Backend::Memory(m) => m.set_and_release(&k, value, ttl, &lk, token),
-            Backend::Redis(r) => {
-                r.run(
-                    r.redis.set_and_release(&k, value, ttl_ms, &lk, token),
-                    |m| m.set_and_release(&k, value, ttl, &lk, token),
-                )
-                .await
-            }
-        }
+        self.backend
+            .set_and_release(&k, value, ttl, &lk, lock.token)
+            .await
     }
 
     /// The atomic, all-or-nothing rate-limit charge over `buckets`.
@@ -322,161 +274,17 @@ impl State {
             .iter()
             .map(|b| keys::bucket_key(ns, &b.key))
             .collect();
-        match &self.backend {
-            Backend::Memory(m) => m.limit(&keys, buckets, mode),
-            Backend::Redis(r) => {
-                r.run(r.redis.limit(&keys, buckets, mode), |m| {
-                    m.limit(&keys, buckets, mode)
-                })
-                .await
-            }
-        }
+        self.backend.limit(&keys, buckets, mode).await
     }
 
     /// Whether Redis is currently failing (always false for memory).
     pub fn is_degraded(&self) -> bool {
-        match &self.backend {
-            Backend::Memory(_) => false,
-            Backend::Redis(r) => r.degraded.load(Ordering::Acquire),
-        }
+        self.backend.is_degraded()
     }
 
     /// Backend name, degraded flag and counters, for /readyz and metrics.
     pub fn health(&self) -> StateHealth {
-        match &self.backend {
-            Backend::Memory(_) => StateHealth {
-                backend: "memory",
-                on_error: OnError::FailOpen,
-                degraded: false,
-                fallbacks: 0,
-                errors: 0,
-                last_error: None,
-            },
-            Backend::Redis(r) => StateHealth {
-                backend: r.redis.name(),
-                on_error: r.on_error,
-                degraded: r.degraded.load(Ordering::Acquire),
-                fallbacks: r.fallbacks.load(Ordering::Relaxed),
-                errors: r.errors.load(Ordering::Relaxed),
-                last_error: r.last_error.lock().clone(),
-            },
-        }
-    }
-}
-
-// === impl Remote ===
-
-/// Redis plus what failure handling needs.
-struct Remote {
-    redis: RedisBackend,
-    /// The local stand-in in fail-open mode.
-    fallback: Option<MemoryBackend>,
-    on_error: OnError,
-    op_timeout: Duration,
-    degraded: AtomicBool,
-    fallbacks: AtomicU64,
-    errors: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    /// When the last warning was logged, and how many were skipped since.
-    warned: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Remote {
-    fn new(settings: &StateSettings) -> Result<Self, StateError> {
-        let fallback = match settings.on_error {
-            OnError::FailOpen => Some(MemoryBackend::new()?),
-            OnError::FailClosed => None,
-        };
-        Ok(Self {
-            redis: RedisBackend::new(settings)?,
-            fallback,
-            on_error: settings.on_error,
-            op_timeout: settings.op_timeout,
-            degraded: AtomicBool::new(false),
-            fallbacks: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            warned: Mutex::new((None, 0)),
-        })
-    }
-
-    /// Runs `remote` within `op_timeout` unless degraded; on failure (or
-    /// while degraded) answers with `local` over the fallback, or fails.
-    async fn run<T>(
-        self: &Arc<Self>,
-        remote: impl Future<Output = Result<T, StateError>>,
-        local: impl FnOnce(&MemoryBackend) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        if !self.degraded.load(Ordering::Acquire) {
-            let reason = match tokio::time::timeout(self.op_timeout, remote).await {
-                Ok(Err(StateError::Unavailable(reason))) => reason,
-                Ok(answer) => return answer,
-                Err(_) => format!("no answer within {} ms", self.op_timeout.as_millis()),
-            };
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            self.failed(&reason);
-        }
-        match &self.fallback {
-            Some(memory) => {
-                self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                local(memory)
-            }
-            None => Err(StateError::Unavailable(format!(
-                "Redis is failing ({})",
-                self.last_error.lock().as_deref().unwrap_or("unknown error")
-            ))),
-        }
-    }
-
-    /// Records a Redis failure; the first one marks the state degraded and
-    /// starts the probe that clears it.
-    fn failed(self: &Arc<Self>, reason: &str) {
-        *self.last_error.lock() = Some(reason.to_owned());
-        let newly = !self.degraded.swap(true, Ordering::AcqRel);
-        if newly {
-            self.spawn_probe();
-        }
-        let skipped = {
-            let mut warned = self.warned.lock();
-            let due = warned.0.is_none_or(|at| at.elapsed() >= WARN_EVERY);
-            if !due {
-                warned.1 += 1;
-                return;
-            }
-            *warned = (Some(Instant::now()), 0);
-            warned.1
-        };
-        let action = match self.on_error {
-            OnError::FailOpen => "answering from the local fallback",
-            OnError::FailClosed => "failing state calls",
-        };
-        tracing::warn!(
-            backend = self.redis.name(),
-            error = reason,
-            skipped_warnings = skipped,
-            "state: Redis failed; {action} until it answers again"
-        );
-    }
-
-    fn spawn_probe(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_INTERVAL).await;
-                // Stop once every `State` handle is gone.
-                let Some(remote) = weak.upgrade() else {
-                    return;
-                };
-                match remote.redis.heal(remote.op_timeout).await {
-                    Ok(()) => {
-                        remote.degraded.store(false, Ordering::Release);
-                        tracing::info!(backend = remote.redis.name(), "state: Redis answers again");
-                        return;
-                    }
-                    Err(e) => *remote.last_error.lock() = Some(e.to_string()),
-                }
-            }
-        });
+        self.backend.health()
     }
 }
 
@@ -501,11 +309,11 @@ fn kv_key(ns: &str, key: &str) -> Result<String, StateError> {
     Ok(keys::kv_key(ns, key))
 }
 
-/// A TTL in whole milliseconds (rounded up); zero is refused rather than
-/// guessed to mean "none" or "already expired".
-fn ttl_ms(ttl: Option<Duration>) -> Result<Option<u64>, StateError> {
+/// Refuses a TTL under 1 ms (rather than guess it means "none" or "already
+/// expired") or too long for Redis.
+fn check_ttl(ttl: Option<Duration>) -> Result<(), StateError> {
     let Some(ttl) = ttl else {
-        return Ok(None);
+        return Ok(());
     };
     let ms = ttl.as_nanos().div_ceil(1_000_000);
     if ms == 0 {
@@ -515,5 +323,5 @@ fn ttl_ms(ttl: Option<Duration>) -> Result<Option<u64>, StateError> {
     if ms > (i64::MAX / 2) as u128 {
         return Err(StateError::Invalid("ttl is too long".into()));
     }
-    Ok(Some(ms as u64))
+    Ok(())
 }

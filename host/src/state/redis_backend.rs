@@ -15,10 +15,11 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 
-use super::StateError;
+use super::backend::{Answer, Backend};
 use super::keys::hash_tag;
 use super::limiter::{self, LIMITER_LUA, Mode};
 use super::settings::{StateSettings, redact_url};
+use super::{OnError, StateError, StateHealth};
 use crate::policy::{Bucket, ChargeResult};
 
 /// Bound on establishing a connection (TLS and cluster slot discovery
@@ -425,6 +426,90 @@ impl RedisBackend {
         let out: Vec<i64> = self.run_script(&call).await?;
         let out: Vec<u64> = out.into_iter().map(|x| x.max(0) as u64).collect();
         limiter::result_from(buckets, &out)
+    }
+}
+
+// === impl Backend ===
+
+/// A TTL in whole milliseconds, rounded up.
+fn ms(ttl: Option<Duration>) -> Option<u64> {
+    ttl.map(|t| u64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+}
+
+impl Backend for RedisBackend {
+    fn get<'a>(&'a self, key: &'a str) -> Answer<'a, Option<Vec<u8>>> {
+        Box::pin(RedisBackend::get(self, key))
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> Answer<'a, ()> {
+        Box::pin(RedisBackend::set(self, key, value, ms(ttl)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> Answer<'a, bool> {
+        Box::pin(RedisBackend::delete(self, key))
+    }
+
+    fn incr<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> Answer<'a, i64> {
+        Box::pin(RedisBackend::incr(self, key, delta, ms(ttl)))
+    }
+
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> Answer<'a, bool> {
+        Box::pin(RedisBackend::compare_and_swap(
+            self,
+            key,
+            expected,
+            value,
+            ms(ttl),
+        ))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a [u8]) -> Answer<'a, bool> {
+        Box::pin(RedisBackend::release(self, key, token))
+    }
+
+    fn set_and_release<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        lock: &'a str,
+        token: &'a [u8],
+    ) -> Answer<'a, bool> {
+        Box::pin(RedisBackend::set_and_release(
+            self,
+            key,
+            value,
+            ms(ttl),
+            lock,
+            token,
+        ))
+    }
+
+    fn limit<'a>(
+        &'a self,
+        keys: &'a [String],
+        buckets: &'a [Bucket],
+        mode: Mode,
+    ) -> Answer<'a, ChargeResult> {
+        Box::pin(RedisBackend::limit(self, keys, buckets, mode))
+    }
+
+    /// Redis alone never degrades: [`super::fallback::Fallback`] tracks that.
+    fn health(&self) -> StateHealth {
+        StateHealth {
+            backend: self.name(),
+            on_error: OnError::FailClosed,
+            degraded: false,
+            fallbacks: 0,
+            errors: 0,
+            last_error: None,
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use std::fmt;
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
-use crate::config::PluginSlot;
 use crate::policy::Route;
+use crate::policy::Slot;
 
 macro_rules! label_enum {
     (
@@ -138,10 +138,17 @@ label_enum! {
     }
 }
 
-/// `slot` label values are the config slot names (`cache_key`, …).
-impl EncodeLabelValue for PluginSlot {
+/// `origin` label values: who caused a failed request.
+impl EncodeLabelValue for crate::error::Origin {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// `slot` label values are the config slot names (`cache_key`, …).
+impl EncodeLabelValue for Slot {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.name(), encoder)
     }
 }
 
@@ -175,10 +182,5 @@ mod tests {
             ApiRoute::from(Route::AnthropicMessages).as_str(),
             "/v1/messages"
         );
-        assert_eq!(PluginSlot::parse("cache_key"), Some(PluginSlot::CacheKey));
-        assert_eq!(PluginSlot::parse("nope"), None);
-        for (i, s) in PluginSlot::ALL_BY_INDEX.iter().enumerate() {
-            assert_eq!(s.index(), i);
-        }
     }
 }

@@ -21,7 +21,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
 use super::plugin_metrics::{PluginMetrics, Record};
-use crate::config::{ANONYMOUS_TENANT, Config, PluginSlot};
+use crate::config::{ANONYMOUS_TENANT, Config};
+use crate::policy::{Slot, SlotMap};
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics text, which
 /// Prometheus asks for first and scrapes natively. Serve `/metrics` with it:
@@ -50,6 +51,12 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 struct RequestLabels {
     route: ApiRoute,
     status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    route: ApiRoute,
+    origin: crate::error::Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -86,12 +93,12 @@ struct AttemptLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SlotLabels {
-    slot: PluginSlot,
+    slot: Slot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PluginCallLabels {
-    slot: PluginSlot,
+    slot: Slot,
     result: PluginCallResult,
 }
 
@@ -123,14 +130,15 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Vec<Histogram>,
+    request_errors: Family<ErrorLabels, Counter>,
     cache_outcomes: Vec<Counter>,
     tenants: HashMap<Box<str>, TenantSeries>,
     other_tenant: TenantSeries,
     providers: HashMap<Box<str>, ProviderSeries>,
     other_provider: ProviderSeries,
-    plugin_calls: Vec<Vec<Counter>>,
-    plugin_duration: Vec<Histogram>,
-    plugin_dropped: Vec<Counter>,
+    plugin_calls: SlotMap<Vec<Counter>>,
+    plugin_duration: SlotMap<Histogram>,
+    plugin_dropped: SlotMap<Counter>,
     plugin_custom: Arc<PluginMetrics>,
     state_fallbacks: Counter,
     state_degraded: Gauge,
@@ -222,6 +230,12 @@ impl Metrics {
             "requests",
             "Client requests answered, by route and HTTP status",
             requests.clone(),
+        );
+        let request_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "request_errors",
+            "Requests answered with an error, by route and who caused it (downstream: the client; upstream: the provider; internal: sluice)",
+            request_errors.clone(),
         );
         let request_duration_family: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS));
@@ -337,15 +351,12 @@ impl Metrics {
             "Plugin calls, by slot and result (ok, trap, timeout, oom, error)",
             calls.clone(),
         );
-        let plugin_calls = PluginSlot::ALL_BY_INDEX
-            .iter()
-            .map(|&slot| {
-                PluginCallResult::ALL
-                    .iter()
-                    .map(|&result| calls.get_or_create_owned(&PluginCallLabels { slot, result }))
-                    .collect()
-            })
-            .collect();
+        let plugin_calls = SlotMap::from_fn(|slot| {
+            PluginCallResult::ALL
+                .iter()
+                .map(|&result| calls.get_or_create_owned(&PluginCallLabels { slot, result }))
+                .collect()
+        });
         let call_duration: HistogramFamily<SlotLabels> =
             Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
         registry.register_with_unit(
@@ -354,20 +365,16 @@ impl Metrics {
             Unit::Seconds,
             call_duration.clone(),
         );
-        let plugin_duration = PluginSlot::ALL_BY_INDEX
-            .iter()
-            .map(|&slot| call_duration.get_or_create_owned(&SlotLabels { slot }))
-            .collect();
+        let plugin_duration =
+            SlotMap::from_fn(|slot| call_duration.get_or_create_owned(&SlotLabels { slot }));
         let dropped = Family::<SlotLabels, Counter>::default();
         registry.register(
             "plugin_metrics_dropped",
             "Custom plugin metric records refused (bad or reserved name, kind change, too many names, non-finite value)",
             dropped.clone(),
         );
-        let plugin_dropped = PluginSlot::ALL_BY_INDEX
-            .iter()
-            .map(|&slot| dropped.get_or_create_owned(&SlotLabels { slot }))
-            .collect();
+        let plugin_dropped =
+            SlotMap::from_fn(|slot| dropped.get_or_create_owned(&SlotLabels { slot }));
         let plugin_custom = Arc::new(PluginMetrics::default());
         registry.register_collector(Box::new(plugin_custom.clone()));
 
@@ -396,6 +403,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            request_errors,
             cache_outcomes,
             tenants: tenant_map,
             other_tenant,
@@ -432,6 +440,13 @@ impl Metrics {
         if let Some(h) = self.request_duration.get(route.index()) {
             h.observe(took.as_secs_f64());
         }
+    }
+
+    /// A request answered with an error that `origin` caused.
+    pub fn request_error(&self, route: ApiRoute, origin: crate::error::Origin) {
+        self.request_errors
+            .get_or_create(&ErrorLabels { route, origin })
+            .inc();
     }
 
     /// How the cache answered one request.
@@ -536,49 +551,35 @@ impl Metrics {
 
     // === plugins ===
 
-    /// One plugin call in `slot` (`"throttle"` or [`PluginSlot`]) ended with
-    /// `result` (`"ok"`, `"trap"`, … or [`PluginCallResult`]) after `took`.
-    /// Unknown slot names are ignored; unknown results count as `error`.
-    pub fn plugin_call(&self, slot: impl AsRef<str>, result: impl AsRef<str>, took: Duration) {
-        let Some(slot) = PluginSlot::parse(slot.as_ref()) else {
-            return;
-        };
-        let result = PluginCallResult::parse(result.as_ref()).unwrap_or(PluginCallResult::Error);
-        if let Some(c) = self
-            .plugin_calls
-            .get(slot.index())
-            .and_then(|r| r.get(result.index()))
-        {
+    /// One plugin call in `slot` ended with `result` (`"ok"`, `"trap"`, …
+    /// as [`PluginCallResult`] spells them) after `took`. Unknown results
+    /// count as `error`.
+    pub fn plugin_call(&self, slot: Slot, result: &str, took: Duration) {
+        let result = PluginCallResult::parse(result).unwrap_or(PluginCallResult::Error);
+        if let Some(c) = self.plugin_calls[slot].get(result.index()) {
             c.inc();
         }
-        if let Some(h) = self.plugin_duration.get(slot.index()) {
-            h.observe(took.as_secs_f64());
-        }
+        self.plugin_duration[slot].observe(took.as_secs_f64());
     }
 
     /// A plugin's `counter-add(name, value)`.
-    pub fn plugin_counter_add(&self, slot: impl AsRef<str>, name: &str, value: u64) {
-        self.plugin_record(slot.as_ref(), name, Record::CounterAdd(value));
+    pub fn plugin_counter_add(&self, slot: Slot, name: &str, value: u64) {
+        self.plugin_record(slot, name, Record::CounterAdd(value));
     }
 
     /// A plugin's `gauge-set(name, value)`.
-    pub fn plugin_gauge_set(&self, slot: impl AsRef<str>, name: &str, value: f64) {
-        self.plugin_record(slot.as_ref(), name, Record::GaugeSet(value));
+    pub fn plugin_gauge_set(&self, slot: Slot, name: &str, value: f64) {
+        self.plugin_record(slot, name, Record::GaugeSet(value));
     }
 
     /// A plugin's `histogram-observe(name, value)`.
-    pub fn plugin_histogram_observe(&self, slot: impl AsRef<str>, name: &str, value: f64) {
-        self.plugin_record(slot.as_ref(), name, Record::HistogramObserve(value));
+    pub fn plugin_histogram_observe(&self, slot: Slot, name: &str, value: f64) {
+        self.plugin_record(slot, name, Record::HistogramObserve(value));
     }
 
-    fn plugin_record(&self, slot: &str, name: &str, record: Record) {
-        let Some(slot) = PluginSlot::parse(slot) else {
-            return;
-        };
+    fn plugin_record(&self, slot: Slot, name: &str, record: Record) {
         if let Err(refusal) = self.plugin_custom.record(slot, name, record) {
-            if let Some(c) = self.plugin_dropped.get(slot.index()) {
-                c.inc();
-            }
+            self.plugin_dropped[slot].inc();
             // Debug level: a looping plugin could otherwise flood the log.
             tracing::debug!(%slot, name, ?refusal, "custom plugin metric dropped");
         }
@@ -588,19 +589,19 @@ impl Metrics {
 // The plugin runtime reports through its own trait so it does not depend on
 // this module.
 impl crate::plugin::PluginMetrics for Metrics {
-    fn call(&self, slot: &str, result: &'static str, took: Duration) {
+    fn call(&self, slot: Slot, result: &'static str, took: Duration) {
         self.plugin_call(slot, result, took);
     }
 
-    fn counter_add(&self, slot: &str, name: &str, value: u64) {
+    fn counter_add(&self, slot: Slot, name: &str, value: u64) {
         self.plugin_counter_add(slot, name, value);
     }
 
-    fn gauge_set(&self, slot: &str, name: &str, value: f64) {
+    fn gauge_set(&self, slot: Slot, name: &str, value: f64) {
         self.plugin_gauge_set(slot, name, value);
     }
 
-    fn histogram_observe(&self, slot: &str, name: &str, value: f64) {
+    fn histogram_observe(&self, slot: Slot, name: &str, value: f64) {
         self.plugin_histogram_observe(slot, name, value);
     }
 }

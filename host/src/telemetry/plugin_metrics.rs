@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::PluginSlot;
+use crate::policy::Slot;
 
 /// Distinct custom metric names one slot may create.
 pub const MAX_NAMES_PER_SLOT: usize = 64;
@@ -135,12 +135,7 @@ pub(super) struct PluginMetrics {
 
 impl PluginMetrics {
     /// Records `record` under `name` for `slot`.
-    pub(super) fn record(
-        &self,
-        slot: PluginSlot,
-        name: &str,
-        record: Record,
-    ) -> Result<(), Refusal> {
+    pub(super) fn record(&self, slot: Slot, name: &str, record: Record) -> Result<(), Refusal> {
         if let Record::HistogramObserve(v) = record
             && !v.is_finite()
         {
@@ -199,7 +194,7 @@ impl PluginMetrics {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SlotLabel {
-    slot: PluginSlot,
+    slot: Slot,
 }
 
 impl Collector for PluginMetrics {
@@ -224,7 +219,7 @@ impl Collector for PluginMetrics {
                 None,
                 metric_type,
             )?;
-            for slot in PluginSlot::ALL {
+            for slot in Slot::ALL {
                 let Some(metric) = &family.per_slot[slot.index()] else {
                     continue;
                 };
@@ -317,31 +312,26 @@ mod tests {
     #[test]
     fn kind_is_fixed_by_first_use_and_names_are_capped_per_slot() {
         let m = PluginMetrics::default();
-        m.record(PluginSlot::Throttle, "x", Record::CounterAdd(1))
+        m.record(Slot::Throttle, "x", Record::CounterAdd(1))
             .unwrap();
         assert_eq!(
-            m.record(PluginSlot::Retry, "x", Record::GaugeSet(1.0)),
+            m.record(Slot::Retry, "x", Record::GaugeSet(1.0)),
             Err(Refusal::KindMismatch)
         );
         for i in 1..MAX_NAMES_PER_SLOT {
-            m.record(
-                PluginSlot::Throttle,
-                &format!("n{i}"),
-                Record::CounterAdd(1),
-            )
-            .unwrap();
+            m.record(Slot::Throttle, &format!("n{i}"), Record::CounterAdd(1))
+                .unwrap();
         }
         assert_eq!(
-            m.record(PluginSlot::Throttle, "one_too_many", Record::CounterAdd(1)),
+            m.record(Slot::Throttle, "one_too_many", Record::CounterAdd(1)),
             Err(Refusal::TooManyNames)
         );
         // Names already in use keep working, and other slots have their own cap.
-        m.record(PluginSlot::Throttle, "n1", Record::CounterAdd(1))
+        m.record(Slot::Throttle, "n1", Record::CounterAdd(1))
             .unwrap();
-        m.record(PluginSlot::Retry, "n1", Record::CounterAdd(1))
-            .unwrap();
+        m.record(Slot::Retry, "n1", Record::CounterAdd(1)).unwrap();
         assert_eq!(
-            m.record(PluginSlot::Retry, "h", Record::HistogramObserve(f64::NAN)),
+            m.record(Slot::Retry, "h", Record::HistogramObserve(f64::NAN)),
             Err(Refusal::NotFinite)
         );
     }

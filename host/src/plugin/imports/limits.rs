@@ -8,8 +8,7 @@ use crate::plugin::convert;
 use crate::plugin::sandbox::StoreData;
 use wit::types::{Bucket, ChargeResult, StateError};
 
-/// Most buckets one charge may name.
-const MAX_BUCKETS: usize = 16;
+use crate::state::MAX_BUCKETS;
 
 pub(super) fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     wit::limits::add_to_linker::<_, HasSelf<_>>(linker, |s| s)

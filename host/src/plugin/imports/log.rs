@@ -37,7 +37,7 @@ impl wit::log::Host for StoreData {
             rendered.push(' ');
         }
         truncate(&mut rendered, MAX_MESSAGE_BYTES);
-        let slot = self.host.slot.as_str();
+        let slot = self.host.slot.name();
         let fields = rendered.trim_end();
         match level {
             Level::Trace => tracing::trace!(target: "sluice::plugin", slot, fields, "{message}"),

@@ -1,0 +1,95 @@
+//! `sluice plugin`: author, inspect and release policy plugins.
+//!
+//! - `new`, `build` ([`project`]): scaffold and build a policy project in
+//!   Rust, Python, C or JavaScript.
+//! - `check`, `test` ([`inspect`]): is a file a usable plugin; run one call
+//!   in the sandbox.
+//! - `push`, `rollback` ([`release`]): fleet releases through a node's
+//!   admin API or straight to Redis.
+
+mod inspect;
+mod project;
+mod release;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::config::PluginLimits;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a policy project (Rust, Python, C or JavaScript) that builds as generated.
+    New(project::NewArgs),
+    /// Build a policy project to a component and check it.
+    Build(project::BuildArgs),
+    /// Check that a file is a usable plugin: kinds, imports, size, compile time.
+    Check {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one call in the sandbox and print the decision as JSON.
+    Test {
+        file: PathBuf,
+        /// Plugin kind to call: cache-key, semantic, throttle, retry.
+        #[arg(long)]
+        kind: String,
+        /// A request: an OpenAI/Anthropic body or a policy request view (JSON).
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's config (JSON file); default `{}`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Deadline of each call, `init` included, in milliseconds (a slot's
+        /// `deadline_ms`). Python and JavaScript components start their
+        /// interpreter in every fresh instance: give them 200 or more.
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = PluginLimits::default().deadline_ms,
+            value_parser = clap::value_parser!(u64).range(1..=60_000),
+        )]
+        deadline_ms: u64,
+        /// Linear memory cap of the instance, in MiB (a slot's `memory_mib`).
+        #[arg(
+            long,
+            value_name = "MIB",
+            default_value_t = PluginLimits::default().memory_mib,
+            value_parser = clap::value_parser!(u32).range(1..=4096),
+        )]
+        memory_mib: u32,
+    },
+    /// Release a component to a slot on every node (through a node's admin API).
+    Push(release::PushArgs),
+    /// Return a slot to its previous release on every node.
+    Rollback(release::RollbackArgs),
+}
+
+/// Runs one `sluice plugin` verb.
+pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::New(args) => project::new(args),
+        PluginCommand::Build(args) => project::build(args).await,
+        PluginCommand::Check { file, json } => inspect::check(&file, json).await,
+        PluginCommand::Test {
+            file,
+            kind,
+            input,
+            config,
+            deadline_ms,
+            memory_mib,
+        } => {
+            let limits = PluginLimits {
+                deadline_ms,
+                memory_mib,
+                ..PluginLimits::default()
+            };
+            inspect::test(&file, &kind, &input, config.as_deref(), &limits).await
+        }
+        PluginCommand::Push(args) => release::push(args).await,
+        PluginCommand::Rollback(args) => release::rollback(args).await,
+    }
+}

@@ -1,0 +1,31 @@
+//! The host's integration and end-to-end tests, one binary with a module
+//! per area (one link of wasmtime, cranelift and candle instead of one per
+//! file). Each module starts what it needs on free ports: an in-process
+//! sluice, `sluice serve` child processes, real `redis-server` processes,
+//! the mock provider. Shared fixtures live in [`support`].
+
+mod support;
+
+mod admin_api;
+mod authoring_new;
+mod cli;
+mod config_load;
+mod fleet_releases;
+mod gateway_flow;
+mod loadgen_smoke;
+mod mock_upstream;
+mod multinode_coalescing;
+mod multinode_redis;
+mod plugin_sandbox;
+mod polyglot_throttle;
+mod polyglot_tutorial;
+mod redis_faults_gateway;
+mod reference_plugins;
+mod reload_files;
+mod reload_under_load;
+mod sdk_clients;
+mod semantic_cache;
+mod state_faults;
+mod state_suite;
+mod upstream_client;
+mod upstream_mock;

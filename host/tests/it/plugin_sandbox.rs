@@ -1,0 +1,351 @@
+//! Hostile plugins against the sandbox: each misbehaviour fails its own call
+//! within the deadline, the host lives on, and the next call works.
+//!
+//! The hostile fixture (plugins/testing/hostile) is built from source by
+//! host/build.rs; its behaviour is chosen by its config. It comes in two
+//! builds: a WASI one that imports state (called on a fiber) and a
+//! `fiberless` one that imports nothing that may wait (called directly, as
+//! the reference plugins are); the misbehaviours run against both.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::plugin::{CallError, EngineSettings, Limits, LoadOptions, PluginError, PluginRuntime};
+use sluice::policy::{CacheDecision, PolicyRequest, Slot};
+use sluice::state::State;
+
+const HOSTILE: &str = "sluice_plugin_hostile";
+const HOSTILE_FIBERLESS: &str = "sluice_plugin_hostile_fiberless";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("SLUICE_TEST_PLUGINS_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn hostile_wasm() -> Vec<u8> {
+    fixture(HOSTILE)
+}
+
+fn runtime(state: State) -> (PluginRuntime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = EngineSettings {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..EngineSettings::default()
+    };
+    (
+        PluginRuntime::new(settings, state, None).expect("runtime"),
+        dir,
+    )
+}
+
+fn options(mode: &str) -> LoadOptions {
+    LoadOptions {
+        slot: Slot::CacheKey,
+        require: vec![Slot::CacheKey],
+        config: json!({ "mode": mode }),
+        limits: Limits {
+            memory_bytes: 16 << 20,
+            deadline: Duration::from_millis(50),
+            ..Limits::default()
+        },
+    }
+}
+
+fn request() -> PolicyRequest {
+    PolicyRequest {
+        id: "r1".into(),
+        model: "gpt-4o-mini".into(),
+        tenant: "acme".into(),
+        ..PolicyRequest::default()
+    }
+}
+
+/// Loads `mode` in both builds of the fixture, runs one call, checks the
+/// error, then shows the host still serves: a benign plugin answers and so
+/// does a second fresh instance.
+async fn misbehaves(mode: &str, check: impl Fn(&CallError) -> bool) {
+    for build in [HOSTILE, HOSTILE_FIBERLESS] {
+        misbehaves_in(build, mode, &check).await;
+    }
+}
+
+async fn misbehaves_in(build: &str, mode: &str, check: &impl Fn(&CallError) -> bool) {
+    let (rt, _dir) = runtime(State::memory());
+    let wasm = fixture(build);
+    let plugin = rt.load(&wasm, options(mode)).await.expect("loads");
+    let imports_wasi = plugin.info().imports.iter().any(|i| i.starts_with("wasi:"));
+    assert_eq!(
+        imports_wasi,
+        build == HOSTILE,
+        "{build}: {:?}",
+        plugin.info().imports
+    );
+    let mode = format!("{build}: {mode}");
+    let mode = mode.as_str();
+    let started = Instant::now();
+    let err = plugin
+        .derive_cache_key(&request())
+        .await
+        .expect_err("the call must fail");
+    let took = started.elapsed();
+    assert!(check(&err), "{mode}: unexpected error {err:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "{mode}: the call took {took:?}; the deadline is 50 ms"
+    );
+    // The same plugin fails the same way again: fresh instance, no poisoning.
+    let again = plugin
+        .derive_cache_key(&request())
+        .await
+        .expect_err("fails again");
+    assert!(check(&again), "{mode}: second call: {again:?}");
+    // A well-behaved plugin on the same runtime is unaffected.
+    let benign = rt.load(&wasm, options("ok")).await.expect("loads");
+    let d = benign
+        .derive_cache_key(&request())
+        .await
+        .expect("benign call works");
+    assert_eq!(
+        d,
+        CacheDecision::Bypass {
+            reason: "hostile: ok".into()
+        }
+    );
+    assert_eq!(plugin.stats().snapshot().failures, 2);
+}
+
+#[tokio::test]
+async fn an_infinite_loop_hits_the_deadline() {
+    misbehaves("loop", |e| matches!(e, CallError::Deadline(_))).await;
+}
+
+#[tokio::test]
+async fn unbounded_memory_growth_is_out_of_memory() {
+    misbehaves("memory", |e| *e == CallError::OutOfMemory).await;
+}
+
+#[tokio::test]
+async fn deep_recursion_traps() {
+    // Rust's shadow stack lives in linear memory: it runs off its end (an
+    // out-of-bounds trap) before or after the native stack limit; either way
+    // the call traps.
+    misbehaves("recursion", |e| matches!(e, CallError::Trap(_))).await;
+}
+
+#[tokio::test]
+async fn a_panic_traps() {
+    misbehaves("panic", |e| matches!(e, CallError::Trap(_))).await;
+}
+
+#[tokio::test]
+async fn a_huge_return_value_is_refused() {
+    // 64 MiB cannot even be built under a 16 MiB cap.
+    misbehaves("huge-return", |e| *e == CallError::OutOfMemory).await;
+}
+
+#[tokio::test]
+async fn a_large_but_fitting_return_value_is_refused_as_an_invalid_answer() {
+    let (rt, _dir) = runtime(State::memory());
+    let mut opts = options("huge-return");
+    // 1 MiB fits the 16 MiB cap, so the guest returns it; the host refuses it.
+    opts.config = json!({"mode": "huge-return", "bytes": 1 << 20});
+    let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
+    let err = plugin
+        .derive_cache_key(&request())
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, CallError::BadAnswer(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_filesystem_and_environment_are_not_reachable() {
+    let (rt, _dir) = runtime(State::memory());
+    let plugin = rt
+        .load(&hostile_wasm(), options("open-file"))
+        .await
+        .expect("loads");
+    let CacheDecision::Bypass { reason } =
+        plugin.derive_cache_key(&request()).await.expect("answers")
+    else {
+        panic!("expected a report")
+    };
+    assert!(reason.contains("/etc/passwd: error"), "{reason}");
+    assert!(reason.contains("read_dir /: error"), "{reason}");
+    assert!(reason.contains("env vars: 0"), "{reason}");
+}
+
+#[tokio::test]
+async fn another_plugins_state_namespace_is_not_reachable() {
+    let state = State::memory();
+    // The throttle plugin's secret, written where the throttle would.
+    for key in ["x", "../plugin:throttle/x", "plugin:throttle/x"] {
+        state
+            .set("plugin:throttle", key, b"secret", None)
+            .await
+            .expect("set");
+    }
+    let (rt, _dir) = runtime(state.clone());
+    let plugin = rt
+        .load(&hostile_wasm(), options("read-other-namespace"))
+        .await
+        .expect("loads");
+    let CacheDecision::Bypass { reason } =
+        plugin.derive_cache_key(&request()).await.expect("answers")
+    else {
+        panic!("expected a report")
+    };
+    assert!(!reason.contains("secret"), "{reason}");
+    // And nothing it wrote landed in the throttle's namespace.
+    for key in ["x", "../plugin:throttle/x", "plugin:throttle/x"] {
+        assert_eq!(
+            state
+                .get("plugin:throttle", key)
+                .await
+                .expect("get")
+                .as_deref(),
+            Some(&b"secret"[..])
+        );
+    }
+}
+
+#[tokio::test]
+async fn flooding_stdout_does_not_hurt_the_host() {
+    let (rt, _dir) = runtime(State::memory());
+    let mut opts = options("stdout-flood");
+    // 256 KiB to each of stdout and stderr: 16 times the capture cap. The
+    // deadline is generous: this is about the cap, not speed, and a debug
+    // build on a busy machine writes slowly.
+    opts.config = json!({"mode": "stdout-flood", "bytes": 256 << 10});
+    opts.limits.deadline = Duration::from_secs(2);
+    let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
+    plugin
+        .derive_cache_key(&request())
+        .await
+        .expect("output beyond the capture cap is dropped, not fatal");
+}
+
+#[tokio::test]
+async fn a_trap_in_init_refuses_the_plugin() {
+    let (rt, _dir) = runtime(State::memory());
+    let err = rt
+        .load(&hostile_wasm(), options("trap-in-init"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, PluginError::InitFailed(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_rejected_config_names_the_reason() {
+    let (rt, _dir) = runtime(State::memory());
+    let err = rt
+        .load(&hostile_wasm(), options("reject-init"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, PluginError::InitRejected(m) if m.contains("rejects its config")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn not_a_plugin_is_refused_with_a_reason() {
+    let (rt, _dir) = runtime(State::memory());
+    let garbage = rt.inspect(b"definitely not wasm").expect_err("refused");
+    assert!(matches!(garbage, PluginError::NotWasm), "{garbage}");
+    let core = rt.inspect(b"\0asm\x01\0\0\0").expect_err("refused");
+    assert!(matches!(core, PluginError::CoreModule), "{core}");
+}
+
+/// A component for `world` of an inline WIT package, with a dummy core module.
+fn component_for(wit: &str, world: &str) -> Vec<u8> {
+    use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
+    let mut resolve = wit_parser::Resolve::default();
+    let pkg = resolve.push_str("test.wit", wit).expect("wit parses");
+    let world = resolve.select_world(&[pkg], Some(world)).expect("world");
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).expect("embed");
+    ComponentEncoder::default()
+        .module(&module)
+        .expect("module")
+        .validate(true)
+        .encode()
+        .expect("encode")
+}
+
+#[tokio::test]
+async fn a_component_for_another_world_is_refused() {
+    let (rt, _dir) = runtime(State::memory());
+    let other = component_for(
+        "package acme:other; world w { export run: func() -> u32; }",
+        "w",
+    );
+    let err = rt.inspect(&other).expect_err("refused");
+    assert!(
+        matches!(&err, PluginError::NoPolicyExports { found } if found.contains("run")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_component_built_against_another_contract_version_is_refused() {
+    let (rt, _dir) = runtime(State::memory());
+    let other = component_for(
+        "package sluice:policy@0.2.0;
+         interface retry { decide: func(n: u32) -> u32; }
+         world w { export retry; }",
+        "w",
+    );
+    let err = rt.inspect(&other).expect_err("refused");
+    assert!(
+        matches!(&err, PluginError::WrongVersion { found } if found.contains("0.2.0")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_import_the_host_lacks_is_refused_at_load() {
+    let (rt, _dir) = runtime(State::memory());
+    let needy = component_for(
+        "package sluice:policy@0.1.0;
+         interface types { type x = u32; }
+         interface retry { decide: func(n: u32) -> u32; }
+         world w { import acme:secrets/vault@1.0.0; export retry; }
+         package acme:secrets@1.0.0 { interface vault { read: func() -> string; } }",
+        "w",
+    );
+    let err = rt
+        .load(&needy, LoadOptions::new(Slot::Retry))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, PluginError::Imports(m) if m.contains("acme:secrets/vault")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn compiled_code_is_cached_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = || EngineSettings {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..EngineSettings::default()
+    };
+    let wasm = hostile_wasm();
+    let first = PluginRuntime::new(settings(), State::memory(), None)
+        .expect("runtime")
+        .inspect(&wasm)
+        .expect("inspects");
+    assert!(!first.from_cache);
+    // A new runtime (a restart) finds the artifact.
+    let second = PluginRuntime::new(settings(), State::memory(), None)
+        .expect("runtime")
+        .inspect(&wasm)
+        .expect("inspects");
+    assert!(second.from_cache);
+    assert_eq!(first.hash, second.hash);
+    assert_eq!(second.kinds, Slot::ALL.to_vec());
+}
