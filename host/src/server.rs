@@ -162,6 +162,9 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
     gw.metrics.sync_state_fallbacks(health.fallbacks);
+    if let Some(edge) = gw.state.edge_stats() {
+        gw.metrics.sync_edge(&edge);
+    }
     let mut text = gw.metrics.encode();
     // The reload counters live in their own registry: splice them in
     // before the OpenMetrics terminator.

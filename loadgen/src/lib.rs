@@ -19,12 +19,14 @@
 //! (plus a pacer thread in open loop), so it takes at most about one core
 //! from the gateway and the mock it measures; the report says how much.
 //!
-//! Modules: `options` (what to run),
+//! Modules: `delay` (a TCP proxy that adds latency, to put Redis "far"),
+//! `options` (what to run),
 //! `schedule` (timeline arithmetic), `driver` (workers and pacer), `send`
 //! (HTTP client and bodies), `record` (per-worker samples), `stats`
 //! (percentiles), `report` (table and JSON), `cpu` (own CPU use).
 
 mod cpu;
+pub mod delay;
 mod driver;
 mod options;
 mod record;

@@ -10,6 +10,10 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 
+/// How long a stopping node tries to hand back leases and write queued
+/// rate-limit corrections.
+const STATE_CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(path) => Config::load(&path).with_context(|| format!("{}", path.display())),
@@ -78,7 +82,7 @@ pub(super) async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = crate::server::run(listener, gw, shutdown);
+    let server = crate::server::run(listener, gw.clone(), shutdown);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r?,
@@ -86,6 +90,8 @@ pub(super) async fn serve(
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
+    // Hand back leases and write queued rate-limit corrections.
+    gw.state.close(STATE_CLOSE_DEADLINE).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -122,7 +122,12 @@ pub async fn handle(
 ) -> Response {
     let id = request_id(request.headers());
     let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
-    let (mut response, failure) = match run(&gw, &mut ctx, request).await {
+    let (outcome, round_trips) =
+        crate::state::round_trips::counted(run(&gw, &mut ctx, request)).await;
+    if gw.state.is_shared() {
+        gw.metrics.round_trips(ctx.cache, round_trips);
+    }
+    let (mut response, failure) = match outcome {
         Ok(r) => (r, None),
         Err(e) => {
             let failure = (e.origin, e.message.clone());

@@ -10,8 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::StateHealth;
-use super::limiter::Mode;
-use crate::policy::{Bucket, ChargeResult};
+use super::limiter::{LimitCall, Limited};
 use crate::state::StateError;
 
 /// What a backend operation returns.
@@ -40,13 +39,9 @@ pub(crate) trait Backend: Send + Sync {
         lock: &'a str,
         token: &'a [u8],
     ) -> Answer<'a, bool>;
-    /// The rate-limit algorithm over `keys` (one namespace, so one hash tag).
-    fn limit<'a>(
-        &'a self,
-        keys: &'a [String],
-        buckets: &'a [Bucket],
-        mode: Mode,
-    ) -> Answer<'a, ChargeResult>;
+    /// The rate-limit algorithm over `call.keys` (one namespace, so one hash
+    /// tag).
+    fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited>;
     /// Backend name, degraded flag and counters.
     fn health(&self) -> StateHealth;
     /// Whether the backend is failing and answering from a fallback (or

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::backend::{Answer, Backend};
-use super::limiter::Mode;
+use super::limiter::{LimitCall, Limited};
 use super::memory::MemoryBackend;
 use super::redis_backend::RedisBackend;
 use super::{OnError, StateError, StateHealth, StateSettings};
-use crate::policy::{Bucket, ChargeResult};
 
 /// How often a degraded state checks whether Redis answers again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -73,6 +72,28 @@ impl Fallback {
     /// `"redis"` or `"redis-cluster"`.
     pub(crate) fn name(&self) -> &'static str {
         self.redis.name()
+    }
+
+    /// Whether Redis is failing (calls answer from the fallback, or fail).
+    pub(crate) fn is_failing(&self) -> bool {
+        self.status.degraded.load(Ordering::Acquire)
+    }
+
+    /// Runs the limiter on Redis itself, never on the fallback: for writes
+    /// that must reach Redis or wait (queued corrections). Fails at once
+    /// while Redis is failing.
+    pub(crate) async fn limit_on_redis(&self, call: LimitCall<'_>) -> Result<Limited, StateError> {
+        if self.is_failing() {
+            return Err(StateError::Unavailable("Redis is failing".into()));
+        }
+        let reason = match tokio::time::timeout(self.op_timeout, self.redis.limit(&call)).await {
+            Ok(Err(StateError::Unavailable(reason))) => reason,
+            Ok(answer) => return answer,
+            Err(_) => format!("no answer within {} ms", self.op_timeout.as_millis()),
+        };
+        self.status.errors.fetch_add(1, Ordering::Relaxed);
+        self.failed(&reason);
+        Err(StateError::Unavailable(reason))
     }
 
     /// Runs `op` on Redis within `op_timeout` unless degraded; on failure
@@ -202,13 +223,8 @@ impl Backend for Fallback {
         Box::pin(self.run(move |b| b.set_and_release(key, value, ttl, lock, token)))
     }
 
-    fn limit<'a>(
-        &'a self,
-        keys: &'a [String],
-        buckets: &'a [Bucket],
-        mode: Mode,
-    ) -> Answer<'a, ChargeResult> {
-        Box::pin(self.run(move |b| b.limit(keys, buckets, mode)))
+    fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
+        Box::pin(self.run(move |b| b.limit(call)))
     }
 
     fn is_degraded(&self) -> bool {

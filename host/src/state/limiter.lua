@@ -9,9 +9,23 @@
 --   * memory: through mlua under the shard lock, with the process clock, see memory.rs.
 --
 -- A bucket is a token bucket refilled continuously. Its state is one string
--- "tokens:last_ms": the token level at `last_ms` (fractional milliseconds on
--- the backend's clock). A missing state means a full bucket, so a state may
--- expire once the bucket would be full again.
+-- "tokens:last_ms" or "tokens:last_ms:leased:lease_until": the token level at
+-- `last_ms` (fractional milliseconds on the backend's clock), and the tokens
+-- nodes hold in leases that have not yet been returned, outstanding until
+-- `lease_until` at the latest. A missing state means a full bucket with no
+-- lease out, so a state may expire once the bucket would be full again and
+-- every lease has run out.
+--
+-- Leases (edge nodes far from Redis): a charge may also take up to `want`
+-- more tokens for the node to spend locally. Leased tokens leave the bucket
+-- like spent ones. While they are out, the bucket refills as if they had
+-- been spent, so a node spending them later can push a window past the
+-- limit: by at most the tokens out in leases, which a grant never lets
+-- exceed `max_leased`. A lease is granted only from what the charge leaves,
+-- and at most half of it, so leases shrink as the bucket empties and stop
+-- (exact charges) near empty. Returning a lease refunds its unused tokens and
+-- retires the grant from `leased`; leases of a node that never returns them
+-- are forgotten after `lease_until`.
 --
 -- Lua 5.1 numbers are doubles: token levels and times stay exact up to 2^53,
 -- and states are written with 17 significant digits so they round-trip.
@@ -35,44 +49,61 @@ end
 
 -- Returns tokens, last_ms; nil when the state is missing or unreadable
 -- (an unreadable state is treated like a missing one: the bucket starts full).
+-- Also returns leased, lease_until (0, 0 when the state has none).
 local function parse_state(state)
   if not state then
     return nil
   end
-  local sep = string.find(state, ':', 1, true)
-  if not sep then
-    return nil
+  local fields = {}
+  for field in string.gmatch(state, '[^:]+') do
+    fields[#fields + 1] = tonumber(field)
   end
-  local tokens = tonumber(string.sub(state, 1, sep - 1))
-  local last = tonumber(string.sub(state, sep + 1))
+  local tokens, last = fields[1], fields[2]
   if tokens == nil or last == nil or tokens ~= tokens or last ~= last then
     return nil
   end
-  return tokens, last
+  local leased, lease_until = fields[3] or 0, fields[4] or 0
+  if leased ~= leased or lease_until ~= lease_until then
+    leased, lease_until = 0, 0
+  end
+  return tokens, last, leased, lease_until
 end
 
--- limiter(n, states, args, now_ms, mode)
---   n       number of buckets
---   states  states[i] = "tokens:last_ms" or false when missing
---   args    flat numbers, per bucket: capacity, refill per ms (> 0), cost
---   now_ms  the backend's clock, milliseconds (may be fractional)
---   mode    "charge": all or nothing over the positive costs; negative costs
---                     (refunds) always apply, capped at capacity.
---           "adjust": apply every cost unconditionally; a level may go below
---                     zero (debt), so later charges wait until it is repaid.
+-- limiter(n, states, args, now_ms, mode, lease_ms)
+--   n         number of buckets
+--   states    states[i] = a state string (above) or false when missing
+--   args      flat numbers, per bucket: capacity, refill per ms (> 0), cost,
+--             lease, max_leased (see `mode`)
+--   now_ms    the backend's clock, milliseconds (may be fractional)
+--   mode      "charge": all or nothing over the positive costs; negative
+--                       costs (refunds) always apply, capped at capacity.
+--                       When admitted, also grants up to `lease` more tokens
+--                       as a lease, keeping leased <= max_leased.
+--             "adjust": apply every cost unconditionally; a level may go
+--                       below zero (debt), so later charges wait until it is
+--                       repaid. `lease` retires that many leased tokens (a
+--                       returned lease; its unused tokens come back as a
+--                       negative cost).
+--   lease_ms  how long a lease granted now may be spent
 -- Returns new_states, ttls, out:
 --   new_states[i]  the state to write, or false to leave bucket i untouched
 --   ttls[i]        expiry in ms for new_states[i]
 --   out            { admitted (1/0), retry_after_ms,
---                    remaining_1, reset_ms_1, remaining_2, reset_ms_2, ... }
-local function limiter(n, states, args, now_ms, mode)
-  local levels, lasts = {}, {}
+--                    remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...,
+--                    granted_1, granted_2, ... }
+local function limiter(n, states, args, now_ms, mode, lease_ms)
+  local levels, lasts, leaseds, untils = {}, {}, {}, {}
   for i = 1, n do
-    local capacity, rate = args[3 * i - 2], args[3 * i - 1]
-    local tokens, last = parse_state(states[i])
+    local capacity, rate = args[5 * i - 4], args[5 * i - 3]
+    local tokens, last, leased, lease_until = parse_state(states[i])
     if tokens == nil then
-      tokens, last = capacity, now_ms
+      tokens, last, leased, lease_until = capacity, now_ms, 0, 0
     end
+    -- Leases of nodes that never returned them have run out by now.
+    if lease_until <= now_ms then
+      leased, lease_until = 0, 0
+    end
+    leaseds[i], untils[i] = leased, lease_until
     local at = now_ms
     if at > last then
       tokens = tokens + (at - last) * rate
@@ -92,7 +123,7 @@ local function limiter(n, states, args, now_ms, mode)
   local retry_after = 0
   if mode == 'charge' then
     for i = 1, n do
-      local capacity, rate, cost = args[3 * i - 2], args[3 * i - 1], args[3 * i]
+      local capacity, rate, cost = args[5 * i - 4], args[5 * i - 3], args[5 * i - 2]
       if cost > 0 then
         local wait = nil
         if cost > capacity + EPSILON then
@@ -117,10 +148,13 @@ local function limiter(n, states, args, now_ms, mode)
     -- A refused charge always says "later", never "now".
     out[2] = math.max(1, clamp_ms(retry_after))
   end
+  local granted = {}
   for i = 1, n do
-    local capacity, rate, cost = args[3 * i - 2], args[3 * i - 1], args[3 * i]
+    local capacity, rate, cost = args[5 * i - 4], args[5 * i - 3], args[5 * i - 2]
+    local lease, max_leased = args[5 * i - 1], args[5 * i]
     local level = levels[i]
     local changed = false
+    granted[i] = 0
     if cost < 0 then
       level = math.min(capacity, level - cost)
       changed = true
@@ -132,13 +166,32 @@ local function limiter(n, states, args, now_ms, mode)
       end
       changed = true
     end
+    if mode == 'adjust' and lease > 0 and leaseds[i] > 0 then
+      leaseds[i] = math.max(0, leaseds[i] - lease)
+      changed = true
+    elseif mode == 'charge' and admitted and lease > 0 then
+      local grant = math.floor(math.min(lease, level / 2, max_leased - leaseds[i]) + EPSILON)
+      if grant >= 1 then
+        level = level - grant
+        leaseds[i] = leaseds[i] + grant
+        untils[i] = math.max(untils[i], now_ms + lease_ms)
+        granted[i] = grant
+        changed = true
+      end
+    end
     local reset = 0
     if level < capacity then
       reset = clamp_ms((capacity - level) / rate)
     end
     if changed then
-      new_states[i] = string.format('%.17g:%.17g', level, lasts[i])
-      ttls[i] = math.min(MAX_MS, reset + TTL_MARGIN_MS)
+      local ttl = reset
+      if leaseds[i] > 0 then
+        new_states[i] = string.format('%.17g:%.17g:%.17g:%.17g', level, lasts[i], leaseds[i], untils[i])
+        ttl = math.max(ttl, clamp_ms(untils[i] - now_ms))
+      else
+        new_states[i] = string.format('%.17g:%.17g', level, lasts[i])
+      end
+      ttls[i] = math.min(MAX_MS, ttl + TTL_MARGIN_MS)
     else
       new_states[i] = false
       ttls[i] = 0
@@ -149,6 +202,9 @@ local function limiter(n, states, args, now_ms, mode)
     end
     out[2 * i + 1] = remaining
     out[2 * i + 2] = reset
+  end
+  for i = 1, n do
+    out[2 * n + 2 + i] = granted[i]
   end
   return new_states, ttls, out
 end

@@ -20,6 +20,18 @@ pub const MAX_BUCKET_KEY_BYTES: usize = 512;
 /// Largest capacity: token math in Lua is exact up to 2^53.
 const MAX_CAPACITY: u64 = 1 << 53;
 
+/// One run of the algorithm: which buckets (full keys, one hash tag), how
+/// costs apply, and lease terms (empty: none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LimitCall<'a> {
+    pub keys: &'a [String],
+    pub buckets: &'a [Bucket],
+    pub mode: Mode,
+    pub terms: &'a [LeaseTerms],
+    /// How long a lease granted by this run may be spent, in ms.
+    pub lease_ms: u64,
+}
+
 /// How costs apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -68,21 +80,51 @@ pub(crate) fn validate(buckets: &[Bucket]) -> Result<(), StateError> {
     Ok(())
 }
 
-/// The numbers the algorithm takes per bucket: capacity, refill per ms, cost.
-pub(crate) fn spec(b: &Bucket) -> [f64; 3] {
-    [b.shape.capacity() as f64, b.shape.per_ms(), b.cost as f64]
+/// The lease numbers of one bucket in one limiter run (see limiter.lua):
+/// in a charge, `lease` is how many more tokens the node would like to hold
+/// and `max_leased` the most that may be out in leases at once; in an
+/// adjust, `lease` is a returned grant to retire. Zero: no lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseTerms {
+    pub lease: u64,
+    pub max_leased: u64,
 }
 
-/// Builds the result from the algorithm's `out` list (see limiter.lua).
-pub(crate) fn result_from(buckets: &[Bucket], out: &[u64]) -> Result<ChargeResult, StateError> {
-    if out.len() != 2 + 2 * buckets.len() {
+/// What one limiter run answered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Limited {
+    pub result: ChargeResult,
+    /// Tokens granted as a lease, per bucket (all zero without lease terms).
+    pub granted: Vec<u64>,
+}
+
+/// The numbers the algorithm takes per bucket: capacity, refill per ms,
+/// cost, lease, max_leased.
+pub(crate) fn spec(b: &Bucket, terms: LeaseTerms) -> [f64; 5] {
+    [
+        b.shape.capacity() as f64,
+        b.shape.per_ms(),
+        b.cost as f64,
+        terms.lease as f64,
+        terms.max_leased as f64,
+    ]
+}
+
+/// The lease terms of bucket `i` (none when `terms` is empty).
+pub(crate) fn terms_at(terms: &[LeaseTerms], i: usize) -> LeaseTerms {
+    terms.get(i).copied().unwrap_or_default()
+}
+
+/// Builds the answer from the algorithm's `out` list (see limiter.lua).
+pub(crate) fn limited_from(buckets: &[Bucket], out: &[u64]) -> Result<Limited, StateError> {
+    let n = buckets.len();
+    if out.len() != 2 + 3 * n {
         return Err(StateError::Unavailable(format!(
-            "limiter answered {} numbers for {} buckets",
+            "limiter answered {} numbers for {n} buckets",
             out.len(),
-            buckets.len()
         )));
     }
-    Ok(ChargeResult {
+    let result = ChargeResult {
         admitted: out[0] == 1,
         retry_after_ms: out[1],
         buckets: buckets
@@ -96,6 +138,10 @@ pub(crate) fn result_from(buckets: &[Bucket], out: &[u64]) -> Result<ChargeResul
                 reset_ms: pair[1],
             })
             .collect(),
+    };
+    Ok(Limited {
+        result,
+        granted: out[2 + 2 * n..].to_vec(),
     })
 }
 
@@ -103,7 +149,7 @@ pub(crate) fn result_from(buckets: &[Bucket], out: &[u64]) -> Result<ChargeResul
 pub(crate) struct Outcome {
     /// Per bucket: `Some((state, ttl_ms))` to write, `None` to leave as is.
     pub writes: Vec<Option<(String, u64)>>,
-    pub result: ChargeResult,
+    pub limited: Limited,
 }
 
 /// `limiter.lua` loaded into an in-process Lua VM.
@@ -135,21 +181,20 @@ impl LuaLimiter {
     pub(crate) fn run(
         &self,
         states: &[Option<&[u8]>],
-        buckets: &[Bucket],
+        call: &LimitCall<'_>,
         now_ms: f64,
-        mode: Mode,
     ) -> Result<Outcome, StateError> {
-        self.run_inner(states, buckets, now_ms, mode)
+        self.run_inner(states, call, now_ms)
             .map_err(|e| StateError::Unavailable(format!("limiter VM: {e}")))
     }
 
     fn run_inner(
         &self,
         states: &[Option<&[u8]>],
-        buckets: &[Bucket],
+        call: &LimitCall<'_>,
         now_ms: f64,
-        mode: Mode,
     ) -> mlua::Result<Outcome> {
+        let buckets = call.buckets;
         let n = buckets.len();
         let lua_states = self.lua.create_table_with_capacity(n, 0)?;
         for (i, s) in states.iter().enumerate() {
@@ -159,15 +204,20 @@ impl LuaLimiter {
             };
             lua_states.raw_set(i + 1, v)?;
         }
-        let args = self.lua.create_table_with_capacity(3 * n, 0)?;
+        let args = self.lua.create_table_with_capacity(5 * n, 0)?;
         for (i, b) in buckets.iter().enumerate() {
-            for (j, x) in spec(b).into_iter().enumerate() {
-                args.raw_set(3 * i + j + 1, x)?;
+            for (j, x) in spec(b, terms_at(call.terms, i)).into_iter().enumerate() {
+                args.raw_set(5 * i + j + 1, x)?;
             }
         }
-        let (new_states, ttls, out): (Table, Table, Table) =
-            self.func
-                .call((n, lua_states, args, now_ms, mode.as_str()))?;
+        let (new_states, ttls, out): (Table, Table, Table) = self.func.call((
+            n,
+            lua_states,
+            args,
+            now_ms,
+            call.mode.as_str(),
+            call.lease_ms as f64,
+        ))?;
 
         let mut writes = Vec::with_capacity(n);
         for i in 1..=n {
@@ -180,8 +230,8 @@ impl LuaLimiter {
         let numbers = (1..=out.raw_len())
             .map(|i| out.raw_get::<f64>(i).map(|x| x as u64))
             .collect::<mlua::Result<Vec<u64>>>()?;
-        let result = result_from(buckets, &numbers).map_err(mlua::Error::external)?;
-        Ok(Outcome { writes, result })
+        let limited = limited_from(buckets, &numbers).map_err(mlua::Error::external)?;
+        Ok(Outcome { writes, limited })
     }
 }
 
@@ -208,6 +258,16 @@ mod tests {
         states: std::collections::HashMap<String, String>,
     }
 
+    fn current_states<'a>(
+        states: &'a std::collections::HashMap<String, String>,
+        buckets: &[Bucket],
+    ) -> Vec<Option<&'a [u8]>> {
+        buckets
+            .iter()
+            .map(|b| states.get(&b.key).map(|s| s.as_bytes()))
+            .collect()
+    }
+
     impl Sim {
         fn new() -> Self {
             Self {
@@ -218,18 +278,35 @@ mod tests {
 
         fn run(&mut self, buckets: &[Bucket], now: f64, mode: Mode) -> ChargeResult {
             validate(buckets).unwrap();
-            let current: Vec<Option<&[u8]>> = buckets
-                .iter()
-                .map(|b| self.states.get(&b.key).map(|s| s.as_bytes()))
-                .collect();
-            let outcome = self.vm.run(&current, buckets, now, mode).unwrap();
+            self.run_leased(buckets, &[], now, mode).result
+        }
+
+        fn run_leased(
+            &mut self,
+            buckets: &[Bucket],
+            terms: &[LeaseTerms],
+            now: f64,
+            mode: Mode,
+        ) -> Limited {
+            let keys: Vec<String> = buckets.iter().map(|b| b.key.clone()).collect();
+            let call = LimitCall {
+                keys: &keys,
+                buckets,
+                mode,
+                terms,
+                lease_ms: 1000,
+            };
+            let outcome = self
+                .vm
+                .run(&current_states(&self.states, buckets), &call, now)
+                .unwrap();
             for (b, w) in buckets.iter().zip(outcome.writes) {
                 if let Some((state, ttl)) = w {
                     assert!(ttl >= 1000, "ttl {ttl} keeps a margin");
                     self.states.insert(b.key.clone(), state);
                 }
             }
-            outcome.result
+            outcome.limited
         }
 
         fn charge(&mut self, buckets: &[Bucket], now: f64) -> ChargeResult {
@@ -380,6 +457,76 @@ mod tests {
         };
         let r = sim.charge(&[b(1)], 0.0);
         assert_eq!(r.buckets[0].remaining, cap - 1);
+    }
+
+    fn terms(lease: u64, max_leased: u64) -> [LeaseTerms; 1] {
+        [LeaseTerms { lease, max_leased }]
+    }
+
+    #[test]
+    fn a_lease_comes_out_of_the_bucket_and_never_exceeds_max_leased() {
+        let mut sim = Sim::new();
+        let b = [bucket("a", 1000, 60_000, 1)];
+        let l = sim.run_leased(&b, &terms(50, 10), 0.0, Mode::Charge);
+        assert!(l.result.admitted);
+        assert_eq!(l.granted, vec![10], "capped by max_leased");
+        assert_eq!(l.result.buckets[0].remaining, 1000 - 1 - 10);
+        // Another node asks while the first lease is out: nothing is left
+        // under the bound.
+        let l = sim.run_leased(&b, &terms(50, 10), 1.0, Mode::Charge);
+        assert_eq!(l.granted, vec![0]);
+        // Returning it (2 unused, 10 retired) frees the bound.
+        let back = [bucket("a", 1000, 60_000, -2)];
+        sim.run_leased(&back, &terms(10, 0), 2.0, Mode::Adjust);
+        let l = sim.run_leased(&b, &terms(5, 10), 3.0, Mode::Charge);
+        assert_eq!(l.granted, vec![5]);
+    }
+
+    #[test]
+    fn leases_shrink_as_the_bucket_empties_and_stop_near_empty() {
+        let mut sim = Sim::new();
+        let b = [bucket("a", 10, 3_600_000, 1)];
+        let grants: Vec<u64> = (0..6)
+            .map(|_| sim.run_leased(&b, &terms(4, 10), 0.0, Mode::Charge).granted[0])
+            .collect();
+        // Level after each charge: 9 -> grant 4 (of 4.5), 4 -> 2, 1 -> 0, ...
+        assert_eq!(&grants[..3], &[4, 2, 0]);
+        assert!(grants[3..].iter().all(|g| *g == 0));
+    }
+
+    #[test]
+    fn an_unreturned_lease_is_forgotten_after_its_period() {
+        let mut sim = Sim::new();
+        let b = [bucket("a", 1000, 60_000, 1)];
+        assert_eq!(
+            sim.run_leased(&b, &terms(10, 10), 0.0, Mode::Charge)
+                .granted,
+            vec![10]
+        );
+        assert_eq!(
+            sim.run_leased(&b, &terms(10, 10), 999.0, Mode::Charge)
+                .granted,
+            vec![0]
+        );
+        assert_eq!(
+            sim.run_leased(&b, &terms(10, 10), 1000.5, Mode::Charge)
+                .granted,
+            vec![10]
+        );
+    }
+
+    #[test]
+    fn a_refused_charge_grants_nothing() {
+        let mut sim = Sim::new();
+        sim.charge(&[bucket("a", 100, 60_000, 100)], 0.0);
+        let l = sim.run_leased(
+            &[bucket("a", 100, 60_000, 1)],
+            &terms(5, 50),
+            0.0,
+            Mode::Charge,
+        );
+        assert!(!l.result.admitted);
+        assert_eq!(l.granted, vec![0]);
     }
 
     #[test]

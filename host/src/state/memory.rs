@@ -17,9 +17,9 @@ use parking_lot::Mutex;
 
 use super::backend::{Answer, Backend};
 use super::keys;
-use super::limiter::{LuaLimiter, Mode};
+use super::limiter::{LimitCall, Limited, LuaLimiter};
 use super::{OnError, StateError, StateHealth};
-use crate::policy::{Bucket, ChargeResult};
+use crate::policy::ChargeResult;
 
 const SHARDS: usize = 16;
 /// Expired entries dropped per write, so memory is reclaimed without a
@@ -230,17 +230,17 @@ impl MemoryBackend {
         Ok(true)
     }
 
-    /// Runs the limiter over `keys` (bucket keys of one namespace, so one shard).
-    pub(crate) fn limit(
-        &self,
-        keys: &[String],
-        buckets: &[Bucket],
-        mode: Mode,
-    ) -> Result<ChargeResult, StateError> {
+    /// Runs the limiter over `call.keys` (bucket keys of one namespace, so
+    /// one shard).
+    pub(crate) fn limit(&self, call: &LimitCall<'_>) -> Result<Limited, StateError> {
+        let keys = call.keys;
         let Some(first) = keys.first() else {
-            return Ok(ChargeResult {
-                admitted: true,
-                ..ChargeResult::default()
+            return Ok(Limited {
+                result: ChargeResult {
+                    admitted: true,
+                    ..ChargeResult::default()
+                },
+                granted: Vec::new(),
             });
         };
         // One namespace, one hash tag, one shard: the lock below covers all.
@@ -262,7 +262,7 @@ impl MemoryBackend {
                         .map(|e| e.value.as_slice())
                 })
                 .collect();
-            self.limiter.lock().run(&states, buckets, now_ms, mode)?
+            self.limiter.lock().run(&states, call, now_ms)?
         };
         for (key, write) in keys.iter().zip(outcome.writes) {
             if let Some((state, ttl_ms)) = write {
@@ -274,7 +274,7 @@ impl MemoryBackend {
                 );
             }
         }
-        Ok(outcome.result)
+        Ok(outcome.limited)
     }
 }
 
@@ -329,15 +329,8 @@ impl Backend for MemoryBackend {
         Box::pin(std::future::ready(released))
     }
 
-    fn limit<'a>(
-        &'a self,
-        keys: &'a [String],
-        buckets: &'a [Bucket],
-        mode: Mode,
-    ) -> Answer<'a, ChargeResult> {
-        Box::pin(std::future::ready(MemoryBackend::limit(
-            self, keys, buckets, mode,
-        )))
+    fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
+        Box::pin(std::future::ready(MemoryBackend::limit(self, &call)))
     }
 
     fn health(&self) -> StateHealth {

@@ -23,23 +23,31 @@
 //! error (wrong URL, wrong password) than a node that answers 503 to all.
 
 mod backend;
+mod edge;
 mod fallback;
 mod keys;
+mod leases;
 mod limiter;
 mod memory;
 mod redis_backend;
+pub mod round_trips;
 mod settings;
+mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use edge::EdgeStats;
+pub use leases::LEASE_PERIOD;
 pub use limiter::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
-pub use settings::{DEFAULT_OP_TIMEOUT, OnError, StateKind, StateSettings};
+pub use settings::{DEFAULT_OP_TIMEOUT, LimitsMode, OnError, StateKind, StateSettings};
+pub use settle::FLUSH_EVERY;
 
 use crate::policy::{Bucket, ChargeResult};
 use backend::Backend;
+use edge::EdgeLimits;
 use fallback::Fallback;
-use limiter::Mode;
+use limiter::{LimitCall, Mode};
 use memory::MemoryBackend;
 use redis_backend::CONNECT_TIMEOUT;
 
@@ -91,6 +99,8 @@ pub struct Lock<'a> {
 #[derive(Clone)]
 pub struct State {
     backend: Arc<dyn Backend>,
+    /// Leases and queued corrections, when the state is Redis.
+    edge: Option<Arc<EdgeLimits>>,
 }
 
 impl std::fmt::Debug for State {
@@ -109,7 +119,7 @@ impl State {
         match settings.kind {
             StateKind::Memory => Ok(State::memory()),
             StateKind::Redis => {
-                let remote = Fallback::new(settings)?;
+                let remote = Arc::new(Fallback::new(settings)?);
                 let checked =
                     tokio::time::timeout(2 * CONNECT_TIMEOUT, remote.heal(CONNECT_TIMEOUT))
                         .await
@@ -128,7 +138,8 @@ impl State {
                     }
                 }
                 Ok(State {
-                    backend: Arc::new(remote),
+                    edge: Some(EdgeLimits::start(remote.clone(), settings)),
+                    backend: remote,
                 })
             }
         }
@@ -140,6 +151,7 @@ impl State {
             .expect("limiter.lua is part of the binary and loads (covered by unit tests)");
         State {
             backend: Arc::new(backend),
+            edge: None,
         }
     }
 
@@ -252,8 +264,43 @@ impl State {
     /// Applies every signed cost unconditionally, e.g. to reconcile an
     /// estimated charge with actual usage. A bucket may go below zero (debt):
     /// later charges wait until it has refilled. Always admitted.
+    ///
+    /// On Redis the adjustment is queued and written behind, at least every
+    /// [`FLUSH_EVERY`]: the answer then says admitted, limits unknown.
     pub async fn adjust(&self, ns: &str, buckets: &[Bucket]) -> Result<ChargeResult, StateError> {
+        if let Some(edge) = &self.edge {
+            check_namespace(ns)?;
+            limiter::validate(buckets)?;
+            return Ok(edge.adjust(ns, buckets));
+        }
         self.limit(ns, buckets, Mode::Adjust).await
+    }
+
+    /// Hands back every lease and writes every queued correction, for a node
+    /// that is stopping; waits at most `deadline`.
+    pub async fn close(&self, deadline: Duration) {
+        if let Some(edge) = &self.edge {
+            edge.close(deadline).await;
+        }
+    }
+
+    /// Writes queued corrections now (tests and tools; the gateway flushes
+    /// by itself).
+    pub async fn flush(&self) -> Result<(), StateError> {
+        match &self.edge {
+            Some(edge) => edge.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the state is shared by several nodes (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.edge.is_some()
+    }
+
+    /// Leases and queued corrections, when the state is Redis.
+    pub fn edge_stats(&self) -> Option<EdgeStats> {
+        self.edge.as_ref().map(|e| e.stats())
     }
 
     async fn limit(
@@ -274,7 +321,17 @@ impl State {
             .iter()
             .map(|b| keys::bucket_key(ns, &b.key))
             .collect();
-        self.backend.limit(&keys, buckets, mode).await
+        if let (Some(edge), Mode::Charge) = (&self.edge, mode) {
+            return edge.charge(ns, &keys, buckets).await;
+        }
+        let call = LimitCall {
+            keys: &keys,
+            buckets,
+            mode,
+            terms: &[],
+            lease_ms: 0,
+        };
+        self.backend.limit(call).await.map(|l| l.result)
     }
 
     /// Whether Redis is currently failing (always false for memory).

@@ -17,10 +17,9 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErr
 
 use super::backend::{Answer, Backend};
 use super::keys::hash_tag;
-use super::limiter::{self, LIMITER_LUA, Mode};
+use super::limiter::{self, LIMITER_LUA, LimitCall, Limited};
 use super::settings::{StateSettings, redact_url};
 use super::{OnError, StateError, StateHealth};
-use crate::policy::{Bucket, ChargeResult};
 
 /// Bound on establishing a connection (TLS and cluster slot discovery
 /// included); longer than `op_timeout`, which bounds each operation.
@@ -28,8 +27,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The limiter as a Redis script: read every bucket, run the shared
 /// algorithm with the server clock, write the changed states back.
-/// KEYS = bucket keys (one hash tag); ARGV = mode, then capacity, refill per
-/// ms and cost per bucket.
+/// KEYS = bucket keys (one hash tag); ARGV = mode, lease duration in ms,
+/// then capacity, refill per ms, cost, lease and max_leased per bucket.
 static LIMITER_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LIMITER_LUA}
@@ -41,10 +40,10 @@ for i = 1, n do
   states[i] = redis.call('GET', KEYS[i])
 end
 local args = {{}}
-for i = 2, #ARGV do
-  args[i - 1] = tonumber(ARGV[i])
+for i = 3, #ARGV do
+  args[i - 2] = tonumber(ARGV[i])
 end
-local new_states, ttls, out = limiter(n, states, args, now_ms, ARGV[1])
+local new_states, ttls, out = limiter(n, states, args, now_ms, ARGV[1], tonumber(ARGV[2]))
 for i = 1, n do
   if new_states[i] then
     redis.call('SET', KEYS[i], new_states[i], 'PX', string.format('%d', ttls[i]))
@@ -224,8 +223,10 @@ impl RedisBackend {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        super::round_trips::count();
         match op(self.conn()?).await {
             Err(e) if e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                super::round_trips::count();
                 op(self.conn()?).await.map_err(classify)
             }
             other => other.map_err(classify),
@@ -407,25 +408,20 @@ impl RedisBackend {
         Ok(released == 1)
     }
 
-    /// Runs the limiter script over `keys` (one hash tag, so one slot).
-    pub(crate) async fn limit(
-        &self,
-        keys: &[String],
-        buckets: &[Bucket],
-        mode: Mode,
-    ) -> Result<ChargeResult, StateError> {
+    /// Runs the limiter script over `call.keys` (one hash tag, so one slot).
+    pub(crate) async fn limit(&self, limit: &LimitCall<'_>) -> Result<Limited, StateError> {
         let mut call = LIMITER_SCRIPT.prepare_invoke();
-        call.arg(mode.as_str());
-        for (key, bucket) in keys.iter().zip(buckets) {
+        call.arg(limit.mode.as_str()).arg(limit.lease_ms);
+        for (i, (key, bucket)) in limit.keys.iter().zip(limit.buckets).enumerate() {
             call.key(key);
-            for x in limiter::spec(bucket) {
+            for x in limiter::spec(bucket, limiter::terms_at(limit.terms, i)) {
                 // `Display` of f64 round-trips exactly through Lua's tonumber.
                 call.arg(x.to_string());
             }
         }
         let out: Vec<i64> = self.run_script(&call).await?;
         let out: Vec<u64> = out.into_iter().map(|x| x.max(0) as u64).collect();
-        limiter::result_from(buckets, &out)
+        limiter::limited_from(limit.buckets, &out)
     }
 }
 
@@ -491,13 +487,8 @@ impl Backend for RedisBackend {
         ))
     }
 
-    fn limit<'a>(
-        &'a self,
-        keys: &'a [String],
-        buckets: &'a [Bucket],
-        mode: Mode,
-    ) -> Answer<'a, ChargeResult> {
-        Box::pin(RedisBackend::limit(self, keys, buckets, mode))
+    fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
+        Box::pin(async move { RedisBackend::limit(self, &call).await })
     }
 
     /// Redis alone never degrades: [`super::fallback::Fallback`] tracks that.

@@ -9,6 +9,8 @@ use super::StateError;
 
 /// Default bound on one state operation against Redis.
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default bound on the tokens out in leases, as a fraction of a limit.
+pub const DEFAULT_MAX_OVERSHOOT: f64 = 0.01;
 
 /// Which backend holds the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -32,8 +34,24 @@ pub enum OnError {
     FailClosed,
 }
 
+/// How rate limits are charged against Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitsMode {
+    /// A node admits from leases: slices of a bucket's remaining capacity
+    /// taken from Redis in one atomic call and spent locally, so most
+    /// admissions make no Redis call. The tokens out in leases never exceed
+    /// `max_overshoot` of a bucket's limit, which bounds how far any window
+    /// can go over it, on all nodes together. Leases shrink as a bucket
+    /// empties, down to exact charges.
+    #[default]
+    Leased,
+    /// One Redis charge per admission: exact, and a round trip each.
+    Exact,
+}
+
 /// The `[state]` section of the config file.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateSettings {
     pub kind: StateKind,
@@ -42,9 +60,16 @@ pub struct StateSettings {
     /// Seed node URLs of a Redis Cluster (instead of `url`).
     pub cluster: Vec<String>,
     pub on_error: OnError,
-    /// Bound on each Redis operation (config: `op_timeout_ms`).
+    /// Bound on each Redis operation (config: `op_timeout_ms`). Keep it
+    /// above the round trip to Redis: an edge site 80 ms away needs more
+    /// than the default.
     #[serde(rename = "op_timeout_ms", deserialize_with = "millis")]
     pub op_timeout: Duration,
+    /// `leased` (default) or `exact`; the memory backend is always exact.
+    pub limits: LimitsMode,
+    /// With `leased`: the most a bucket's tokens out in leases may be, as a
+    /// fraction of its limit (0 to 1); also the bound on overshoot.
+    pub max_overshoot: f64,
 }
 
 impl Default for StateSettings {
@@ -55,6 +80,8 @@ impl Default for StateSettings {
             cluster: Vec::new(),
             on_error: OnError::FailOpen,
             op_timeout: DEFAULT_OP_TIMEOUT,
+            limits: LimitsMode::Leased,
+            max_overshoot: DEFAULT_MAX_OVERSHOOT,
         }
     }
 }
@@ -83,6 +110,12 @@ impl StateSettings {
         let invalid = |m: &str| Err(StateError::Invalid(format!("state: {m}")));
         if self.op_timeout.is_zero() {
             return invalid("op_timeout_ms must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.max_overshoot) {
+            return invalid(&format!(
+                "max_overshoot must be a fraction from 0 to 1, not {}",
+                self.max_overshoot
+            ));
         }
         match self.kind {
             StateKind::Memory if self.url.is_some() || !self.cluster.is_empty() => {
@@ -114,6 +147,8 @@ impl fmt::Debug for StateSettings {
             )
             .field("on_error", &self.on_error)
             .field("op_timeout", &self.op_timeout)
+            .field("limits", &self.limits)
+            .field("max_overshoot", &self.max_overshoot)
             .finish()
     }
 }

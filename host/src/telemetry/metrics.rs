@@ -142,6 +142,7 @@ pub struct Metrics {
     plugin_custom: Arc<PluginMetrics>,
     state_fallbacks: Counter,
     state_degraded: Gauge,
+    edge: super::edge::EdgeMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
 }
@@ -391,6 +392,7 @@ impl Metrics {
             "1 while the shared state store is unreachable, else 0",
             state_degraded.clone(),
         );
+        let edge = super::edge::EdgeMetrics::register(&mut registry);
         let coalesced = Counter::default();
         registry.register(
             "coalesced_requests",
@@ -414,6 +416,7 @@ impl Metrics {
             plugin_dropped,
             plugin_custom,
             state_fallbacks,
+            edge,
             state_degraded,
             coalesced,
             semantic,
@@ -542,6 +545,16 @@ impl Metrics {
         self.state_fallbacks
             .inner()
             .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Copies a shared state's lease and settle counters in (at scrape time).
+    pub fn sync_edge(&self, stats: &crate::state::EdgeStats) {
+        self.edge.sync(stats);
+    }
+
+    /// One request made `round_trips` Redis round trips on its path.
+    pub fn round_trips(&self, outcome: CacheOutcome, round_trips: u32) {
+        self.edge.round_trips(outcome, round_trips);
     }
 
     /// Whether the shared store is currently unreachable.

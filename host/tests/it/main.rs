@@ -10,6 +10,7 @@ mod admin_api;
 mod authoring_new;
 mod cli;
 mod config_load;
+mod edge_state;
 mod fleet_releases;
 mod gateway_flow;
 mod loadgen_smoke;
