@@ -19,10 +19,11 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::policy::{CacheScope, Route};
-use crate::state::{Lock, State};
+use crate::state::State;
 
-/// The namespace cached answers use in the shared state.
-const STATE_NAMESPACE: &str = "cache";
+/// The namespace cached answers (and the locks guarding their filling) use
+/// in the shared state.
+pub(crate) const STATE_NAMESPACE: &str = "cache";
 
 /// A scoped cache key: blake3 over scope, tenant, route and the plugin's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,15 +127,11 @@ impl ExactCache {
                 return None;
             }
         };
-        let (answer, remaining) = Answer::decode(&bytes)?;
-        let answer = Arc::new(answer);
-        if let Some(ttl) = remaining {
-            self.put_local(*key, answer.clone(), ttl);
-        }
-        Some((answer, Tier::Shared))
+        Some((self.adopt(key, &bytes)?, Tier::Shared))
     }
 
-    fn get_local(&self, key: &CacheKey) -> Option<Arc<Answer>> {
+    /// Looks `key` up in the in-process tier only (no state call).
+    pub fn get_local(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         let mut local = self.local.lock();
         let entry = local.entries.get(key)?;
         if entry.expires > Instant::now() {
@@ -146,22 +143,44 @@ impl ExactCache {
         None
     }
 
+    /// Decodes a shared-tier entry found for `key` and keeps it in the
+    /// local tier for what is left of its TTL; None when it is garbage.
+    pub fn adopt(&self, key: &CacheKey, bytes: &[u8]) -> Option<Arc<Answer>> {
+        let (answer, remaining) = Answer::decode(bytes)?;
+        let answer = Arc::new(answer);
+        if let Some(ttl) = remaining {
+            self.put_local(*key, answer.clone(), ttl);
+        }
+        Some(answer)
+    }
+
     /// Stores `answer` for `ttl` in both tiers. Oversized answers are not
     /// cached.
     pub async fn put(&self, key: CacheKey, answer: Arc<Answer>, ttl: Duration) {
-        self.put_and_release(key, answer, ttl, None).await;
+        self.store(key, answer, ttl, None).await;
     }
 
-    /// Like [`ExactCache::put`], and releases `lock` in the same state call
-    /// as the shared store (see [`State::set_and_release`]). Whether the
-    /// shared store succeeded: if not (not cacheable, no shared tier, or the
-    /// state failed), the lock is still the caller's to release.
-    pub async fn put_and_release(
+    /// Like [`ExactCache::put`], and releases the entry's lock if `token`
+    /// holds it, in the same state call as the shared store (see
+    /// [`State::set_and_unlock`]). Whether the shared store succeeded: if not
+    /// (not cacheable, no shared tier, or the state failed), the lock is
+    /// still the caller's to release.
+    pub async fn put_and_unlock(
         &self,
         key: CacheKey,
         answer: Arc<Answer>,
         ttl: Duration,
-        lock: Option<Lock<'_>>,
+        token: &[u8],
+    ) -> bool {
+        self.store(key, answer, ttl, Some(token)).await
+    }
+
+    async fn store(
+        &self,
+        key: CacheKey,
+        answer: Arc<Answer>,
+        ttl: Duration,
+        token: Option<&[u8]>,
     ) -> bool {
         if ttl.is_zero() || answer.size() > self.limits.max_entry_bytes {
             return false;
@@ -172,9 +191,9 @@ impl ExactCache {
         };
         let bytes = answer.encode(ttl);
         let (hex, ttl) = (key.to_hex(), Some(ttl));
-        let stored = match lock {
-            Some(lock) => shared
-                .set_and_release(STATE_NAMESPACE, &hex, &bytes, ttl, lock)
+        let stored = match token {
+            Some(token) => shared
+                .set_and_unlock(STATE_NAMESPACE, &hex, &bytes, ttl, token)
                 .await
                 .map(drop),
             None => shared.set(STATE_NAMESPACE, &hex, &bytes, ttl).await,

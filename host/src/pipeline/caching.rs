@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::RequestCtx;
+use crate::cache::coalesce::Lookup;
 use crate::cache::{Answer, CacheKey};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -74,12 +75,33 @@ pub async fn derive_key(
     Ok(())
 }
 
-/// Looks the request up in the exact cache, unless the client said no-cache.
+/// Looks the request up in the exact cache, unless the client said
+/// no-cache: the node's own tier (no state call), then the shared tier. With
+/// coalescing across nodes, the shared lookup also takes the lock to fill
+/// the entry when nobody holds it, in the same round trip; what it found is
+/// left in `ctx.coalescing` for the coalescing phase.
 pub async fn lookup(gw: &Gateway, ctx: &mut RequestCtx) -> Option<Arc<Answer>> {
     let (key, _) = ctx.cache_key?;
     if ctx.no_cache {
         return None;
     }
-    let (answer, _tier) = gw.cache.get(&key).await?;
-    Some(answer)
+    if let Some(answer) = gw.cache.get_local(&key) {
+        return Some(answer);
+    }
+    let Some(shared) = &gw.shared_coalescer else {
+        let (answer, _tier) = gw.cache.get(&key).await?;
+        return Some(answer);
+    };
+    match shared.lookup(&gw.cache, &key).await {
+        Lookup::Hit(answer) => Some(answer),
+        Lookup::Lead(lease) => {
+            ctx.coalescing.lease = Some(lease);
+            None
+        }
+        Lookup::Held => {
+            ctx.coalescing.held_elsewhere = true;
+            None
+        }
+        Lookup::Unavailable => None,
+    }
 }

@@ -1,8 +1,11 @@
 //! Coalescing phase: after both caches missed, identical cacheable requests
-//! in flight share one upstream call, on this node and then (the local
-//! leader only) across nodes. A follower answers with the leader's answer;
-//! a leader goes on to call upstream holding its roles in the context,
-//! which [`super::store::StorePlan`] completes or releases.
+//! in flight share one upstream call. On this node, the first is the leader
+//! and the others wait for its answer. Across nodes, the exact-cache lookup
+//! already took the entry's lock or found another node holding it
+//! ([`super::caching::lookup`]); a local leader whose lock is held elsewhere
+//! waits for that node's answer. A follower answers with the leader's
+//! answer; a leader goes on to call upstream holding its roles in the
+//! context, which [`super::store::StorePlan`] completes or releases.
 
 use std::sync::Arc;
 
@@ -11,13 +14,15 @@ use crate::cache::coalesce::{Joined, Leader, Role, SharedLease};
 use crate::cache::{Answer, CacheKey};
 use crate::gateway::Gateway;
 
-/// This request's roles when it leads a coalesced call.
+/// This request's coalescing roles.
 #[derive(Default)]
 pub struct Coalescing {
     /// Followers on this node wait for this leader.
     pub leader: Option<Leader<CacheKey, Answer>>,
-    /// The cross-node lock this node holds.
+    /// The cross-node lock this request holds.
     pub lease: Option<SharedLease>,
+    /// Another node holds the cross-node lock.
+    pub held_elsewhere: bool,
 }
 
 /// Joins the identical requests in flight: the answer when another request
@@ -27,6 +32,9 @@ pub(super) async fn join(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Arc<
     let (key, _) = ctx.cache_key?;
     let leader = match gw.coalescer.join(key) {
         Role::Leader(leader) => leader,
+        // Holding the cross-node lock, this request leads for every node:
+        // a local leader may be waiting for it, so it must not wait there.
+        Role::Follower(_) if ctx.coalescing.lease.is_some() => return None,
         Role::Follower(follower) => {
             // A failed leader releases its followers to call on their own.
             let answer = follower.wait().await?;
@@ -34,21 +42,17 @@ pub(super) async fn join(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Arc<
             return Some(answer);
         }
     };
-    let shared = gw.shared_coalescer.as_ref().filter(|_| !ctx.no_cache);
-    let lease = match shared {
-        None => None,
-        Some(shared) => match shared.join(&gw.cache, &key).await {
-            Joined::Lead(lease) => lease,
+    let held_elsewhere = std::mem::take(&mut ctx.coalescing.held_elsewhere);
+    if held_elsewhere && let Some(shared) = &gw.shared_coalescer {
+        match shared.wait(&gw.cache, &key).await {
             Joined::Answer(answer) => {
                 leader.complete(answer.clone());
                 gw.metrics.coalesced();
                 return Some(answer);
             }
-        },
-    };
-    ctx.coalescing = Coalescing {
-        leader: Some(leader),
-        lease,
-    };
+            Joined::Lead(lease) => ctx.coalescing.lease = lease,
+        }
+    }
+    ctx.coalescing.leader = Some(leader);
     None
 }

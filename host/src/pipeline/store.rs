@@ -57,7 +57,7 @@ impl StorePlan {
             return; // dropping the coalescing roles releases the followers
         };
         store_semantic(self.semantic, &answer, ttl);
-        let Coalescing { leader, lease } = self.coalescing;
+        let Coalescing { leader, lease, .. } = self.coalescing;
         if let Some(leader) = leader {
             leader.complete(answer.clone());
         }

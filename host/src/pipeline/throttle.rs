@@ -102,7 +102,7 @@ pub async fn settle(
     if corrections.is_empty() {
         return;
     }
-    if let Err(e) = gw.state.adjust(&namespace(plugin), &corrections).await {
+    if let Err(e) = gw.state.settle(&namespace(plugin), &corrections).await {
         tracing::warn!(error = %e, "could not settle token usage");
     }
 }

@@ -115,6 +115,8 @@ struct Mirror {
     /// between its counter increment and its write), with when first missed.
     pending: HashMap<u64, Instant>,
     synced: Option<Instant>,
+    /// A background sync is running.
+    syncing: bool,
 }
 
 impl Mirror {
@@ -276,6 +278,73 @@ const PENDING_GRACE: Duration = Duration::from_secs(2);
 /// Concurrent reads while catching up with a namespace.
 const READ_CONCURRENCY: usize = 32;
 
+/// Reads what other nodes appended to `key`'s namespace since the last sync
+/// into `mirror`. The mirror is locked only to plan and to apply, never
+/// across a round trip, so lookups keep answering from it meanwhile.
+async fn sync(
+    state: &State,
+    settings: &IndexSettings,
+    key: &IndexKey,
+    mirror: &tokio::sync::Mutex<Mirror>,
+) -> Result<(), StateError> {
+    let head = state
+        .get(STATE_NS, &key.key("seq"))
+        .await?
+        .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let max = settings.max_entries.max(1);
+    let oldest = head.saturating_sub(max) + 1;
+    let wanted = {
+        let mut m = mirror.lock().await;
+        // Evicted by the size bound.
+        let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
+        for seq in evicted {
+            m.remove(seq);
+        }
+        let now = now_ms();
+        let expired: Vec<u64> = m
+            .meta
+            .iter()
+            .filter(|e| e.live && e.expires_ms <= now)
+            .map(|e| e.seq)
+            .collect();
+        for seq in expired {
+            m.remove(seq);
+        }
+        m.pending
+            .retain(|s, since| *s >= oldest && since.elapsed() < PENDING_GRACE);
+        let mut wanted: Vec<u64> = m.pending.keys().copied().collect();
+        wanted.extend(oldest.max(m.seen + 1)..=head);
+        m.seen = m.seen.max(head);
+        wanted
+    };
+    let reads = futures::stream::iter(wanted)
+        .map(|seq| async move {
+            let got = state.get(STATE_NS, &key.key(&format!("v:{seq}"))).await;
+            (seq, got)
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut m = mirror.lock().await;
+    for (seq, got) in reads {
+        match got? {
+            Some(bytes) => {
+                m.pending.remove(&seq);
+                if let Some(entry) = decode_entry(&bytes) {
+                    m.add(seq, entry, settings);
+                }
+            }
+            None => {
+                m.pending.entry(seq).or_insert_with(Instant::now);
+            }
+        }
+    }
+    m.compact(settings);
+    m.synced = Some(Instant::now());
+    Ok(())
+}
+
 /// The index over the shared state, with this node's mirrors.
 pub struct SemanticIndex {
     state: State,
@@ -300,84 +369,44 @@ impl SemanticIndex {
         self.mirrors.lock().entry(key.clone()).or_default().clone()
     }
 
-    /// The closest live entry to `vector` in `key`'s namespace, after
-    /// catching up with the shared state when this node's view is stale.
+    /// The closest live entry to `vector` in `key`'s namespace, from this
+    /// node's mirror: no round trip to the shared state, except the first
+    /// lookup of a namespace on this node, which reads it once. A mirror
+    /// older than `sync_every` is brought up to date in the background.
     pub async fn search(&self, key: &IndexKey, vector: &[f32]) -> Result<Option<Hit>, StateError> {
         let mirror = self.mirror(key);
+        if mirror.lock().await.synced.is_none() {
+            // A namespace this node has never read: one catch-up, then
+            // every later lookup answers from memory.
+            sync(&self.state, &self.settings, key, &mirror).await?;
+        }
         let mut m = mirror.lock().await;
         let stale = m
             .synced
             .is_none_or(|t| t.elapsed() >= self.settings.sync_every);
-        if stale {
-            self.sync(key, &mut m).await?;
+        if stale && !m.syncing {
+            m.syncing = true;
+            let (state, settings, key) = (self.state.clone(), self.settings, key.clone());
+            let mirror = mirror.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sync(&state, &settings, &key, &mirror).await {
+                    tracing::debug!(error = %e, "semantic index sync failed; retried on the next lookup");
+                }
+                mirror.lock().await.syncing = false;
+            });
         }
         Ok(m.best(vector, now_ms(), &self.settings))
+    }
+
+    /// Brings this node's mirror of `key` up to date now (tools and tests;
+    /// lookups do it in the background).
+    pub async fn sync_now(&self, key: &IndexKey) -> Result<(), StateError> {
+        sync(&self.state, &self.settings, key, &self.mirror(key)).await
     }
 
     /// Entries this node mirrors for `key` (live, possibly expired).
     pub async fn len(&self, key: &IndexKey) -> usize {
         self.mirror(key).lock().await.live
-    }
-
-    /// Reads what other nodes appended since the last sync.
-    async fn sync(&self, key: &IndexKey, m: &mut Mirror) -> Result<(), StateError> {
-        let head = self.counter(key).await?;
-        let max = self.settings.max_entries.max(1);
-        let oldest = head.saturating_sub(max) + 1;
-        // Evicted by the size bound.
-        let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
-        for seq in evicted {
-            m.remove(seq);
-        }
-        let now = now_ms();
-        let expired: Vec<u64> = m
-            .meta
-            .iter()
-            .filter(|e| e.live && e.expires_ms <= now)
-            .map(|e| e.seq)
-            .collect();
-        for seq in expired {
-            m.remove(seq);
-        }
-        m.pending
-            .retain(|s, since| *s >= oldest && since.elapsed() < PENDING_GRACE);
-        let mut wanted: Vec<u64> = m.pending.keys().copied().collect();
-        wanted.extend(oldest.max(m.seen + 1)..=head);
-        m.seen = m.seen.max(head);
-        let reads = futures::stream::iter(wanted)
-            .map(|seq| async move {
-                let got = self
-                    .state
-                    .get(STATE_NS, &key.key(&format!("v:{seq}")))
-                    .await;
-                (seq, got)
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for (seq, got) in reads {
-            match got? {
-                Some(bytes) => {
-                    m.pending.remove(&seq);
-                    if let Some(entry) = decode_entry(&bytes) {
-                        m.add(seq, entry, &self.settings);
-                    }
-                }
-                None => {
-                    m.pending.entry(seq).or_insert_with(Instant::now);
-                }
-            }
-        }
-        m.compact(&self.settings);
-        m.synced = Some(Instant::now());
-        Ok(())
-    }
-
-    async fn counter(&self, key: &IndexKey) -> Result<u64, StateError> {
-        let raw = self.state.get(STATE_NS, &key.key("seq")).await?;
-        Ok(raw
-            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
-            .unwrap_or(0))
     }
 
     /// The answer stored with entry `seq`, if it is still there.

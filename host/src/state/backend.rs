@@ -39,6 +39,16 @@ pub(crate) trait Backend: Send + Sync {
         lock: &'a str,
         token: &'a [u8],
     ) -> Answer<'a, bool>;
+    /// The value of `key`, or, when it has none, `lock` set to `token` for
+    /// `ttl` if nobody holds it: `(value, took_the_lock)`. `lock` shares
+    /// `key`'s hash tag, so this is one atomic step on every backend.
+    fn get_or_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lock: &'a str,
+        token: &'a [u8],
+        ttl: Duration,
+    ) -> Answer<'a, (Option<Vec<u8>>, bool)>;
     /// The rate-limit algorithm over `call.keys` (one namespace, so one hash
     /// tag).
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited>;

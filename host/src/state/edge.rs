@@ -156,16 +156,8 @@ impl EdgeLimits {
     }
 
     /// Queues corrections to `buckets` in `ns`, applied within
-    /// [`FLUSH_EVERY`]. The answer says admitted with the limits unknown.
-    pub fn adjust(&self, ns: &str, buckets: &[Bucket]) -> ChargeResult {
-        self.queue(ns, buckets);
-        ChargeResult {
-            admitted: true,
-            ..ChargeResult::default()
-        }
-    }
-
-    fn queue(&self, ns: &str, buckets: &[Bucket]) {
+    /// [`FLUSH_EVERY`].
+    pub fn queue(&self, ns: &str, buckets: &[Bucket]) {
         if !self.settles.push(ns, buckets) {
             bump(&self.counters.settles_dropped, 1);
             tracing::warn!(ns, "rate-limit settle queue full: a correction was dropped");

@@ -223,6 +223,16 @@ impl Backend for Fallback {
         Box::pin(self.run(move |b| b.set_and_release(key, value, ttl, lock, token)))
     }
 
+    fn get_or_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lock: &'a str,
+        token: &'a [u8],
+        ttl: Duration,
+    ) -> Answer<'a, (Option<Vec<u8>>, bool)> {
+        Box::pin(self.run(move |b| b.get_or_lock(key, lock, token, ttl)))
+    }
+
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
         Box::pin(self.run(move |b| b.limit(call)))
     }

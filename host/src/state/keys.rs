@@ -40,6 +40,15 @@ pub(crate) fn kv_key(ns: &str, key: &str) -> String {
     out
 }
 
+/// The key of the lock guarding the filling of entry `key` in `ns`: beside
+/// the entry, outside its braces, so it shares the entry's hash tag (one
+/// cluster slot) and no `kv_key` can ever equal it (those end in `}`).
+pub(crate) fn lock_key(ns: &str, key: &str) -> String {
+    let mut out = kv_key(ns, key);
+    out.push_str("#lock");
+    out
+}
+
 /// The Redis key of rate-limit bucket `key` in namespace `ns`.
 pub(crate) fn bucket_key(ns: &str, key: &str) -> String {
     let mut out = String::with_capacity(13 + ns.len() + key.len());

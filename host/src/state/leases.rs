@@ -95,6 +95,10 @@ impl Leases {
         for (key, b) in keys.iter().zip(buckets) {
             inner.note_demand(key, b.cost, now);
         }
+        // Refunds alone are corrections, not admissions: Redis applies them.
+        if buckets.iter().all(|b| b.cost <= 0) {
+            return None;
+        }
         let covered = keys.iter().zip(buckets).all(|(key, b)| {
             b.cost <= 0
                 || inner
@@ -153,7 +157,8 @@ impl Leases {
             .zip(buckets)
             .map(|(key, b)| {
                 let max_leased = (b.shape.capacity() as f64 * max_overshoot).floor() as u64;
-                if b.cost <= 0 || max_leased == 0 {
+                // A lease smaller than one charge would never be spent.
+                if b.cost <= 0 || b.cost as u64 >= max_leased {
                     return LeaseTerms::default();
                 }
                 // A live lease too small for this charge: demand outran it.
@@ -170,7 +175,7 @@ impl Leases {
                 }
                 let by_rate = (d.rate * LEASE_PERIOD.as_secs_f64()).ceil() as u64;
                 LeaseTerms {
-                    lease: by_rate.max(d.hint).clamp(b.cost as u64, max_leased),
+                    lease: by_rate.max(d.hint).max(b.cost as u64).min(max_leased),
                     max_leased,
                 }
             })
@@ -388,6 +393,16 @@ mod tests {
             asked.windows(2).all(|w| w[1] >= 2 * w[0].min(50)),
             "{asked:?}"
         );
+    }
+
+    #[test]
+    fn no_lease_is_asked_for_a_charge_above_the_bound() {
+        let leases = Leases::default();
+        let keys = vec!["k".to_owned()];
+        let t0 = Instant::now();
+        assert!(leases.try_spend(&keys, &[bucket(270)], t0).is_none());
+        let terms = leases.terms(&keys, &[bucket(270)], 0.01, t0);
+        assert_eq!(terms[0], LeaseTerms::default());
     }
 
     #[test]

@@ -183,6 +183,27 @@ impl MemoryBackend {
         self.release(lock, token)
     }
 
+    /// The value of `key`, or else `lock` taken for `token` when free. Both
+    /// keys share a hash tag, so one shard lock covers both.
+    pub(crate) fn get_or_lock(
+        &self,
+        key: &str,
+        lock: &str,
+        token: &[u8],
+        ttl: Duration,
+    ) -> Result<(Option<Vec<u8>>, bool), StateError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if let Some(e) = shard.get(key, now) {
+            return Ok((Some(e.value.clone()), false));
+        }
+        if shard.get(lock, now).is_some() {
+            return Ok((None, false));
+        }
+        shard.put(lock, token.to_vec(), Some(ttl), now);
+        Ok((None, true))
+    }
+
     pub(crate) fn incr(
         &self,
         key: &str,
@@ -327,6 +348,17 @@ impl Backend for MemoryBackend {
     ) -> Answer<'a, bool> {
         let released = MemoryBackend::set_and_release(self, key, value, ttl, lock, token);
         Box::pin(std::future::ready(released))
+    }
+
+    fn get_or_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lock: &'a str,
+        token: &'a [u8],
+        ttl: Duration,
+    ) -> Answer<'a, (Option<Vec<u8>>, bool)> {
+        let got = MemoryBackend::get_or_lock(self, key, lock, token, ttl);
+        Box::pin(std::future::ready(got))
     }
 
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {

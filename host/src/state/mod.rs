@@ -95,6 +95,17 @@ pub struct Lock<'a> {
     pub token: &'a [u8],
 }
 
+/// What [`State::get_or_lock`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fill {
+    /// The entry is there.
+    Value(Vec<u8>),
+    /// It is not, and this caller now holds the lock to fill it.
+    Locked,
+    /// It is not, and another holder is filling it.
+    Held,
+}
+
 /// A handle on the shared state: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct State {
@@ -242,6 +253,78 @@ impl State {
             .await
     }
 
+    /// The value of `key`, or, when it has none, the lock guarding its
+    /// filling taken for `token` (`ttl`) if nobody holds it: one round trip.
+    /// The lock lives beside the entry, in its hash tag, so on Redis Cluster
+    /// too the lookup, the lock and [`State::set_and_unlock`] are single
+    /// atomic steps.
+    pub async fn get_or_lock(
+        &self,
+        ns: &str,
+        key: &str,
+        token: &[u8],
+        ttl: Duration,
+    ) -> Result<Fill, StateError> {
+        let k = kv_key(ns, key)?;
+        check_ttl(Some(ttl))?;
+        let lock = keys::lock_key(ns, key);
+        Ok(
+            match self.backend.get_or_lock(&k, &lock, token, ttl).await? {
+                (Some(value), _) => Fill::Value(value),
+                (None, true) => Fill::Locked,
+                (None, false) => Fill::Held,
+            },
+        )
+    }
+
+    /// Extends the entry lock `token` holds by `ttl`; false when it is no
+    /// longer held by `token` (it expired, and maybe another took it).
+    pub async fn renew_lock(
+        &self,
+        ns: &str,
+        key: &str,
+        token: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        kv_key(ns, key)?;
+        check_ttl(Some(ttl))?;
+        let lock = keys::lock_key(ns, key);
+        self.backend
+            .compare_and_swap(&lock, Some(token), token, Some(ttl))
+            .await
+    }
+
+    /// Frees the entry lock if `token` holds it; whether it did.
+    pub async fn release_lock(
+        &self,
+        ns: &str,
+        key: &str,
+        token: &[u8],
+    ) -> Result<bool, StateError> {
+        kv_key(ns, key)?;
+        self.backend.release(&keys::lock_key(ns, key), token).await
+    }
+
+    /// Stores `value` under `key` and frees the entry's lock if `token`
+    /// holds it, in one step (one slot on a cluster): followers waiting on
+    /// other nodes find the value as soon as the lock is gone. Whether the
+    /// lock was released.
+    pub async fn set_and_unlock(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: &[u8],
+    ) -> Result<bool, StateError> {
+        let k = kv_key(ns, key)?;
+        check_ttl(ttl)?;
+        let lock = keys::lock_key(ns, key);
+        self.backend
+            .set_and_release(&k, value, ttl, &lock, token)
+            .await
+    }
+
     /// The atomic, all-or-nothing rate-limit charge over `buckets`.
     ///
     /// Each bucket is a token bucket of `shape.capacity()` tokens refilled
@@ -264,16 +347,22 @@ impl State {
     /// Applies every signed cost unconditionally, e.g. to reconcile an
     /// estimated charge with actual usage. A bucket may go below zero (debt):
     /// later charges wait until it has refilled. Always admitted.
-    ///
-    /// On Redis the adjustment is queued and written behind, at least every
-    /// [`FLUSH_EVERY`]: the answer then says admitted, limits unknown.
     pub async fn adjust(&self, ns: &str, buckets: &[Bucket]) -> Result<ChargeResult, StateError> {
-        if let Some(edge) = &self.edge {
-            check_namespace(ns)?;
-            limiter::validate(buckets)?;
-            return Ok(edge.adjust(ns, buckets));
-        }
         self.limit(ns, buckets, Mode::Adjust).await
+    }
+
+    /// [`State::adjust`] written behind: on Redis the corrections are queued
+    /// and sent at least every [`FLUSH_EVERY`] (and when the node stops),
+    /// kept while Redis fails, so no request waits on them; in memory they
+    /// apply at once. For settles after an answer, whose result nobody reads.
+    pub async fn settle(&self, ns: &str, buckets: &[Bucket]) -> Result<(), StateError> {
+        let Some(edge) = &self.edge else {
+            return self.adjust(ns, buckets).await.map(drop);
+        };
+        check_namespace(ns)?;
+        limiter::validate(buckets)?;
+        edge.queue(ns, buckets);
+        Ok(())
     }
 
     /// Hands back every lease and writes every queued correction, for a node

@@ -101,6 +101,17 @@ return 0",
     )
 });
 
+/// The value of KEYS[1], or else KEYS[2] set to ARGV[1] for ARGV[2] ms if
+/// absent. Answers {1, value}, {2} (lock taken) or {3} (held by another).
+static GET_OR_LOCK_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}",
+    )
+});
+
 /// A connection to either flavour; both multiplex and are cheap to clone.
 #[derive(Clone)]
 enum Conn {
@@ -408,6 +419,27 @@ impl RedisBackend {
         Ok(released == 1)
     }
 
+    /// See [`Backend::get_or_lock`]: one script, one round trip.
+    pub(crate) async fn get_or_lock(
+        &self,
+        key: &str,
+        lock: &str,
+        token: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(Option<Vec<u8>>, bool), StateError> {
+        let mut call = GET_OR_LOCK_SCRIPT.prepare_invoke();
+        call.key(key).key(lock).arg(token).arg(ttl_ms.max(1));
+        let answer: Vec<Value> = self.run_script(&call).await?;
+        match answer.as_slice() {
+            [Value::Int(1), Value::BulkString(bytes)] => Ok((Some(bytes.clone()), false)),
+            [Value::Int(2)] => Ok((None, true)),
+            [Value::Int(3)] => Ok((None, false)),
+            other => Err(StateError::Unavailable(format!(
+                "unexpected answer to get-or-lock: {other:?}"
+            ))),
+        }
+    }
+
     /// Runs the limiter script over `call.keys` (one hash tag, so one slot).
     pub(crate) async fn limit(&self, limit: &LimitCall<'_>) -> Result<Limited, StateError> {
         let mut call = LIMITER_SCRIPT.prepare_invoke();
@@ -485,6 +517,17 @@ impl Backend for RedisBackend {
             lock,
             token,
         ))
+    }
+
+    fn get_or_lock<'a>(
+        &'a self,
+        key: &'a str,
+        lock: &'a str,
+        token: &'a [u8],
+        ttl: Duration,
+    ) -> Answer<'a, (Option<Vec<u8>>, bool)> {
+        let ttl_ms = ms(Some(ttl)).unwrap_or(1);
+        Box::pin(RedisBackend::get_or_lock(self, key, lock, token, ttl_ms))
     }
 
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {

@@ -223,7 +223,7 @@ async fn after_a_graceful_stop_the_buckets_hold_what_usage_says() {
                         .admitted
                 );
                 state
-                    .adjust(NS, std::slice::from_ref(&refund))
+                    .settle(NS, std::slice::from_ref(&refund))
                     .await
                     .unwrap();
             }
@@ -270,7 +270,7 @@ async fn a_blackholed_redis_leaves_nodes_serving_and_they_recover() {
         let r = node.state.charge(NS, std::slice::from_ref(&b)).await;
         assert!(r.expect("fail-open answers").admitted);
         node.state
-            .adjust(NS, &[requests(1_000_000).with_cost(-1)])
+            .settle(NS, &[requests(1_000_000).with_cost(-1)])
             .await
             .unwrap();
     }

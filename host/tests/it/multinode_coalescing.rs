@@ -77,8 +77,9 @@ impl Drop for Monitor {
     }
 }
 
-/// Lock keys and cached answers, as `sluice:kv:{<namespace>/…}` keys.
-const LOCK_KEYS: &str = "{coalesce/";
+/// Cached answers are `sluice:kv:{cache/<key>}`; the lock guarding the
+/// filling of one is the same key with `#lock` after it.
+const LOCK_KEYS: &str = "}#lock";
 const CACHE_KEYS: &str = "{cache/";
 
 fn chat(prompt: &str) -> Value {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::redis::{RedisCluster, RedisServer};
 use sluice::policy::{Bucket, ChargeResult, Shape, Unit};
-use sluice::state::{Lock, OnError, State, StateError, StateSettings};
+use sluice::state::{Fill, Lock, OnError, State, StateError, StateSettings};
 
 /// Which backend a case runs against.
 enum Target<'a> {
@@ -306,6 +306,44 @@ async fn compare_and_swap_semantics(t: &Target<'_>) {
             .await
             .unwrap()
     );
+}
+
+/// A cache miss across nodes in one round trip: the entry, or the lock to
+/// fill it; the filler stores and unlocks in one step. Entry and lock share
+/// a hash tag, so this holds on a cluster too.
+async fn get_or_lock_leads_one_filler_and_set_and_unlock_hands_over(t: &Target<'_>) {
+    let s = t.state().await;
+    let ns = "suite:gol";
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        s.get_or_lock(ns, "k", b"a", ttl).await.unwrap(),
+        Fill::Locked
+    );
+    assert_eq!(s.get_or_lock(ns, "k", b"b", ttl).await.unwrap(), Fill::Held);
+    assert!(s.renew_lock(ns, "k", b"a", ttl).await.unwrap());
+    assert!(!s.renew_lock(ns, "k", b"b", ttl).await.unwrap(), "not b's");
+    assert!(
+        s.set_and_unlock(ns, "k", b"answer", Some(ttl), b"a")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_or_lock(ns, "k", b"b", ttl).await.unwrap(),
+        Fill::Value(b"answer".to_vec())
+    );
+    // A failed filler releases; the next caller leads.
+    assert_eq!(
+        s.get_or_lock(ns, "j", b"a", ttl).await.unwrap(),
+        Fill::Locked
+    );
+    assert!(!s.release_lock(ns, "j", b"b").await.unwrap());
+    assert!(s.release_lock(ns, "j", b"a").await.unwrap());
+    assert_eq!(
+        s.get_or_lock(ns, "j", b"b", ttl).await.unwrap(),
+        Fill::Locked
+    );
+    // The lock is not the entry: a plain read of the key sees nothing.
+    assert_eq!(s.get(ns, "j").await.unwrap(), None);
 }
 
 /// The leader's last step when coalescing across nodes: store the answer
@@ -678,6 +716,7 @@ suite!(
     compare_and_swap_semantics,
     compare_and_swap_races_have_one_winner,
     set_and_release_stores_and_frees_only_its_own_lock,
+    get_or_lock_leads_one_filler_and_set_and_unlock_hands_over,
     charge_is_all_or_nothing,
     refill_and_retry_after,
     refunds_and_adjust_debt,

@@ -8,4 +8,4 @@ pub mod local;
 pub mod shared;
 
 pub use local::{Coalescer, Follower, Leader, Role};
-pub use shared::{Joined, LOCK_TTL, SharedCoalescer, SharedLease};
+pub use shared::{Joined, LOCK_TTL, Lookup, SharedCoalescer, SharedLease};

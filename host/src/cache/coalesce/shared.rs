@@ -1,17 +1,20 @@
 //! Coalescing across nodes: when the state is shared (Redis), identical
 //! cacheable requests in flight on different nodes make one upstream call.
 //!
-//! The in-process [`super::local::Coalescer`] still runs first, so only a
-//! node's local leader comes here. It tries to take a short-lived lock key in
-//! the shared state (set-if-absent with a TTL, through
-//! [`State::compare_and_swap`]). The node that gets it calls upstream, stores
-//! the answer in the shared cache tier and releases the lock in one state
-//! call ([`State::set_and_release`]); while the call runs it renews the
-//! lock, so the TTL can be short: a leader that dies with its node holds the
-//! others up for at most one TTL. The others poll the cache with backoff: a
-//! hit is their answer; a free lock (the leader
-//! failed, or its lock expired) makes them try to lead themselves; past
-//! `max_wait` they call upstream without waiting any longer.
+//! A request that misses the node's own cache looks the answer up in the
+//! shared tier and, when it is not there, takes the lock that guards its
+//! filling if nobody holds it: one script, one round trip
+//! ([`SharedCoalescer::lookup`], [`State::get_or_lock`]; the lock lives
+//! beside the entry, in its hash tag, so this holds on Redis Cluster too).
+//! The request that gets the lock calls upstream, and stores the answer and
+//! releases the lock in one step ([`State::set_and_unlock`]); while the call
+//! runs it renews the lock, so the TTL can be short: a leader that dies with
+//! its node holds the others up for at most one TTL. Requests that found the
+//! lock held poll with backoff ([`SharedCoalescer::wait`]): a hit is their
+//! answer; a free lock (the leader failed, or its lock expired) makes them
+//! lead; past `max_wait` they call upstream without waiting any longer. On
+//! one node, the in-process [`super::local::Coalescer`] keeps identical
+//! requests from polling more than once.
 //!
 //! Every state failure errs towards calling upstream: coalescing saves calls,
 //! it must never cost an answer. With the memory backend there is nothing to
@@ -22,11 +25,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Answer, CacheKey, ExactCache};
-use crate::state::{Lock, State};
+use crate::cache::{Answer, CacheKey, ExactCache, STATE_NAMESPACE};
+use crate::state::{Fill, State};
 
-/// The state namespace the lock keys live in.
-const NAMESPACE: &str = "coalesce";
 /// First and longest pause between two polls of a follower.
 const FIRST_POLL: Duration = Duration::from_millis(5);
 const MAX_POLL: Duration = Duration::from_millis(50);
@@ -43,7 +44,19 @@ pub struct SharedCoalescer {
     max_wait: Duration,
 }
 
-/// What joining a key across nodes made of this request.
+/// What the one-round-trip lookup found ([`SharedCoalescer::lookup`]).
+pub enum Lookup {
+    /// The shared tier had the answer.
+    Hit(Arc<Answer>),
+    /// Nobody was filling it: this request now holds the lock.
+    Lead(SharedLease),
+    /// Another node holds the lock: wait for it ([`SharedCoalescer::wait`]).
+    Held,
+    /// The state could not tell: call upstream without coalescing.
+    Unavailable,
+}
+
+/// What waiting for another node made of this request.
 pub enum Joined {
     /// Call upstream; the lease (when the lock was taken) is released with
     /// the stored answer ([`SharedLease::store`]), or when dropped.
@@ -57,6 +70,7 @@ pub enum Joined {
 /// followers at once.
 pub struct SharedLease {
     state: State,
+    /// The cache entry the lock guards (its hex key); empty once released.
     key: String,
     token: Vec<u8>,
     renewal: tokio::task::AbortHandle,
@@ -73,18 +87,48 @@ impl SharedCoalescer {
         }
     }
 
+    /// Looks `key` up in the shared tier and, when it is not there, takes
+    /// the lock to fill it if it is free: one round trip, one script (the
+    /// lock shares the entry's hash tag, so on Redis Cluster too).
+    pub async fn lookup(&self, cache: &ExactCache, key: &CacheKey) -> Lookup {
+        let hex = key.to_hex();
+        let token = uuid::Uuid::new_v4().as_bytes().to_vec();
+        match self
+            .state
+            .get_or_lock(STATE_NAMESPACE, &hex, &token, self.lock_ttl)
+            .await
+        {
+            Ok(Fill::Value(bytes)) => match cache.adopt(key, &bytes) {
+                Some(answer) => Lookup::Hit(answer),
+                None => Lookup::Unavailable,
+            },
+            Ok(Fill::Locked) => Lookup::Lead(self.lease(hex, token)),
+            Ok(Fill::Held) => Lookup::Held,
+            Err(e) => {
+                tracing::debug!(error = %e, "coalescing: shared lookup failed; calling upstream");
+                Lookup::Unavailable
+            }
+        }
+    }
+
     /// Leads `key` across nodes, or waits for the node that does and returns
     /// its answer from `cache`.
     pub async fn join(&self, cache: &ExactCache, key: &CacheKey) -> Joined {
-        let lock = key.to_hex();
+        match self.lookup(cache, key).await {
+            Lookup::Hit(answer) => Joined::Answer(answer),
+            Lookup::Lead(lease) => Joined::Lead(Some(lease)),
+            Lookup::Held => self.wait(cache, key).await,
+            Lookup::Unavailable => Joined::Lead(None),
+        }
+    }
+
+    /// Waits for the node holding `key`'s lock: its answer from the shared
+    /// tier; or the lock, when that node failed or its lock expired; or, past
+    /// `max_wait`, neither (call upstream without waiting any longer).
+    pub async fn wait(&self, cache: &ExactCache, key: &CacheKey) -> Joined {
         let started = Instant::now();
         let mut pause = FIRST_POLL;
         loop {
-            match self.try_lock(&lock).await {
-                Ok(Some(lease)) => return Joined::Lead(Some(lease)),
-                Ok(None) => {}
-                Err(()) => return Joined::Lead(None),
-            }
             let waited = started.elapsed();
             if waited >= self.max_wait {
                 tracing::debug!(
@@ -95,47 +139,34 @@ impl SharedCoalescer {
             }
             tokio::time::sleep(pause.min(self.max_wait - waited)).await;
             pause = (pause * 2).min(MAX_POLL);
-            if let Some((answer, _tier)) = cache.get(key).await {
-                return Joined::Answer(answer);
+            match self.lookup(cache, key).await {
+                Lookup::Hit(answer) => return Joined::Answer(answer),
+                Lookup::Lead(lease) => return Joined::Lead(Some(lease)),
+                Lookup::Held => {}
+                Lookup::Unavailable => return Joined::Lead(None),
             }
         }
     }
 
-    /// Takes the lock if it is free: `Ok(None)` when another node holds it,
-    /// `Err` when the state could not tell.
-    async fn try_lock(&self, lock: &str) -> Result<Option<SharedLease>, ()> {
-        let token = uuid::Uuid::new_v4().as_bytes().to_vec();
-        match self
-            .state
-            .compare_and_swap(NAMESPACE, lock, None, &token, Some(self.lock_ttl))
-            .await
-        {
-            Ok(true) => Ok(Some(SharedLease {
-                renewal: self.renew(lock, &token),
-                state: self.state.clone(),
-                key: lock.to_owned(),
-                token,
-            })),
-            Ok(false) => Ok(None),
-            Err(e) => {
-                tracing::debug!(error = %e, "coalescing: lock unavailable; calling upstream");
-                Err(())
-            }
+    fn lease(&self, key: String, token: Vec<u8>) -> SharedLease {
+        SharedLease {
+            renewal: self.renew(&key, &token),
+            state: self.state.clone(),
+            key,
+            token,
         }
     }
 
     /// Extends the lock every third of its TTL until aborted, or until it
     /// turns out lost (expired during a Redis outage and taken by another
     /// node: that node leads now).
-    fn renew(&self, lock: &str, token: &[u8]) -> tokio::task::AbortHandle {
+    fn renew(&self, key: &str, token: &[u8]) -> tokio::task::AbortHandle {
         let (state, ttl) = (self.state.clone(), self.lock_ttl);
-        let (lock, token) = (lock.to_owned(), token.to_vec());
+        let (key, token) = (key.to_owned(), token.to_vec());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                let renewed = state
-                    .compare_and_swap(NAMESPACE, &lock, Some(&token), &token, Some(ttl))
-                    .await;
+                let renewed = state.renew_lock(STATE_NAMESPACE, &key, &token, ttl).await;
                 if !matches!(renewed, Ok(true)) {
                     return;
                 }
@@ -157,12 +188,7 @@ impl SharedLease {
         ttl: Duration,
     ) {
         self.renewal.abort();
-        let lock = Lock {
-            ns: NAMESPACE,
-            key: &self.key,
-            token: &self.token,
-        };
-        if cache.put_and_release(key, answer, ttl, Some(lock)).await {
+        if cache.put_and_unlock(key, answer, ttl, &self.token).await {
             self.key.clear(); // released (or no longer ours): nothing to drop
         }
     }
@@ -182,7 +208,7 @@ impl Drop for SharedLease {
         let key = std::mem::take(&mut self.key);
         let token = std::mem::take(&mut self.token);
         runtime.spawn(async move {
-            if let Err(e) = state.release(NAMESPACE, &key, &token).await {
+            if let Err(e) = state.release_lock(STATE_NAMESPACE, &key, &token).await {
                 tracing::debug!(error = %e, "coalescing: lock not released; it expires");
             }
         });
@@ -240,9 +266,10 @@ mod tests {
         lease
             .store(&node_a, key(), answer, Duration::from_secs(60))
             .await;
-        // Stored and released in one call, not by a task spawned later.
-        let lock = lock_state.get(NAMESPACE, &key().to_hex()).await;
-        assert_eq!(lock.expect("get"), None);
+        // Stored and released in one call, not by a task spawned later: a
+        // lookup now finds the answer (it would otherwise take the lock).
+        let fresh = cache(&lock_state);
+        assert!(matches!(c.lookup(&fresh, &key()).await, Lookup::Hit(_)));
         assert_eq!(follower.await.expect("joined"), 2);
     }
 
@@ -260,13 +287,13 @@ mod tests {
         drop(lease);
         // A leader whose node died: its lock is never renewed nor released.
         let other = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "other");
-        let lock = other.to_hex();
-        assert!(
-            state
-                .compare_and_swap(NAMESPACE, &lock, None, b"dead", Some(ttl))
-                .await
-                .expect("cas")
-        );
+        let dead = SharedCoalescer::new(state.clone(), ttl, Duration::ZERO);
+        let Lookup::Lead(dead_lease) = dead.lookup(&node, &other).await else {
+            panic!("the dead leader took the lock")
+        };
+        // Its node dies: no renewal, no release.
+        dead_lease.renewal.abort();
+        std::mem::forget(dead_lease);
         let started = Instant::now();
         let Joined::Lead(Some(_lease)) = c.join(&node, &other).await else {
             panic!("takes over once the dead leader's lock expires")
