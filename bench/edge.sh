@@ -41,14 +41,7 @@ PIDS+=($!)
 wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
 export SLUICE_BENCH_UPSTREAM="http://127.0.0.1:$MOCK_PORT/v1"
 
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null &
-PIDS+=($!)
-deadline=$((SECONDS + 10))
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
-  ((SECONDS < deadline)) || { echo "redis-server did not start" >&2; exit 1; }
-  sleep 0.1
-done
+start_redis
 
 # Starts sluice on Redis at $1; sets GW (chat URL) and METRICS.
 start_gateway() {

@@ -22,3 +22,16 @@ wait_ready() {
     sleep 0.1
   done
 }
+
+# Starts a private redis-server (no persistence) on a free port; sets
+# REDIS_PORT once it answers.
+start_redis() {
+  REDIS_PORT=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null &
+  PIDS+=($!)
+  local deadline=$((SECONDS + 10))
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "redis-server did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+}

@@ -36,14 +36,7 @@ PIDS+=($!)
 wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
 DIRECT="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null &
-PIDS+=($!)
-deadline=$((SECONDS + 10))
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
-  ((SECONDS < deadline)) || { echo "redis-server did not start" >&2; exit 1; }
-  sleep 0.1
-done
+start_redis
 export SLUICE_BENCH_REDIS="redis://127.0.0.1:$REDIS_PORT"
 export SLUICE_BENCH_UPSTREAM="http://127.0.0.1:$MOCK_PORT/v1"
 

@@ -35,6 +35,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(require_one_host))
         .with_state(gw);
     match admin {
         Some(admin) => api.merge(admin),
@@ -181,6 +182,26 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
     );
     resp
+}
+
+/// HTTP/1.1 requires exactly one `Host` header (RFC 9112 §3.2): a request
+/// with none or several is refused before routing, as request smuggling
+/// and cache-poisoning probes rely on servers that guess.
+async fn require_one_host(request: http::Request<Body>, next: axum::middleware::Next) -> Response {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    if request.version() == http::Version::HTTP_11 && hosts != 1 {
+        let route = if request.uri().path().starts_with("/v1/messages") {
+            Route::AnthropicMessages
+        } else {
+            Route::Chat
+        };
+        let what = if hosts == 0 { "no" } else { "more than one" };
+        return GatewayError::bad_request(format!(
+            "An HTTP/1.1 request needs exactly one Host header; this one has {what}."
+        ))
+        .into_response(route);
+    }
+    next.run(request).await
 }
 
 async fn not_found(request: http::Request<Body>) -> Response {

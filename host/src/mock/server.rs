@@ -227,11 +227,18 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
         tokio::time::sleep(Duration::from_micros(latency)).await;
     }
     if !authorized(&s.config, route, &headers) {
+        // Like the real providers, the message quotes the key it was given.
+        let presented = match route {
+            Route::AnthropicMessages => headers.get("x-api-key"),
+            _ => headers.get(header::AUTHORIZATION),
+        }
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
         let message = match route {
-            Route::AnthropicMessages => "invalid x-api-key",
-            _ => "Incorrect API key provided.",
+            Route::AnthropicMessages => format!("invalid x-api-key: {presented}"),
+            _ => format!("Incorrect API key provided: {presented}."),
         };
-        return error(route, 401, message, None);
+        return error(route, 401, &message, None);
     }
 
     let fault = {

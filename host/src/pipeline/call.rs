@@ -11,7 +11,7 @@ use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
-use crate::telemetry::UpstreamOutcome;
+use crate::telemetry::{UpstreamOutcome, log_safe};
 use crate::upstream::{AttemptFailure, UpstreamRequest, UpstreamResponse};
 
 /// Longest pause between attempts a plugin may ask for.
@@ -163,6 +163,23 @@ fn final_error(failure: AttemptFailure, attempts: u32) -> GatewayError {
         format!("{attempts} attempts")
     };
     match failure.outcome {
+        // The provider refused the gateway's own credentials: the operator's
+        // problem, and its body may quote the upstream key. The client gets
+        // the gateway's message; the log gets the provider's.
+        AttemptOutcome::Status {
+            code: code @ (401 | 403),
+            ..
+        } => {
+            let body = failure.body.unwrap_or_default();
+            tracing::warn!(
+                status = code,
+                body = %log_safe(&String::from_utf8_lossy(&body)),
+                "the provider refused the gateway's credentials"
+            );
+            GatewayError::upstream_failed(format!(
+                "the provider refused the gateway's credentials (status {code}); the gateway's operator must fix its provider key"
+            ))
+        }
         AttemptOutcome::Status {
             code,
             retry_after_ms,

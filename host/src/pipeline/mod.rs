@@ -37,7 +37,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::plugin::{CallError, Plugin};
 use crate::policy::{ChargeResult, FailurePolicy, PolicyRequest, Route, Slot, SlotMap};
-use crate::telemetry::CacheOutcome;
+use crate::telemetry::{CacheOutcome, log_safe};
 use coalesce::Coalescing;
 
 pub use auth::Caller;
@@ -149,15 +149,15 @@ pub async fn handle(
         target: "sluice::access",
         id = %ctx.id,
         route = ?route,
-        tenant = %ctx.caller.tenant,
-        model = %ctx.model,
-        provider = %ctx.provider,
+        tenant = %log_safe(&ctx.caller.tenant),
+        model = %log_safe(&ctx.model),
+        provider = %log_safe(&ctx.provider),
         status,
         cache = ctx.cache.as_str(),
         attempts = ctx.attempts,
         ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
         origin,
-        error,
+        error = %log_safe(error),
         "request"
     );
     response

@@ -52,9 +52,57 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), TelemetryError
     Ok(())
 }
 
+/// Longest value a log field carries; the rest is cut (with `…`).
+pub const MAX_LOG_FIELD_CHARS: usize = 256;
+
+/// `value` made safe for one log line in any format: control characters
+/// (newlines above all, which would let a client forge a line) escaped as
+/// `\n`, `\u{1b}`, …, and cut after [`MAX_LOG_FIELD_CHARS`] characters.
+/// Client-controlled values (model names, tenant ids from keys, error
+/// messages quoting input, upstream bodies) go through this before logging.
+pub fn log_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    let clean =
+        value.chars().count() <= MAX_LOG_FIELD_CHARS && !value.chars().any(char::is_control);
+    if clean {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len().min(4 * MAX_LOG_FIELD_CHARS));
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_LOG_FIELD_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_fields_cannot_forge_lines_or_grow_without_bound() {
+        assert_eq!(log_safe("gpt-4o"), "gpt-4o");
+        let forged = log_safe("gpt-4o\n2026-01-01T00:00:00Z INFO forged\u{1b}[31m");
+        assert!(
+            !forged.contains('\n') && !forged.contains('\u{1b}'),
+            "{forged}"
+        );
+        assert!(
+            forged.contains("\\n2026") && forged.contains("\\u{1b}"),
+            "{forged}"
+        );
+        let megabyte = "x".repeat(1 << 20);
+        let long = log_safe(&megabyte);
+        assert_eq!(long.chars().count(), MAX_LOG_FIELD_CHARS + 1);
+    }
 
     #[test]
     fn init_is_idempotent_and_rejects_bad_levels() {

@@ -14,6 +14,8 @@ mod plugin_metrics;
 mod tests;
 
 pub use labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
-pub use logging::{LogFormat, TelemetryError, init_logging, parse_log_filter};
+pub use logging::{
+    LogFormat, MAX_LOG_FIELD_CHARS, TelemetryError, init_logging, log_safe, parse_log_filter,
+};
 pub use metrics::{CONTENT_TYPE, Metrics, OTHER_LABEL};
 pub use plugin_metrics::MAX_NAMES_PER_SLOT;

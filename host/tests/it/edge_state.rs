@@ -306,3 +306,40 @@ impl WithCost for Bucket {
         Bucket { cost, ..self }
     }
 }
+
+/// What a node killed without stopping (SIGKILL) loses: the corrections
+/// queued since its last flush, at most one flush interval of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_at_most_one_flush_interval_of_settles() {
+    let redis = RedisServer::start();
+    let node = far_node(&redis, LimitsMode::Leased).await;
+    let extra = slow(tokens(1_000_000, 1));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    // Not a multiple of the flush interval: stop between two flushes.
+    while started.elapsed() < Duration::from_millis(850) {
+        node.state
+            .settle(NS, std::slice::from_ref(&extra))
+            .await
+            .unwrap();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let per_flush = sent as f64 * sluice::state::FLUSH_EVERY.as_secs_f64() / 0.85;
+    // Killed: dropped without close; nothing more is written.
+    drop(node);
+    let reader = far_node(&redis, LimitsMode::Exact).await;
+    let r = reader
+        .state
+        .charge(NS, &[slow(tokens(1_000_000, 0))])
+        .await
+        .unwrap();
+    let applied = 1_000_000 - r.buckets[0].remaining;
+    let lost = sent - applied;
+    eprintln!("killed node: {lost} of {sent} settles lost ({per_flush:.0} per flush interval)");
+    // The queue since the last flush, plus one flush in flight.
+    assert!(
+        (lost as f64) <= 2.0 * per_flush + 5.0,
+        "lost {lost} of {sent}"
+    );
+}

@@ -13,6 +13,7 @@ mod config_load;
 mod edge_state;
 mod fleet_releases;
 mod gateway_flow;
+mod hardening;
 mod loadgen_smoke;
 mod mock_upstream;
 mod multinode_coalescing;
