@@ -143,8 +143,11 @@ async fn one_direction(
     let writer = async move {
         while let Some((due, chunk)) = rx.recv().await {
             // The delay itself: this is the link's latency, not a wait for
-            // another task.
-            tokio::time::sleep_until(due).await;
+            // another task. (No timer at all when it is due: a zero delay
+            // must not add the timer's millisecond granularity.)
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
             // A partition: hold the bytes until it heals.
             while settings_w.blackhole.load(Ordering::Relaxed) {
                 tokio::time::sleep(BLACKHOLE_CHECK).await;

@@ -69,12 +69,16 @@ struct Counters {
 
 /// Leases, queued corrections and their flusher, over one Redis.
 pub(crate) struct EdgeLimits {
+    /// This, for background refills.
+    me: Weak<EdgeLimits>,
     redis: Arc<Fallback>,
     /// None with `limits = "exact"`.
     leases: Option<Leases>,
     max_overshoot: f64,
     settles: Settles,
     counters: Counters,
+    /// The node is stopping: no more refills.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -85,12 +89,14 @@ impl EdgeLimits {
     /// Edge limits over `redis`; starts the flusher, which stops when the
     /// returned `Arc` is dropped.
     pub fn start(redis: Arc<Fallback>, settings: &StateSettings) -> Arc<Self> {
-        let edge = Arc::new(Self {
+        let edge = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             redis,
             leases: (settings.limits == LimitsMode::Leased).then(Leases::default),
             max_overshoot: settings.max_overshoot,
             settles: Settles::default(),
             counters: Counters::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         spawn_flusher(Arc::downgrade(&edge));
         edge
@@ -110,8 +116,11 @@ impl EdgeLimits {
                 .map(|l| l.result);
         };
         let now = Instant::now();
-        if let Some(result) = leases.try_spend(keys, buckets, now) {
+        if let Some((result, refill)) = leases.try_spend(keys, buckets, now) {
             bump(&self.counters.local_admits, 1);
+            if refill {
+                self.spawn_refill(ns, keys, buckets);
+            }
             let refunds: Vec<Bucket> = buckets.iter().filter(|b| b.cost < 0).cloned().collect();
             if !refunds.is_empty() {
                 self.queue(ns, &refunds);
@@ -136,6 +145,44 @@ impl EdgeLimits {
             self.queue_returned(stranded);
         }
         Ok(limited.result)
+    }
+
+    /// Tops the leases on `buckets` up in the background: a charge of
+    /// nothing that asks for leases, so requests keep finding tokens here.
+    fn spawn_refill(&self, ns: &str, keys: &[String], buckets: &[Bucket]) {
+        let Some(edge) = self.me.upgrade() else {
+            return;
+        };
+        let (ns, keys) = (ns.to_owned(), keys.to_vec());
+        let units = buckets.to_vec();
+        tokio::spawn(async move {
+            let Some(leases) = &edge.leases else {
+                return;
+            };
+            if edge.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            let terms = leases.terms(&keys, &units, edge.max_overshoot, now);
+            let nothing: Vec<Bucket> = units
+                .iter()
+                .map(|b| Bucket {
+                    cost: 0,
+                    ..b.clone()
+                })
+                .collect();
+            if !edge.redis.is_failing()
+                && let Ok(limited) = edge.remote_charge(&keys, &nothing, &terms).await
+                && !edge.redis.is_failing()
+            {
+                let granted: Vec<u64> =
+                    limited.granted.iter().copied().filter(|g| *g > 0).collect();
+                bump(&edge.counters.leases_granted, granted.len() as u64);
+                bump(&edge.counters.lease_tokens_granted, granted.iter().sum());
+                leases.grant(&ns, &keys, &nothing, &limited, now);
+            }
+            leases.refill_done(&keys);
+        });
     }
 
     async fn remote_charge(
@@ -212,6 +259,7 @@ impl EdgeLimits {
     /// Returns every lease and flushes, for a node that is stopping; gives
     /// up after `deadline` (what is left is what a killed node loses).
     pub async fn close(&self, deadline: Duration) {
+        self.closing.store(true, Ordering::Release);
         if let Some(leases) = &self.leases {
             for returned in leases.drain() {
                 self.queue_returned(returned);

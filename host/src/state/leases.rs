@@ -39,6 +39,10 @@ struct Lease {
     tokens: u64,
     /// Tokens granted into this lease (retired from Redis's count on return).
     granted: u64,
+    /// The size of the last grant.
+    last_grant: u64,
+    /// A background refill is on its way.
+    refilling: bool,
     /// Spend only before this.
     until: Instant,
     /// What Redis said of the bucket when it granted the lease.
@@ -85,12 +89,16 @@ impl Leases {
     /// Spends from the leases when every bucket with a positive cost is
     /// covered (all or nothing). Refunds (negative costs) are not applied
     /// here: the caller queues them.
+    /// The second value says a lease is running low (half of its last grant
+    /// spent, or most of its period gone) and no refill is on its way: the
+    /// caller should refill it in the background ([`Leases::refill_done`]
+    /// when that ends), so the next requests need not wait on Redis.
     pub fn try_spend(
         &self,
         keys: &[String],
         buckets: &[Bucket],
         now: Instant,
-    ) -> Option<ChargeResult> {
+    ) -> Option<(ChargeResult, bool)> {
         let mut inner = self.inner.lock();
         for (key, b) in keys.iter().zip(buckets) {
             inner.note_demand(key, b.cost, now);
@@ -110,11 +118,16 @@ impl Leases {
             return None;
         }
         let mut states = Vec::with_capacity(buckets.len());
+        let mut refill = false;
         for (key, b) in keys.iter().zip(buckets) {
             let state = match inner.leases.get_mut(key) {
                 Some(l) => {
                     if b.cost > 0 {
                         l.tokens -= b.cost as u64;
+                        if !l.refilling && l.running_low(now) {
+                            l.refilling = true;
+                            refill = true;
+                        }
                     }
                     BucketState {
                         key: b.key.clone(),
@@ -135,11 +148,24 @@ impl Leases {
             };
             states.push(state);
         }
-        Some(ChargeResult {
-            admitted: true,
-            retry_after_ms: 0,
-            buckets: states,
-        })
+        Some((
+            ChargeResult {
+                admitted: true,
+                retry_after_ms: 0,
+                buckets: states,
+            },
+            refill,
+        ))
+    }
+
+    /// A background refill of `keys` ended (granted or not).
+    pub fn refill_done(&self, keys: &[String]) {
+        let mut inner = self.inner.lock();
+        for key in keys {
+            if let Some(l) = inner.leases.get_mut(key) {
+                l.refilling = false;
+            }
+        }
     }
 
     /// The lease to ask for with a charge sent to Redis: this node's demand
@@ -161,12 +187,13 @@ impl Leases {
                 if b.cost <= 0 || b.cost as u64 >= max_leased {
                     return LeaseTerms::default();
                 }
-                // A live lease too small for this charge: demand outran it.
+                // A live lease too small for this charge, or spent faster
+                // than its period: demand outran it.
                 let ran_dry = inner
                     .leases
                     .get(key)
-                    .filter(|l| l.until > now && l.tokens < b.cost as u64)
-                    .map(|l| l.granted);
+                    .filter(|l| l.until > now && (l.tokens < b.cost as u64 || l.running_low(now)))
+                    .map(|l| l.last_grant);
                 let Some(d) = inner.demand.get_mut(key) else {
                     return LeaseTerms::default();
                 };
@@ -220,6 +247,8 @@ impl Leases {
                 },
                 tokens: 0,
                 granted: 0,
+                last_grant: 0,
+                refilling: false,
                 until: sent,
                 remaining: 0,
                 reset_ms: 0,
@@ -227,6 +256,7 @@ impl Leases {
             // Redis extended the bucket's lease deadline to cover both.
             lease.tokens += granted;
             lease.granted += granted;
+            lease.last_grant = granted;
             lease.until = lease.until.max(sent + LEASE_PERIOD);
             if let Some(s) = state {
                 lease.remaining = s.remaining;
@@ -305,6 +335,13 @@ impl Inner {
 }
 
 impl Lease {
+    /// Half of the last grant spent, or less than a quarter of the period
+    /// left.
+    fn running_low(&self, now: Instant) -> bool {
+        self.tokens * 2 < self.last_grant
+            || self.until.saturating_duration_since(now) < LEASE_PERIOD / 4
+    }
+
     fn returned(self) -> Returned {
         Returned {
             ns: self.ns,
@@ -360,7 +397,7 @@ mod tests {
         assert!(terms[0].lease >= 1);
         leases.grant("ns", &keys, &[bucket(1)], &limited(true, 3), t0);
         for _ in 0..3 {
-            let r = leases.try_spend(&keys, &[bucket(1)], t0).expect("local");
+            let (r, _) = leases.try_spend(&keys, &[bucket(1)], t0).expect("local");
             assert!(r.admitted);
         }
         assert!(leases.try_spend(&keys, &[bucket(1)], t0).is_none(), "spent");
