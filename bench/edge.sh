@@ -14,8 +14,12 @@
 # then L1 hits (one prompt per worker, cached after the first). It prints the
 # latency of each, and the Redis round trips per request by outcome that
 # each node counted on its own request path
-# (sluice_state_round_trips_per_request). Only what it started is stopped.
-# Settings: SLUICE, PROXY (binaries), DELAYS ("0 10 40"), RATE (200),
+# (sluice_state_round_trips_per_request). The targets are interleaved
+# request by request (--per-request), so each sees steady traffic at half the
+# rate: alternating one-second rounds would leave each node idle for a whole
+# lease period between rounds, and every round would start without leases.
+# Only what it started is stopped.
+# Settings: SLUICE, PROXY (binaries), DELAYS ("0 10 40"), RATE (400, both together),
 # DURATION (10s), WARMUP (2s), OUT (bench/results).
 set -euo pipefail
 
@@ -23,7 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SLUICE=${SLUICE:-$ROOT/target/release/sluice}
 PROXY=${PROXY:-$ROOT/target/release/sluice-delay-proxy}
 DELAYS=${DELAYS:-0 10 40}
-RATE=${RATE:-200}
+RATE=${RATE:-400}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 OUT=${OUT:-$ROOT/bench/results}
@@ -66,6 +70,8 @@ for line in sys.stdin:
         (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
 print(", ".join(f"{o} {sums[o] / counts[o]:.2f} ({int(counts[o])} requests)" for o in sorted(counts) if counts[o]))
 '
+  curl -fs "$1" | grep -E '^sluice_state_limit_charges_total' | tr '\n' ' '
+  echo
 }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -79,14 +85,14 @@ for d in $DELAYS; do
   NEAR=$GW NEAR_METRICS=$METRICS
   start_gateway "redis://127.0.0.1:$proxy_port"
   FAR=$GW FAR_METRICS=$METRICS
-  echo "== edge: Redis $((2 * d)) ms round trip away ($(date -u +%F), $commit), $RATE req/s per target"
+  echo "== edge: Redis $((2 * d)) ms round trip away ($(date -u +%F), $commit), $RATE req/s over both targets"
   echo "-- cache misses"
   "$SLUICE" bench --target "near=$NEAR" --target "far=$FAR" --baseline near \
-    --bearer sk-bench --rate "$RATE" --unique --warmup "$WARMUP" --duration "$DURATION" \
+    --bearer sk-bench --rate "$RATE" --per-request --unique --warmup "$WARMUP" --duration "$DURATION" \
     --json "$OUT/edge-$((2 * d))ms-miss-$stamp.json"
   echo "-- L1 hits"
   "$SLUICE" bench --target "near=$NEAR" --target "far=$FAR" --baseline near \
-    --bearer sk-bench --rate "$RATE" --warmup "$WARMUP" --duration "$DURATION" \
+    --bearer sk-bench --rate "$RATE" --per-request --warmup "$WARMUP" --duration "$DURATION" \
     --json "$OUT/edge-$((2 * d))ms-hit-$stamp.json"
   echo "-- Redis round trips per request on the request path"
   echo "   near: $(round_trips "$NEAR_METRICS")"

@@ -41,6 +41,9 @@ struct Lease {
     granted: u64,
     /// The size of the last grant.
     last_grant: u64,
+    /// Tokens spent since Redis was last told, and told so far.
+    unreported: u64,
+    retired: u64,
     /// A background refill is on its way.
     refilling: bool,
     /// Spend only before this.
@@ -124,6 +127,7 @@ impl Leases {
                 Some(l) => {
                     if b.cost > 0 {
                         l.tokens -= b.cost as u64;
+                        l.unreported += b.cost as u64;
                         if !l.refilling && l.running_low(now) {
                             l.refilling = true;
                             refill = true;
@@ -182,28 +186,45 @@ impl Leases {
         keys.iter()
             .zip(buckets)
             .map(|(key, b)| {
+                // Spent tokens are no longer out in leases: say so with
+                // every call, so Redis's count is of unspent tokens only.
+                let retire = inner.leases.get_mut(key).map_or(0, |l| {
+                    let spent = std::mem::take(&mut l.unreported);
+                    l.retired += spent;
+                    spent
+                });
                 let max_leased = (b.shape.capacity() as f64 * max_overshoot).floor() as u64;
                 // A lease smaller than one charge would never be spent.
                 if b.cost <= 0 || b.cost as u64 >= max_leased {
-                    return LeaseTerms::default();
+                    return LeaseTerms {
+                        retire,
+                        ..LeaseTerms::default()
+                    };
                 }
-                // A live lease too small for this charge, or spent faster
-                // than its period: demand outran it.
+                // A live lease too small for this charge, or half spent in
+                // its first half: demand outran it.
                 let ran_dry = inner
                     .leases
                     .get(key)
-                    .filter(|l| l.until > now && (l.tokens < b.cost as u64 || l.running_low(now)))
+                    .filter(|l| l.until > now && (l.tokens < b.cost as u64 || l.spent_fast(now)))
                     .map(|l| l.last_grant);
                 let Some(d) = inner.demand.get_mut(key) else {
-                    return LeaseTerms::default();
+                    return LeaseTerms {
+                        retire,
+                        ..LeaseTerms::default()
+                    };
                 };
-                if let Some(granted) = ran_dry {
-                    d.hint = (d.hint.max(granted).max(b.cost as u64) * 2).min(max_leased);
-                }
                 let by_rate = (d.rate * LEASE_PERIOD.as_secs_f64()).ceil() as u64;
+                if let Some(granted) = ran_dry {
+                    // Doubling catches up with a burst the rate estimate
+                    // lags; a few periods of demand is plenty.
+                    let cap = (4 * by_rate).max(b.cost as u64);
+                    d.hint = (d.hint.max(granted).max(b.cost as u64) * 2).min(cap);
+                }
                 LeaseTerms {
                     lease: by_rate.max(d.hint).max(b.cost as u64).min(max_leased),
                     max_leased,
+                    retire,
                 }
             })
             .collect()
@@ -248,6 +269,8 @@ impl Leases {
                 tokens: 0,
                 granted: 0,
                 last_grant: 0,
+                unreported: 0,
+                retired: 0,
                 refilling: false,
                 until: sent,
                 remaining: 0,
@@ -336,18 +359,26 @@ impl Inner {
 
 impl Lease {
     /// Half of the last grant spent, or less than a quarter of the period
-    /// left.
+    /// left: time to refill in the background.
     fn running_low(&self, now: Instant) -> bool {
         self.tokens * 2 < self.last_grant
             || self.until.saturating_duration_since(now) < LEASE_PERIOD / 4
     }
 
+    /// Half of the last grant spent while more than half the period is left.
+    fn spent_fast(&self, now: Instant) -> bool {
+        self.tokens * 2 < self.last_grant
+            && self.until.saturating_duration_since(now) > LEASE_PERIOD / 2
+    }
+
+    /// Hands the lease back: its unused tokens, and every token of it Redis
+    /// still counts out (granted, less what was already reported spent).
     fn returned(self) -> Returned {
         Returned {
             ns: self.ns,
             bucket: self.bucket,
             unused: self.tokens,
-            granted: self.granted,
+            granted: self.granted.saturating_sub(self.retired),
         }
     }
 }
@@ -414,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_that_runs_dry_early_doubles_the_next_request() {
+    fn a_lease_that_runs_dry_early_doubles_the_next_request_up_to_four_periods_of_demand() {
         let leases = Leases::default();
         let keys = vec!["full:k".to_owned()];
         let t0 = Instant::now();
@@ -426,10 +457,27 @@ mod tests {
             leases.grant("ns", &keys, &[bucket(1)], &limited(true, want), t0);
             while leases.try_spend(&keys, &[bucket(1)], t0).is_some() {}
         }
-        assert!(
-            asked.windows(2).all(|w| w[1] >= 2 * w[0].min(50)),
-            "{asked:?}"
-        );
+        // The first charge estimates 4 a second; doubling stops at 4 periods.
+        assert_eq!(asked, vec![4, 8, 16, 16]);
+        assert!(asked.windows(2).all(|w| w[1] >= w[0]), "{asked:?}");
+    }
+
+    #[test]
+    fn spent_tokens_are_reported_with_the_next_call_and_not_again_on_return() {
+        let leases = Leases::default();
+        let keys = vec!["full:k".to_owned()];
+        let t0 = Instant::now();
+        leases.try_spend(&keys, &[bucket(1)], t0);
+        leases.terms(&keys, &[bucket(1)], 0.01, t0);
+        leases.grant("ns", &keys, &[bucket(1)], &limited(true, 10), t0);
+        for _ in 0..4 {
+            leases.try_spend(&keys, &[bucket(1)], t0).expect("local");
+        }
+        assert_eq!(leases.terms(&keys, &[bucket(1)], 0.01, t0)[0].retire, 4);
+        assert_eq!(leases.terms(&keys, &[bucket(1)], 0.01, t0)[0].retire, 0);
+        let back = leases.drain();
+        // 6 unused come back; 10 granted less the 4 already retired.
+        assert_eq!((back[0].unused, back[0].granted), (6, 6));
     }
 
     #[test]

@@ -73,7 +73,9 @@ end
 --   n         number of buckets
 --   states    states[i] = a state string (above) or false when missing
 --   args      flat numbers, per bucket: capacity, refill per ms (> 0), cost,
---             lease, max_leased (see `mode`)
+--             lease, max_leased, retire: in both modes `retire` leased
+--             tokens are first counted back in (spent since the node last
+--             said, or a returned lease's grant)
 --   now_ms    the backend's clock, milliseconds (may be fractional)
 --   mode      "charge": all or nothing over the positive costs; negative
 --                       costs (refunds) always apply, capped at capacity.
@@ -81,9 +83,8 @@ end
 --                       as a lease, keeping leased <= max_leased.
 --             "adjust": apply every cost unconditionally; a level may go
 --                       below zero (debt), so later charges wait until it is
---                       repaid. `lease` retires that many leased tokens (a
---                       returned lease; its unused tokens come back as a
---                       negative cost).
+--                       repaid. (A returned lease's unused tokens come back
+--                       as a negative cost.)
 --   lease_ms  how long a lease granted now may be spent
 -- Returns new_states, ttls, out:
 --   new_states[i]  the state to write, or false to leave bucket i untouched
@@ -94,7 +95,7 @@ end
 local function limiter(n, states, args, now_ms, mode, lease_ms)
   local levels, lasts, leaseds, untils = {}, {}, {}, {}
   for i = 1, n do
-    local capacity, rate = args[5 * i - 4], args[5 * i - 3]
+    local capacity, rate = args[6 * i - 5], args[6 * i - 4]
     local tokens, last, leased, lease_until = parse_state(states[i])
     if tokens == nil then
       tokens, last, leased, lease_until = capacity, now_ms, 0, 0
@@ -123,7 +124,7 @@ local function limiter(n, states, args, now_ms, mode, lease_ms)
   local retry_after = 0
   if mode == 'charge' then
     for i = 1, n do
-      local capacity, rate, cost = args[5 * i - 4], args[5 * i - 3], args[5 * i - 2]
+      local capacity, rate, cost = args[6 * i - 5], args[6 * i - 4], args[6 * i - 3]
       if cost > 0 then
         local wait = nil
         if cost > capacity + EPSILON then
@@ -150,11 +151,15 @@ local function limiter(n, states, args, now_ms, mode, lease_ms)
   end
   local granted = {}
   for i = 1, n do
-    local capacity, rate, cost = args[5 * i - 4], args[5 * i - 3], args[5 * i - 2]
-    local lease, max_leased = args[5 * i - 1], args[5 * i]
+    local capacity, rate, cost = args[6 * i - 5], args[6 * i - 4], args[6 * i - 3]
+    local lease, max_leased, retire = args[6 * i - 2], args[6 * i - 1], args[6 * i]
     local level = levels[i]
     local changed = false
     granted[i] = 0
+    if retire > 0 and leaseds[i] > 0 then
+      leaseds[i] = math.max(0, leaseds[i] - retire)
+      changed = true
+    end
     if cost < 0 then
       level = math.min(capacity, level - cost)
       changed = true
@@ -166,10 +171,7 @@ local function limiter(n, states, args, now_ms, mode, lease_ms)
       end
       changed = true
     end
-    if mode == 'adjust' and lease > 0 and leaseds[i] > 0 then
-      leaseds[i] = math.max(0, leaseds[i] - lease)
-      changed = true
-    elseif mode == 'charge' and admitted and lease > 0 then
+    if mode == 'charge' and admitted and lease > 0 then
       local grant = math.floor(math.min(lease, level / 2, max_leased - leaseds[i]) + EPSILON)
       if grant >= 1 then
         level = level - grant

@@ -82,12 +82,14 @@ pub(crate) fn validate(buckets: &[Bucket]) -> Result<(), StateError> {
 
 /// The lease numbers of one bucket in one limiter run (see limiter.lua):
 /// in a charge, `lease` is how many more tokens the node would like to hold
-/// and `max_leased` the most that may be out in leases at once; in an
-/// adjust, `lease` is a returned grant to retire. Zero: no lease.
+/// and `max_leased` the most that may be out in leases at once; in either
+/// mode, `retire` leased tokens are counted back in first (spent since the
+/// node last said, or a returned lease). Zero: no lease.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct LeaseTerms {
     pub lease: u64,
     pub max_leased: u64,
+    pub retire: u64,
 }
 
 /// What one limiter run answered.
@@ -99,14 +101,15 @@ pub(crate) struct Limited {
 }
 
 /// The numbers the algorithm takes per bucket: capacity, refill per ms,
-/// cost, lease, max_leased.
-pub(crate) fn spec(b: &Bucket, terms: LeaseTerms) -> [f64; 5] {
+/// cost, lease, max_leased, retire.
+pub(crate) fn spec(b: &Bucket, terms: LeaseTerms) -> [f64; 6] {
     [
         b.shape.capacity() as f64,
         b.shape.per_ms(),
         b.cost as f64,
         terms.lease as f64,
         terms.max_leased as f64,
+        terms.retire as f64,
     ]
 }
 
@@ -204,10 +207,10 @@ impl LuaLimiter {
             };
             lua_states.raw_set(i + 1, v)?;
         }
-        let args = self.lua.create_table_with_capacity(5 * n, 0)?;
+        let args = self.lua.create_table_with_capacity(6 * n, 0)?;
         for (i, b) in buckets.iter().enumerate() {
             for (j, x) in spec(b, terms_at(call.terms, i)).into_iter().enumerate() {
-                args.raw_set(5 * i + j + 1, x)?;
+                args.raw_set(6 * i + j + 1, x)?;
             }
         }
         let (new_states, ttls, out): (Table, Table, Table) = self.func.call((
@@ -460,7 +463,11 @@ mod tests {
     }
 
     fn terms(lease: u64, max_leased: u64) -> [LeaseTerms; 1] {
-        [LeaseTerms { lease, max_leased }]
+        [LeaseTerms {
+            lease,
+            max_leased,
+            retire: 0,
+        }]
     }
 
     #[test]
@@ -477,7 +484,11 @@ mod tests {
         assert_eq!(l.granted, vec![0]);
         // Returning it (2 unused, 10 retired) frees the bound.
         let back = [bucket("a", 1000, 60_000, -2)];
-        sim.run_leased(&back, &terms(10, 0), 2.0, Mode::Adjust);
+        let retire = [LeaseTerms {
+            retire: 10,
+            ..LeaseTerms::default()
+        }];
+        sim.run_leased(&back, &retire, 2.0, Mode::Adjust);
         let l = sim.run_leased(&b, &terms(5, 10), 3.0, Mode::Charge);
         assert_eq!(l.granted, vec![5]);
     }

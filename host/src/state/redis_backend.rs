@@ -171,8 +171,14 @@ impl RedisBackend {
         let bad_url = |url: &str, e: RedisError| {
             StateError::Invalid(format!("state: redis url `{}`: {e}", redact_url(url)))
         };
+        // Nagle's algorithm would hold a pipelined command until the previous
+        // one is acknowledged: a whole round trip more at an edge site.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
         let link = if let Some(url) = &settings.url {
-            let client = redis::Client::open(url.as_str()).map_err(|e| bad_url(url, e))?;
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|e| bad_url(url, e))?
+                .set_tcp_settings(tcp);
+            let client = redis::Client::open(info).map_err(|e| bad_url(url, e))?;
             // Few, short reconnect retries: a failed attempt is retried by the
             // next operation or health probe anyway, and long backoffs would
             // delay recovery well after Redis is back.
@@ -188,6 +194,7 @@ impl RedisBackend {
         } else {
             let seeds = settings.cluster.iter().map(String::as_str);
             let client = ClusterClient::builder(seeds)
+                .tcp_settings(tcp)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(settings.op_timeout)
                 .retries(2)

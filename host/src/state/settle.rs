@@ -95,8 +95,8 @@ impl Settles {
             let batch = batches.last_mut().expect("pushed above");
             batch.keys.push(keys::bucket_key(&ns, &entry.bucket.key));
             batch.terms.push(LeaseTerms {
-                lease: entry.retire,
-                max_leased: 0,
+                retire: entry.retire,
+                ..LeaseTerms::default()
             });
             batch.buckets.push(entry.bucket);
         }
@@ -107,7 +107,7 @@ impl Settles {
     pub fn restore(&self, batch: Batch) {
         let mut pending = self.pending.lock();
         for (bucket, terms) in batch.buckets.into_iter().zip(batch.terms) {
-            add(&mut pending, &batch.ns, bucket, terms.lease);
+            add(&mut pending, &batch.ns, bucket, terms.retire);
         }
     }
 
