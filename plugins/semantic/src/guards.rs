@@ -30,8 +30,6 @@
 //! which look at the words both prompts use once (quadratic in their count,
 //! capped at [`MAX_ORDERED`]).
 
-use std::sync::OnceLock;
-
 use crate::logic::{negations, numbers};
 
 /// Why two prompts must not share an answer.
@@ -1820,27 +1818,122 @@ type Entry = (&'static str, u16, u16);
 /// The contrast classes and sides of a word (lowercase), as entries of the
 /// lexicon table.
 fn lexicon(w: &str) -> &'static [Entry] {
-    // Built on first use: a sort of under a thousand short words, once per
-    // instance (which serves one call).
-    static TABLE: OnceLock<Vec<Entry>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t: Vec<Entry> = Vec::with_capacity(1024);
-        for (pair, (a, b)) in ANTONYMS.iter().enumerate() {
-            let class = ANTONYM + pair as u16;
-            t.extend(a.iter().map(|w| (*w, class, 0)));
-            t.extend(b.iter().map(|w| (*w, class, 1)));
+    let start = LEXICON.partition_point(|e| e.0 < w);
+    let end = start + LEXICON[start..].partition_point(|e| e.0 == w);
+    &LEXICON[start..end]
+}
+
+/// [`ANTONYMS`] and [`SETS`] as one table sorted by word, built at compile
+/// time: an instance serves one call, so nothing is built at run time.
+static LEXICON: [Entry; LEXICON_LEN] = build_lexicon();
+
+const LEXICON_LEN: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < ANTONYMS.len() {
+        n += ANTONYMS[i].0.len() + ANTONYMS[i].1.len();
+        i += 1;
+    }
+    let mut c = 0;
+    while c < SETS.len() {
+        let sides = SETS[c].1;
+        let mut s = 0;
+        while s < sides.len() {
+            n += sides[s].len();
+            s += 1;
         }
-        for (class, sides) in SETS {
-            for (side, words) in sides.iter().enumerate() {
-                t.extend(words.iter().map(|w| (*w, *class, side as u16)));
+        c += 1;
+    }
+    n
+};
+
+const fn build_lexicon() -> [Entry; LEXICON_LEN] {
+    let mut t: [Entry; LEXICON_LEN] = [("", 0, 0); LEXICON_LEN];
+    let mut n = 0;
+    let mut i = 0;
+    while i < ANTONYMS.len() {
+        let class = ANTONYM + i as u16;
+        let (a, b) = ANTONYMS[i];
+        let mut k = 0;
+        while k < a.len() {
+            t[n] = (a[k], class, 0);
+            n += 1;
+            k += 1;
+        }
+        k = 0;
+        while k < b.len() {
+            t[n] = (b[k], class, 1);
+            n += 1;
+            k += 1;
+        }
+        i += 1;
+    }
+    let mut c = 0;
+    while c < SETS.len() {
+        let (class, sides) = SETS[c];
+        let mut side = 0;
+        while side < sides.len() {
+            let words = sides[side];
+            let mut k = 0;
+            while k < words.len() {
+                t[n] = (words[k], class, side as u16);
+                n += 1;
+                k += 1;
             }
+            side += 1;
         }
-        t.sort_unstable();
-        t
-    });
-    let start = table.partition_point(|e| e.0 < w);
-    let end = start + table[start..].partition_point(|e| e.0 == w);
-    &table[start..end]
+        c += 1;
+    }
+    // Heap sort.
+    let mut end = LEXICON_LEN;
+    let mut start = LEXICON_LEN / 2;
+    while start > 0 {
+        start -= 1;
+        sift_down(&mut t, start, end);
+    }
+    while end > 1 {
+        end -= 1;
+        let top = t[0];
+        t[0] = t[end];
+        t[end] = top;
+        sift_down(&mut t, 0, end);
+    }
+    t
+}
+
+const fn sift_down(t: &mut [Entry; LEXICON_LEN], mut root: usize, end: usize) {
+    loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            return;
+        }
+        if child + 1 < end && entry_less(&t[child], &t[child + 1]) {
+            child += 1;
+        }
+        if !entry_less(&t[root], &t[child]) {
+            return;
+        }
+        let r = t[root];
+        t[root] = t[child];
+        t[child] = r;
+        root = child;
+    }
+}
+
+/// `a < b` by word (bytes), class, side.
+const fn entry_less(a: &Entry, b: &Entry) -> bool {
+    let (x, y) = (a.0.as_bytes(), b.0.as_bytes());
+    let mut i = 0;
+    while i < x.len() && i < y.len() {
+        if x[i] != y[i] {
+            return x[i] < y[i];
+        }
+        i += 1;
+    }
+    if x.len() != y.len() {
+        return x.len() < y.len();
+    }
+    a.1 < b.1 || (a.1 == b.1 && a.2 < b.2)
 }
 
 #[cfg(test)]
@@ -1941,5 +2034,14 @@ mod tests {
         assert_ne!(sides("fastest"), sides("slowest"));
         assert_eq!(sides("second").len(), 2, "an ordinal and a unit");
         assert!(lexicon("the").is_empty());
+        assert!(
+            LEXICON
+                .windows(2)
+                .all(|w| (w[0].0, w[0].1, w[0].2) < (w[1].0, w[1].1, w[1].2))
+        );
+        for (word, class, side) in LEXICON.iter() {
+            assert!(lexicon(word).contains(&(word, *class, *side)));
+            assert_eq!(word.to_lowercase(), *word);
+        }
     }
 }
