@@ -320,6 +320,23 @@ impl Prompt {
                 t += 2;
                 continue;
             }
+            // "less healthy" is "unhealthier", "more expensive" is
+            // "pricier": the degree word goes with the adjective's side.
+            let next_antonyms = lexicon(next).iter().filter(|e| e.1 >= ANTONYM);
+            if matches!(w, "less" | "least" | "more" | "most") && next_antonyms.clone().count() > 0
+            {
+                let flip = matches!(w, "less" | "least");
+                for &(_, class, side) in lexicon(next) {
+                    let side = if flip && class >= ANTONYM {
+                        1 - side
+                    } else {
+                        side
+                    };
+                    features.push((class, side));
+                }
+                t += 2;
+                continue;
+            }
             if let Some(verb) = phrasal_verb(w)
                 && let Some(particle) = particle(next)
             {
@@ -663,6 +680,18 @@ fn word_order<'p>(a: &'p Prompt, b: &'p Prompt) -> bool {
         let end = start + i[start..].partition_point(|x| x.0 == stem);
         (end == start + 1).then(|| i[start].1)
     };
+    // The same words, one of them more often: a repeated word took
+    // another's place ("noon in Tokyo" / "noon in London" after "Tokyo and
+    // London").
+    let distinct = |i: &[(&'p str, usize)]| {
+        let mut d: Vec<&str> = i.iter().map(|x| x.0).collect();
+        d.dedup();
+        d
+    };
+    let same_counts = ia.len() == ib.len() && ia.iter().zip(&ib).all(|(x, y)| x.0 == y.0);
+    if !same_counts && distinct(&ia) == distinct(&ib) {
+        return true;
+    }
     // Words used exactly once in each prompt, in a's order.
     let shared: Vec<(&Content, &Content)> = ca
         .iter()
@@ -684,8 +713,7 @@ fn word_order<'p>(a: &'p Prompt, b: &'p Prompt) -> bool {
     // The same words, two swapped around a third: a decreasing run of
     // three in b's positions taken in a's order. Moving a phrase to the
     // front or back never makes one.
-    let same_words = ia.len() == ib.len() && ia.iter().zip(&ib).all(|(x, y)| x.0 == y.0);
-    if !same_words || shared.len() < 3 {
+    if !same_counts || shared.len() < 3 {
         return false;
     }
     let pos: Vec<usize> = shared.iter().map(|(_, y)| y.pos).collect();
@@ -1011,6 +1039,7 @@ const LANGUAGE: u16 = 14;
 const CODE_LANGUAGE: u16 = 15;
 const DATA_TYPE: u16 = 16;
 const TEXT_KIND: u16 = 17;
+const TASK: u16 = 18;
 /// Antonym pair `i` is class `ANTONYM + i`, its sides 0 and 1.
 const ANTONYM: u16 = 32;
 
@@ -1035,6 +1064,7 @@ const CLASS_NAMES: &[&str] = &[
     "programming language",
     "data type",
     "kind of text",
+    "task",
 ];
 
 /// Antonym pairs: each side lists its forms (and near synonyms).
@@ -1809,6 +1839,34 @@ const SETS: &[(u16, &[&[&str]])] = &[
             &["press"],
             &["resume", "cv"],
             &["note"],
+        ],
+    ),
+    (
+        TASK,
+        &[
+            &[
+                "explain",
+                "explains",
+                "explanation",
+                "describe",
+                "describes",
+                "clarify",
+            ],
+            &["draw", "diagram", "illustrate", "sketch", "chart"],
+            &["enumerate"],
+            &["translate", "translation"],
+            &["calculate", "compute"],
+            &["compare", "comparison"],
+            &["debug", "fix", "repair", "troubleshoot"],
+            &["refactor"],
+            &["optimize", "optimise", "optimization"],
+            &["test", "tests", "testing"],
+            &["document", "documentation", "docstring", "docstrings"],
+            &["implement", "implementation"],
+            &["proofread"],
+            &["outline"],
+            &["analyze", "analyse", "analysis"],
+            &["suggest", "recommend", "recommendation", "recommendations"],
         ],
     ),
 ];

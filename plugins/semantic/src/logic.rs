@@ -725,7 +725,45 @@ mod tests {
                 "Should I always use HTTPS?",
                 "Should I sometimes use HTTPS?",
             ),
+            (
+                "Is tea healthier than coffee?",
+                "Is tea less healthy than coffee?",
+            ),
+            (
+                "Name a metal denser than lead",
+                "Name a metal less dense than lead",
+            ),
         ]);
+        let config = Config::default();
+        let r = request("Which spice is cheaper, saffron or vanilla?");
+        let same = candidate("Which spice is less expensive, saffron or vanilla?", 0.97);
+        assert!(accept(&config, &r, &same));
+    }
+
+    #[test]
+    fn rejects_a_repeated_word_in_another_place() {
+        refuses_near_misses(&[(
+            "Which is older, Rome or Athens, and why is Rome famous?",
+            "Which is older, Rome or Athens, and why is Athens famous?",
+        )]);
+    }
+
+    #[test]
+    fn rejects_other_tasks_on_the_same_subject() {
+        refuses_near_misses(&[
+            (
+                "Explain the nitrogen cycle",
+                "Draw a diagram of the nitrogen cycle",
+            ),
+            (
+                "Debug this JavaScript function",
+                "Document this JavaScript function",
+            ),
+        ]);
+        let config = Config::default();
+        let r = request("What is the nitrogen cycle?");
+        let same = candidate("Explain the nitrogen cycle.", 0.95);
+        assert!(accept(&config, &r, &same));
     }
 
     #[test]
