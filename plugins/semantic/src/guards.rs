@@ -15,15 +15,22 @@
 //!   scope words (*all*/*some*/*most*), sequence words (*first*/*second*),
 //!   units (and which unit a number is given in, so the direction of a
 //!   conversion), roles and personas, human and programming languages, data
-//!   types and kinds of text. Two prompts conflict when both use words of one
-//!   contrast and not the same ones; a word only one prompt uses does not;
+//!   types, kinds of text and tasks (*explain*/*draw*/*debug*...). Two
+//!   prompts conflict when both use words of one contrast and not the same
+//!   ones; a word only one prompt uses does not. *Less*/*least* before an
+//!   adjective takes its other side (*less healthy* is *unhealthier*);
 //! - entities: a capitalised word (not at the start of a sentence) or a
 //!   mixed-case one (*iPhone*, *DNA*) the other prompt does not mention;
 //! - quoted or backquoted text, and operators (`+`, `==`, `<`...);
 //! - order: content words that trade their roles (after *from*, *to*,
 //!   *than*, *by*...: "Subtract 7 from 20" / "Subtract 20 from 7"), or the same
 //!   content words with two of them swapped around a third ("Why did Brutus
-//!   betray Caesar?" / "Why did Caesar betray Brutus?").
+//!   betray Caesar?" / "Why did Caesar betray Brutus?") or one of them
+//!   repeated in another place.
+//!
+//! The guards refuse some true paraphrases (facts of a multi-sentence prompt
+//! given in another order read as a swap; "can't" and "unable" are different
+//! negations); they only ever turn a hit into a miss.
 //!
 //! Every check runs over one tokenisation of each prompt and allocates a few
 //! vectors: it is linear in the prompt's length except the order checks,
