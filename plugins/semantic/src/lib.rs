@@ -2,6 +2,7 @@
 //! which namespace, and whether the nearest cached prompt may answer this
 //! one. The decisions live in [`logic`]; this file only adapts them to the WIT.
 
+pub mod guards;
 pub mod logic;
 
 use sluice_plugin_common::ConfigCell;
