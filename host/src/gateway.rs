@@ -41,7 +41,7 @@ impl Gateway {
     /// is a startup error naming its cause. Watchers for new plugin versions
     /// are started by the caller ([`versions::spawn_watchers`]).
     pub async fn build(config: Config) -> anyhow::Result<Arc<Gateway>> {
-        let metrics = Arc::new(Metrics::from_config(&config));
+        let metrics = Arc::new(config.metrics());
         let state = State::connect(&config.state)
             .await
             .context("state backend")?;

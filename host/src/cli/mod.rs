@@ -4,9 +4,10 @@
 //! - `mock` ([`mock`]): a mock OpenAI + Anthropic provider.
 //! - `plugin new|build|check|test|push|rollback` ([`plugin`]).
 //! - `bench` ([`bench`]): the load generator (the `sluice-loadgen` crate).
-//! - `eval semantic`: [`crate::semantic::eval`].
+//! - `eval semantic` ([`eval`]): precision and recall of the semantic cache.
 
 mod bench;
+pub mod eval;
 mod mock;
 pub mod plugin;
 mod serve;
@@ -45,7 +46,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Evaluate a cache on a labelled set (`sluice eval semantic`).
     #[command(subcommand)]
-    Eval(crate::semantic::eval::EvalCommand),
+    Eval(eval::EvalCommand),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -76,7 +77,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => mock::mock(args).await,
         Command::Plugin(cmd) => plugin::run(cmd).await,
         Command::Bench(args) => bench::run_cli(args).await,
-        Command::Eval(cmd) => crate::semantic::eval::run_cli(cmd).await,
+        Command::Eval(cmd) => eval::run_cli(cmd).await,
     }
 }
 

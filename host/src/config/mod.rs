@@ -30,8 +30,8 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    ANONYMOUS_TENANT, AnonymousConfig, CacheConfig, EmbedderKind, ProviderConfig, ProviderKind,
-    RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig, TenantConfig,
+    AnonymousConfig, CacheConfig, EmbedderKind, ProviderConfig, ProviderKind, RetryConfig,
+    SemanticConfig, ServerConfig, TelemetryConfig, TenantConfig,
 };
 
 /// Why a config could not be loaded. Every variant except `Read` and
@@ -108,6 +108,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// A metrics registry whose provider and tenant labels are this
+    /// config's.
+    pub fn metrics(&self) -> crate::telemetry::Metrics {
+        crate::telemetry::Metrics::new(
+            self.providers.iter().map(|p| p.name.as_str()),
+            self.tenants.iter().map(|t| t.name.as_str()),
+        )
+    }
+
     /// Reads and checks the file at `path`, resolving `env:` values from the
     /// process environment. Relative plugin and model paths are taken as
     /// relative to the file's directory.

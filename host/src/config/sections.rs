@@ -219,9 +219,6 @@ impl ProviderConfig {
 
 // === [anonymous] and [[tenants]] ===
 
-/// The tenant name requests without a virtual key are accounted to.
-pub const ANONYMOUS_TENANT: &str = "anonymous";
-
 /// `[anonymous]`: requests that carry no virtual key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

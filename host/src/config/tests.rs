@@ -752,3 +752,21 @@ fn load_anchors_relative_paths_at_the_config_file() {
     assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     assert!(err.to_string().contains("missing.toml"), "{err}");
 }
+
+#[test]
+fn metrics_label_the_configured_names() {
+    let config = Config::from_toml_str(
+        "[[providers]]\nname = \"vllm\"\nmodels = [\"*\"]\n[[tenants]]\nname = \"globex\"",
+        &|_| None,
+    )
+    .unwrap();
+    let text = config.metrics().encode();
+    assert!(
+        text.contains("sluice_retries_total{provider=\"vllm\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_throttle_rejects_total{tenant=\"globex\"} 0"),
+        "{text}"
+    );
+}

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::sections::ANONYMOUS_TENANT;
 use super::{Config, ConfigError, EmbedderKind, ProviderKind, compile_models};
+use crate::policy::ANONYMOUS_TENANT;
 use crate::policy::Slot;
 use crate::state::StateError;
 use crate::telemetry::parse_log_filter;

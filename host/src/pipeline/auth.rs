@@ -6,8 +6,7 @@ use super::RequestCtx;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
-/// The tenant every anonymous caller belongs to.
-pub const ANONYMOUS_TENANT: &str = "anonymous";
+use crate::policy::ANONYMOUS_TENANT;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 mod slot;
 
+/// The tenant of callers that present no key (when anonymous access is
+/// allowed): a name no configured tenant may take.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+
 pub use slot::{FailurePolicy, Slot, SlotMap};
 
 /// Which API surface a request came in on.

@@ -8,7 +8,6 @@
 //! The request flow around it lives in `pipeline/semantic.rs`.
 
 pub mod embed;
-pub mod eval;
 pub mod hnsw;
 pub mod index;
 

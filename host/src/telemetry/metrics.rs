@@ -21,8 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
 use super::plugin_metrics::{PluginMetrics, Record};
-use crate::config::{ANONYMOUS_TENANT, Config};
-use crate::policy::{Slot, SlotMap};
+use crate::policy::{ANONYMOUS_TENANT, Slot, SlotMap};
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics text, which
 /// Prometheus asks for first and scrapes natively. Serve `/metrics` with it:
@@ -194,14 +193,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry whose provider and tenant labels are the config's.
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(
-            config.providers.iter().map(|p| p.name.as_str()),
-            config.tenants.iter().map(|t| t.name.as_str()),
-        )
-    }
-
     /// A registry for these provider and tenant names (`anonymous` is
     /// always added to the tenants).
     pub fn new<'a>(

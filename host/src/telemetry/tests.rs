@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::Config;
 use crate::policy::Slot;
 
 fn metrics() -> Metrics {
@@ -246,24 +245,6 @@ fn plugin_custom_metrics_are_exposed_per_slot_and_bounded() {
     types.sort();
     types.dedup();
     assert_eq!(types.len(), before, "duplicate families in\n{text}");
-}
-
-#[test]
-fn from_config_labels_configured_names() {
-    let config = Config::from_toml_str(
-        "[[providers]]\nname = \"vllm\"\nmodels = [\"*\"]\n[[tenants]]\nname = \"globex\"",
-        &|_| None,
-    )
-    .unwrap();
-    let text = Metrics::from_config(&config).encode();
-    assert!(
-        text.contains("sluice_retries_total{provider=\"vllm\"} 0"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sluice_throttle_rejects_total{tenant=\"globex\"} 0"),
-        "{text}"
-    );
 }
 
 /// Rough per-record cost. Run with

@@ -6,7 +6,6 @@ use serde_json::json;
 use sluice::config::{Config, ConfigError, PluginSource, ProviderKind, Secret};
 use sluice::policy::FailurePolicy;
 use sluice::state::StateKind;
-use sluice::telemetry::Metrics;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -133,7 +132,7 @@ fn a_config_file_error_names_the_field_and_line() {
 #[test]
 fn metrics_built_from_the_example_label_its_providers_and_tenants() {
     let c = Config::from_toml_str(&read("sluice.toml"), &any_env).unwrap();
-    let text = Metrics::from_config(&c).encode();
+    let text = c.metrics().encode();
     for series in [
         "sluice_upstream_attempts_total{provider=\"local\",outcome=\"ok\"} 0",
         "sluice_throttle_rejects_total{tenant=\"globex\"} 0",
