@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_api;
+mod architecture;
 mod authoring_new;
 mod cli;
 mod config_load;
