@@ -114,6 +114,10 @@ def exposed_metrics() -> dict[str, dict]:
         prefixes = re.findall(r'Registry::with_prefix\(\s*"([^"]+)"\s*\)', text)
         if len(set(prefixes)) > 1:
             raise Failure(f"{path}: several registry prefixes; the extractor assumes one per file")
+        # telemetry/ modules other than metrics.rs register into the
+        # `sluice`-prefixed registry that metrics.rs creates and hands them.
+        if not prefixes and "telemetry" in path.relative_to(SRC).parts:
+            prefixes = ["sluice"]
         prefix = prefixes[0] if prefixes else ""
         for m in reg.finditer(text):
             name = m.group("name")

@@ -50,70 +50,83 @@ pub(super) struct EdgeMetrics {
 }
 
 impl EdgeMetrics {
+    /// Registers the series in `registry` (the `sluice`-prefixed one of
+    /// [`super::Metrics`]).
     pub(super) fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            leases: Family::default(),
-            lease_tokens: Family::default(),
-            lease_tokens_held: Gauge::<i64, AtomicI64>::default(),
-            charges: Family::default(),
-            settle_queue_depth: Gauge::default(),
-            settle_flushes: Counter::default(),
-            settle_flush_seconds: Counter::default(),
-            settle_flush_failures: Counter::default(),
-            settles_dropped: Counter::default(),
-            round_trips: Family::new_with_constructor(|| Histogram::new(ROUND_TRIP_BUCKETS)),
-        };
+        let leases = Family::<EventLabels, Counter>::default();
         registry.register(
             "state_leases",
             "Rate-limit leases taken from Redis (granted) and handed back (returned)",
-            m.leases.clone(),
+            leases.clone(),
         );
+        let lease_tokens = Family::<EventLabels, Counter>::default();
         registry.register(
             "state_lease_tokens",
             "Tokens in leases granted, and unused tokens returned",
-            m.lease_tokens.clone(),
+            lease_tokens.clone(),
         );
+        let lease_tokens_held = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "state_lease_tokens_held",
             "Tokens this node holds in leases now",
-            m.lease_tokens_held.clone(),
+            lease_tokens_held.clone(),
         );
+        let charges = Family::<DecidedLabels, Counter>::default();
         registry.register(
             "state_limit_charges",
             "Rate-limit charges on a shared state, by where they were decided (lease: on this node; redis: a round trip)",
-            m.charges.clone(),
+            charges.clone(),
         );
+        let settle_queue_depth = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "state_settle_queue_depth",
             "Buckets with corrections (settles, returned leases) waiting to be written to Redis",
-            m.settle_queue_depth.clone(),
+            settle_queue_depth.clone(),
         );
+        let settle_flushes = Counter::<u64>::default();
         registry.register(
             "state_settle_flushes",
             "Flushes of queued corrections that Redis took",
-            m.settle_flushes.clone(),
+            settle_flushes.clone(),
         );
+        let settle_flush_seconds = Counter::<f64, AtomicU64>::default();
         registry.register(
             "state_settle_flush_seconds",
             "Time spent flushing queued corrections (divide by the flushes for the mean)",
-            m.settle_flush_seconds.clone(),
+            settle_flush_seconds.clone(),
         );
+        let settle_flush_failures = Counter::<u64>::default();
         registry.register(
             "state_settle_flush_failures",
             "Flushes Redis did not take; their corrections wait for the next",
-            m.settle_flush_failures.clone(),
+            settle_flush_failures.clone(),
         );
+        let settles_dropped = Counter::<u64>::default();
         registry.register(
             "state_settles_dropped",
             "Corrections dropped because the queue was full",
-            m.settles_dropped.clone(),
+            settles_dropped.clone(),
         );
+        let round_trips = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(ROUND_TRIP_BUCKETS)
+        });
         registry.register(
             "state_round_trips_per_request",
             "Redis round trips made on a request's path before its response, by cache outcome",
-            m.round_trips.clone(),
+            round_trips.clone(),
         );
-        m
+        Self {
+            leases,
+            lease_tokens,
+            lease_tokens_held,
+            charges,
+            settle_queue_depth,
+            settle_flushes,
+            settle_flush_seconds,
+            settle_flush_failures,
+            settles_dropped,
+            round_trips,
+        }
     }
 
     /// Copies the state's counters in (at scrape time).
