@@ -79,6 +79,9 @@ pub(crate) struct EdgeLimits {
     counters: Counters,
     /// The node is stopping: no more refills.
     closing: std::sync::atomic::AtomicBool,
+    /// Held (shared) by every refill in flight; `close` takes it whole, so
+    /// no grant lands after the leases were handed back.
+    refills: tokio::sync::RwLock<()>,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -97,6 +100,7 @@ impl EdgeLimits {
             settles: Settles::default(),
             counters: Counters::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            refills: tokio::sync::RwLock::new(()),
         });
         spawn_flusher(Arc::downgrade(&edge));
         edge
@@ -159,7 +163,9 @@ impl EdgeLimits {
             let Some(leases) = &edge.leases else {
                 return;
             };
+            let _refilling = edge.refills.read().await;
             if edge.closing.load(Ordering::Acquire) {
+                leases.refill_done(&keys);
                 return;
             }
             let now = Instant::now();
@@ -260,6 +266,8 @@ impl EdgeLimits {
     /// up after `deadline` (what is left is what a killed node loses).
     pub async fn close(&self, deadline: Duration) {
         self.closing.store(true, Ordering::Release);
+        // Let refills in flight land first, so their grants go back too.
+        let _no_refills = self.refills.write().await;
         if let Some(leases) = &self.leases {
             for returned in leases.drain() {
                 self.queue_returned(returned);
