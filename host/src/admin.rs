@@ -104,7 +104,7 @@ fn unknown_slot(slot: &str) -> Response {
 }
 
 fn fleet(gw: &Gateway) -> bool {
-    gw.state.health().backend != "memory"
+    gw.state.is_shared()
 }
 
 async fn list(State(gw): State<Arc<Gateway>>) -> Response {

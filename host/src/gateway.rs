@@ -55,7 +55,7 @@ impl Gateway {
         // A node that starts after a fleet release serves it from the start.
         versions::releases::sync(&plugins).await;
         // The shared tier only makes sense when the state is shared.
-        let shared = (state.health().backend != "memory").then(|| state.clone());
+        let shared = state.is_shared().then(|| state.clone());
         let cache = ExactCache::new(
             CacheLimits {
                 max_bytes: config.cache.max_bytes as usize,

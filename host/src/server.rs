@@ -190,11 +190,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 async fn require_one_host(request: http::Request<Body>, next: axum::middleware::Next) -> Response {
     let hosts = request.headers().get_all(header::HOST).iter().count();
     if request.version() == http::Version::HTTP_11 && hosts != 1 {
-        let route = if request.uri().path().starts_with("/v1/messages") {
-            Route::AnthropicMessages
-        } else {
-            Route::Chat
-        };
+        let route = error_route(request.uri().path());
         let what = if hosts == 0 { "no" } else { "more than one" };
         return GatewayError::bad_request(format!(
             "An HTTP/1.1 request needs exactly one Host header; this one has {what}."
@@ -204,12 +200,18 @@ async fn require_one_host(request: http::Request<Body>, next: axum::middleware::
     next.run(request).await
 }
 
-async fn not_found(request: http::Request<Body>) -> Response {
-    let route = if request.uri().path().starts_with("/v1/messages") {
+/// The provider shape an error for a request to `path` takes before it is
+/// routed: Anthropic's under `/v1/messages`, OpenAI's elsewhere.
+fn error_route(path: &str) -> Route {
+    if path.starts_with("/v1/messages") {
         Route::AnthropicMessages
     } else {
         Route::Chat
-    };
+    }
+}
+
+async fn not_found(request: http::Request<Body>) -> Response {
+    let route = error_route(request.uri().path());
     let mut e = GatewayError::bad_request(format!(
         "Unknown request URL: {} {}",
         request.method(),

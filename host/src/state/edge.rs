@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::fallback::Fallback;
 use super::leases::{LEASE_PERIOD, Leases};
-use super::limiter::{LimitCall, Mode};
+use super::limiter::{LeaseTerms, LimitCall, Limited, Mode};
 use super::settle::{FLUSH_EVERY, Settles};
 use super::{LimitsMode, StateError, StateSettings};
 use crate::policy::{Bucket, ChargeResult};
@@ -142,13 +142,30 @@ impl EdgeLimits {
         if self.redis.is_failing() {
             return Ok(limited.result);
         }
-        let granted: Vec<u64> = limited.granted.iter().copied().filter(|g| *g > 0).collect();
-        bump(&self.counters.leases_granted, granted.len() as u64);
-        bump(&self.counters.lease_tokens_granted, granted.iter().sum());
-        for stranded in leases.grant(ns, keys, buckets, &limited, now) {
+        self.record_grant(leases, ns, keys, buckets, &limited, now);
+        Ok(limited.result)
+    }
+
+    /// Counts and keeps what Redis granted with a charge sent at `sent`, and
+    /// queues the leases a refusal stranded.
+    fn record_grant(
+        &self,
+        leases: &Leases,
+        ns: &str,
+        keys: &[String],
+        buckets: &[Bucket],
+        limited: &Limited,
+        sent: Instant,
+    ) {
+        let granted = limited.granted.iter().filter(|g| **g > 0);
+        bump(
+            &self.counters.leases_granted,
+            granted.clone().count() as u64,
+        );
+        bump(&self.counters.lease_tokens_granted, granted.sum());
+        for stranded in leases.grant(ns, keys, buckets, limited, sent) {
             self.queue_returned(stranded);
         }
-        Ok(limited.result)
     }
 
     /// Tops the leases on `buckets` up in the background: a charge of
@@ -181,11 +198,7 @@ impl EdgeLimits {
                 && let Ok(limited) = edge.remote_charge(&keys, &nothing, &terms).await
                 && !edge.redis.is_failing()
             {
-                let granted: Vec<u64> =
-                    limited.granted.iter().copied().filter(|g| *g > 0).collect();
-                bump(&edge.counters.leases_granted, granted.len() as u64);
-                bump(&edge.counters.lease_tokens_granted, granted.iter().sum());
-                leases.grant(&ns, &keys, &nothing, &limited, now);
+                edge.record_grant(leases, &ns, &keys, &nothing, &limited, now);
             }
             leases.refill_done(&keys);
         });
@@ -195,8 +208,8 @@ impl EdgeLimits {
         &self,
         keys: &[String],
         buckets: &[Bucket],
-        terms: &[super::limiter::LeaseTerms],
-    ) -> Result<super::limiter::Limited, StateError> {
+        terms: &[LeaseTerms],
+    ) -> Result<Limited, StateError> {
         bump(&self.counters.remote_charges, 1);
         let call = LimitCall {
             keys,

@@ -40,13 +40,11 @@ pub(crate) fn kv_key(ns: &str, key: &str) -> String {
     out
 }
 
-/// The key of the lock guarding the filling of entry `key` in `ns`: beside
-/// the entry, outside its braces, so it shares the entry's hash tag (one
+/// The key of the lock guarding the filling of the entry whose key is
+/// `entry` (a [`kv_key`]): beside the entry, outside its braces, so it shares the entry's hash tag (one
 /// cluster slot) and no `kv_key` can ever equal it (those end in `}`).
-pub(crate) fn lock_key(ns: &str, key: &str) -> String {
-    let mut out = kv_key(ns, key);
-    out.push_str("#lock");
-    out
+pub(crate) fn lock_key(entry: &str) -> String {
+    format!("{entry}#lock")
 }
 
 /// The Redis key of rate-limit bucket `key` in namespace `ns`.

@@ -267,7 +267,7 @@ impl State {
     ) -> Result<Fill, StateError> {
         let k = kv_key(ns, key)?;
         check_ttl(Some(ttl))?;
-        let lock = keys::lock_key(ns, key);
+        let lock = keys::lock_key(&k);
         Ok(
             match self.backend.get_or_lock(&k, &lock, token, ttl).await? {
                 (Some(value), _) => Fill::Value(value),
@@ -286,9 +286,8 @@ impl State {
         token: &[u8],
         ttl: Duration,
     ) -> Result<bool, StateError> {
-        kv_key(ns, key)?;
+        let lock = keys::lock_key(&kv_key(ns, key)?);
         check_ttl(Some(ttl))?;
-        let lock = keys::lock_key(ns, key);
         self.backend
             .compare_and_swap(&lock, Some(token), token, Some(ttl))
             .await
@@ -301,8 +300,8 @@ impl State {
         key: &str,
         token: &[u8],
     ) -> Result<bool, StateError> {
-        kv_key(ns, key)?;
-        self.backend.release(&keys::lock_key(ns, key), token).await
+        let lock = keys::lock_key(&kv_key(ns, key)?);
+        self.backend.release(&lock, token).await
     }
 
     /// Stores `value` under `key` and frees the entry's lock if `token`
@@ -319,7 +318,7 @@ impl State {
     ) -> Result<bool, StateError> {
         let k = kv_key(ns, key)?;
         check_ttl(ttl)?;
-        let lock = keys::lock_key(ns, key);
+        let lock = keys::lock_key(&k);
         self.backend
             .set_and_release(&k, value, ttl, &lock, token)
             .await
