@@ -27,14 +27,40 @@ pub enum ApiError {
         field: String,
         expected: &'static str,
     },
+    /// More elements than a configured cap allows, e.g. `messages` over
+    /// `server.max_messages`; refused before any element is converted.
+    #[error(
+        "{field}: {count} {what} exceed this gateway's limit of {limit} ({setting})"
+    )]
+    TooMany {
+        field: String,
+        count: usize,
+        /// What is counted, e.g. "messages".
+        what: &'static str,
+        limit: usize,
+        /// The config setting that holds the limit.
+        setting: &'static str,
+    },
+    /// An object with more members than [`super::raw::MAX_MEMBERS`].
+    #[error("{at}: {count} members exceed this gateway's limit of {limit} per object")]
+    TooManyMembers {
+        at: String,
+        count: usize,
+        limit: usize,
+    },
 }
 
 impl ApiError {
     /// The offending field's path (`model`, `messages[2].content`), if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            ApiError::MissingField(field) | ApiError::InvalidField { field, .. } => Some(field),
-            ApiError::MalformedJson { .. } | ApiError::NotAnObject => None,
+            ApiError::MissingField(field)
+            | ApiError::InvalidField { field, .. }
+            | ApiError::TooMany { field, .. } => Some(field),
+            ApiError::TooManyMembers { at, .. } if at != "body" => Some(at),
+            ApiError::MalformedJson { .. }
+            | ApiError::NotAnObject
+            | ApiError::TooManyMembers { .. } => None,
         }
     }
 

@@ -3,9 +3,10 @@
 //!
 //! Pure functions and small structs, no HTTP server code:
 //! - [`parse`] turns a request body into a [`ParsedRequest`] (or an
-//!   [`ApiError`] precise enough for a 400).
+//!   [`ApiError`] precise enough for a 400), reading it in place ([`raw`])
+//!   under the counts in [`Limits`].
 //! - [`ParsedRequest::upstream_body`] rewrites the model for a fallback and
-//!   forces usage reporting on OpenAI streams.
+//!   forces usage reporting on OpenAI streams, splicing the client's bytes.
 //! - [`usage_from_json`] reads token usage from a non-streamed answer;
 //!   [`stream::StreamAccumulator`] does it for a stream.
 //! - [`sse`] is the incremental server-sent-events parser and encoder.
@@ -18,9 +19,11 @@ mod canonical;
 mod convert;
 mod error;
 mod parse;
+pub mod raw;
 pub mod sse;
 pub mod stream;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::policy::{Message, Param, Route, TokenCount};
@@ -31,7 +34,8 @@ pub use convert::{ConvertError, is_usage_only_chunk, json_to_stream, stream_to_j
 pub use error::{
     ApiError, anthropic_error, error_body, error_type, openai_error, parse_error_body,
 };
-pub use parse::parse;
+pub use parse::{Limits, parse, parse_with};
+pub use raw::RawBody;
 pub use sse::{SseEvent, SseParser};
 pub use stream::StreamAccumulator;
 
@@ -46,6 +50,7 @@ pub struct ParsedRequest {
     pub temperature: Option<f64>,
     /// Conversation flattened; for Anthropic a top-level `system` becomes a
     /// leading "system" message, for embeddings each input is a "user" message.
+    /// (The pipeline moves these and `params` into the plugins' view.)
     pub messages: Vec<Message>,
     /// Every body field other than model/messages/stream (and `system` on
     /// Anthropic, `input` on embeddings), canonical JSON, sorted by name.
@@ -53,7 +58,7 @@ pub struct ParsedRequest {
     /// Cheap deterministic estimate, see [`estimate_tokens`].
     pub estimated_prompt_tokens: u32,
     /// The body as the client sent it, forwarded upstream.
-    pub body: Map<String, Value>,
+    pub body: RawBody,
 }
 
 impl ParsedRequest {
@@ -63,25 +68,31 @@ impl ParsedRequest {
     /// reach the client; the `"usage":null` OpenAI then puts on the other
     /// chunks stays, clients ignore it.
     pub fn client_wants_usage(&self) -> bool {
-        self.body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        stream_options(self.body.text("stream_options"))
+            .iter()
+            .any(|(name, value)| name == "include_usage" && value.get() == "true")
     }
 
     /// The body to send upstream for `model`: the client's body with the model
-    /// replaced, and on OpenAI chat streams `stream_options.include_usage`
-    /// forced on so the last chunk carries usage for `throttle.settle`.
-    pub fn upstream_body(&self, model: &str) -> Vec<u8> {
-        if self.route == Route::Chat && self.stream {
-            let mut body = self.body.clone();
-            force_include_usage(&mut body);
-            body.insert("model".into(), Value::String(model.to_owned()));
-            to_json_bytes(&body)
-        } else {
-            with_model(&self.body, model)
+    /// replaced (the field keeps its position), and on OpenAI chat streams
+    /// `stream_options.include_usage` forced on so the last chunk carries
+    /// usage for `throttle.settle`. The client's own bytes when neither
+    /// changes anything.
+    pub fn upstream_body(&self, model: &str) -> Bytes {
+        let mut changes = Vec::new();
+        if model != self.model {
+            changes.push(("model", to_json_string(model)));
         }
+        if self.route == Route::Chat && self.stream && !self.client_wants_usage() {
+            changes.push(("stream_options", with_include_usage(self.body.text("stream_options"))));
+        }
+        self.body.rebuilt(&changes)
+    }
+
+    /// The body field `name` as a value, for small fields (the pipeline
+    /// itself reads the body in place).
+    pub fn field(&self, name: &str) -> Option<Value> {
+        serde_json::from_str(self.body.text(name)?).ok()
     }
 
     /// The text of the last "user" message, empty when there is none.
@@ -94,31 +105,39 @@ impl ParsedRequest {
     }
 }
 
-/// Serializes `body` with `model` in place of the client's model (the field
-/// keeps its position).
-pub fn with_model(body: &Map<String, Value>, model: &str) -> Vec<u8> {
-    let mut body = body.clone();
-    body.insert("model".into(), Value::String(model.to_owned()));
-    to_json_bytes(&body)
+/// The members of a `stream_options` field; none unless it is an object.
+fn stream_options(json: Option<&str>) -> Vec<(String, &serde_json::value::RawValue)> {
+    json.and_then(|json| raw::members(json, "stream_options").ok().flatten())
+        .unwrap_or_default()
 }
 
-/// Sets `stream_options.include_usage = true`, keeping any other stream
-/// options; returns whether the client had already asked for it.
-pub fn force_include_usage(body: &mut Map<String, Value>) -> bool {
-    let options = body
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !options.is_object() {
-        // The provider would reject a non-object anyway; replacing it keeps
-        // the usage we need for settling without inventing a new error.
-        *options = Value::Object(Map::new());
+/// `stream_options` (JSON text, if sent) with `include_usage: true`, keeping
+/// the other options. A non-object is replaced: the provider would reject it
+/// anyway, and this keeps the usage settling needs without a new error.
+fn with_include_usage(json: Option<&str>) -> String {
+    let mut out = String::from("{");
+    let mut set = false;
+    for (name, value) in stream_options(json) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&to_json_string(&name));
+        out.push(':');
+        if name == "include_usage" {
+            out.push_str("true");
+            set = true;
+        } else {
+            out.push_str(value.get());
+        }
     }
-    let Value::Object(options) = options else {
-        return false;
-    };
-    let asked = options.get("include_usage").and_then(Value::as_bool) == Some(true);
-    options.insert("include_usage".into(), Value::Bool(true));
-    asked
+    if !set {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(r#""include_usage":true"#);
+    }
+    out.push('}');
+    out
 }
 
 /// A cheap deterministic token estimate: one token per four characters,
@@ -197,6 +216,11 @@ pub(crate) fn to_json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> 
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// A string as a JSON string literal.
+pub(crate) fn to_json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,13 +240,15 @@ mod tests {
     }
 
     #[test]
-    fn with_model_rewrites_in_place_and_keeps_other_fields() {
-        let req = chat(r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"seed":7}"#);
-        let out = with_model(&req.body, "b");
+    fn upstream_body_rewrites_the_model_in_place_and_keeps_other_fields() {
+        let sent = r#"{"model":"a", "messages":[{"role":"user","content":"hi"}],"seed":7}"#;
+        let req = chat(sent);
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            std::str::from_utf8(&req.upstream_body("b")).unwrap(),
             r#"{"model":"b","messages":[{"role":"user","content":"hi"}],"seed":7}"#
         );
+        // Nothing to change: the client's own bytes go out.
+        assert_eq!(&req.upstream_body("a")[..], sent.as_bytes());
     }
 
     #[test]
@@ -255,14 +281,21 @@ mod tests {
     }
 
     #[test]
-    fn force_include_usage_reports_what_the_client_asked() {
-        let mut body = Map::new();
-        assert!(!force_include_usage(&mut body));
-        assert!(force_include_usage(&mut body));
-        let mut odd: Map<String, Value> =
-            serde_json::from_str(r#"{"stream_options":"nonsense"}"#).unwrap();
-        assert!(!force_include_usage(&mut odd));
-        assert_eq!(odd["stream_options"]["include_usage"], true);
+    fn include_usage_is_forced_keeping_other_stream_options() {
+        assert_eq!(with_include_usage(None), r#"{"include_usage":true}"#);
+        assert_eq!(
+            with_include_usage(Some(r#""nonsense""#)),
+            r#"{"include_usage":true}"#
+        );
+        assert_eq!(
+            with_include_usage(Some(r#"{"include_usage": false, "x": [1]}"#)),
+            r#"{"include_usage":true,"x":[1]}"#
+        );
+        let asked = chat(
+            r#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        // Already asked: forwarded as sent.
+        assert_eq!(asked.upstream_body("a"), asked.body.rebuilt(&[]));
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Most messages (or embedding inputs) in one request; more get a 400
+    /// naming the limit, counted before any message is converted.
+    pub max_messages: usize,
+    /// Most content parts in one request, over all its messages and
+    /// `system` blocks; more get a 400 naming the limit.
+    pub max_content_parts: usize,
     /// Bearer token for `/admin`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// A separate listener for `/admin` (and nothing else); requires
@@ -45,6 +51,8 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * MIB as usize,
+            max_messages: crate::api::Limits::DEFAULT.max_messages,
+            max_content_parts: crate::api::Limits::DEFAULT.max_content_parts,
             admin_token: None,
             admin_listen: None,
             request_timeout_ms: 120_000,

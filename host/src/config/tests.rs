@@ -416,6 +416,11 @@ fn server_rules() {
         "greater than 0",
     );
     assert_error_at(
+        "[server]\nmax_messages = 0",
+        "server.max_messages",
+        "greater than 0",
+    );
+    assert_error_at(
         "[server]\nrequest_timeout_ms = 0",
         "server.request_timeout_ms",
         "greater than 0",

@@ -67,6 +67,8 @@ fn not_blank(path: &str, value: &str) -> Check {
 fn server(c: &Config) -> Check {
     let s = &c.server;
     positive("server.max_body_bytes", s.max_body_bytes as u64)?;
+    positive("server.max_messages", s.max_messages as u64)?;
+    positive("server.max_content_parts", s.max_content_parts as u64)?;
     positive("server.request_timeout_ms", s.request_timeout_ms)?;
     if let Some(token) = &s.admin_token {
         not_blank("server.admin_token", token.expose())?;

@@ -27,12 +27,10 @@ fn answer_text(req: &ParsedRequest) -> (String, bool) {
 
 /// The tool a request forces the model to call, if any.
 fn forced_tool(req: &ParsedRequest) -> Option<String> {
-    let tools = req
-        .body
-        .get("tools")?
-        .as_array()
-        .filter(|t| !t.is_empty())?;
-    let choice = req.body.get("tool_choice")?;
+    let tools = req.field("tools")?;
+    let tools = tools.as_array().filter(|t| !t.is_empty())?;
+    let choice = req.field("tool_choice")?;
+    let choice = &choice;
     let first = || {
         let tool = &tools[0];
         // OpenAI nests the name under "function"; Anthropic does not.
@@ -70,8 +68,8 @@ fn tool_arguments(req: &ParsedRequest) -> Value {
 
 pub(super) fn chat_answer(req: &ParsedRequest, id: u64) -> Value {
     let n = req
-        .body
-        .get("n")
+        .field("n")
+        .as_ref()
         .and_then(Value::as_u64)
         .map_or(1, |n| n.clamp(1, 16));
     // Completion tokens are counted over exactly what a stream would carry
@@ -159,14 +157,14 @@ pub(super) fn embeddings_answer(
     req: &ParsedRequest,
     default_dim: usize,
 ) -> Result<Value, &'static str> {
-    let dim = match req.body.get("dimensions") {
+    let dim = match req.field("dimensions").as_ref() {
         None | Some(Value::Null) => default_dim,
         Some(v) => match v.as_u64().filter(|d| (1..=4096).contains(d)) {
             Some(d) => d as usize,
             None => return Err("Invalid 'dimensions': expected an integer between 1 and 4096."),
         },
     };
-    let base64 = req.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let base64 = req.field("encoding_format").as_ref().and_then(Value::as_str) == Some("base64");
     let data: Vec<Value> = req
         .messages
         .iter()

@@ -2,7 +2,8 @@
 //! in the order of the request flow (docs/architecture.md). Each phase may
 //! answer early by returning an error or a response.
 //!
-//! 1. `auth::authenticate` + `parse`: body limit, JSON, tenant/tier.
+//! 1. `auth::authenticate` + `parse`: tenant/tier, body limit, then the
+//!    body read in place with its message and part counts capped first.
 //! 2. `throttle::admit`: the throttle plugin names buckets; one atomic charge.
 //! 3. `caching::derive_key` and `caching::lookup`: exact cache;
 //!    `semantic::lookup`: after an exact miss, a near-duplicate's answer.
@@ -54,7 +55,8 @@ pub struct RequestCtx {
     pub client_ip: IpAddr,
     pub caller: Caller,
     pub plugins: PinnedPlugins,
-    /// Set once the body parsed.
+    /// Set once the body parsed; its messages and params have moved into
+    /// `policy` (one copy of the conversation, not two).
     pub parsed: Option<ParsedRequest>,
     /// The view plugins get; filled after parsing.
     pub policy: PolicyRequest,
@@ -171,7 +173,7 @@ async fn run(
     let (parts, body) = request.into_parts();
     auth::authenticate(gw, &parts.headers, ctx)?;
     let body = read_body(body, gw.config.server.max_body_bytes).await?;
-    parse(gw, ctx, &parts.headers, &body)?;
+    parse(gw, ctx, &parts.headers, body)?;
     throttle::admit(gw, ctx).await?;
     caching::derive_key(gw, ctx, &parts.headers).await?;
     if let Some(answer) = caching::lookup(gw, ctx).await {
@@ -214,14 +216,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     }
 }
 
-/// Parses the body and resolves the provider; fills the policy view.
+/// Parses the body and resolves the provider; fills the policy view. The
+/// parsed request keeps `body` itself (shared) to forward it.
 fn parse(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<(), GatewayError> {
-    let parsed = api::parse(ctx.route, body)?;
+    let server = &gw.config.server;
+    let limits = api::Limits {
+        max_messages: server.max_messages,
+        max_content_parts: server.max_content_parts,
+    };
+    let mut parsed = api::parse_with(ctx.route, body, &limits)?;
     let provider = gw
         .config
         .route(&parsed.model)
@@ -247,8 +255,8 @@ fn parse(
         max_tokens: parsed.max_tokens,
         estimated_prompt_tokens: parsed.estimated_prompt_tokens,
         temperature: parsed.temperature,
-        messages: parsed.messages.clone(),
-        params: parsed.params.clone(),
+        messages: std::mem::take(&mut parsed.messages),
+        params: std::mem::take(&mut parsed.params),
         tenant: ctx.caller.tenant.clone(),
         tier: ctx.caller.tier.clone(),
         key_id: ctx.caller.key_id.clone(),
