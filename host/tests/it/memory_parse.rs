@@ -1,0 +1,307 @@
+//! Memory of request parsing (issue 12, item 1): a `sluice serve` child
+//! (jemalloc, as shipped) gets 16 concurrent ~4 MB bodies of many messages,
+//! under `server.max_body_bytes`. Its peak resident memory (VmHWM, reset
+//! before the burst) must stay within idle + 16 × K × body, and its resident
+//! memory must come back near idle afterwards. Bodies over
+//! `server.max_messages` get a 400 naming the limit, in each provider's
+//! shape, and cost far less than accepted ones.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use sluice::mock::MockHandle;
+
+use crate::support::gateway::{mock, providers};
+use crate::support::node::Node;
+
+const MIB: u64 = 1024 * 1024;
+/// Concurrent requests in a burst.
+const CONCURRENT: u64 = 16;
+/// Peak bound for accepted bodies, in bodies per request. One request alone
+/// holds about 5.6 bodies at its peak (the body, the flattened messages, the
+/// plugin view's copy for a call, and in the plugin's memory that view plus
+/// what the cache-key plugin builds from it); 16 at once overlap only in
+/// part (measured: 2.3 per request on a debug build; 5.9 before the parser
+/// read bodies in place, 15 for one request alone).
+const K_ACCEPTED: u64 = 4;
+/// Peak bound for bodies refused by count: the body and its read buffer
+/// (measured: 0.7 per request; 10.7 before the cap).
+const K_REFUSED: u64 = 3;
+/// How far above idle resident memory may stay once the burst is over.
+const SETTLED_SLACK: u64 = 30 * MIB;
+
+/// Providers on `upstream`, a tenant with room for 16 huge prompts, and
+/// deadlines long enough for a debug build to pass 16 bodies of 4 MB to
+/// each plugin and to the mock (which shares the test's cores).
+fn config(upstream: &MockHandle) -> String {
+    let providers = providers(upstream).replace("timeout_ms = 2000", "timeout_ms = 60000");
+    format!(
+        r#"{providers}
+[[tenants]]
+name = "big"
+tier = "roomy"
+keys = ["sk-big"]
+
+[plugins.throttle]
+failure = "fail-closed"
+[plugins.throttle.limits]
+deadline_ms = 10000
+[plugins.cache_key.limits]
+deadline_ms = 10000
+[plugins.throttle.config]
+tiers.roomy = {{ requests_per_minute = 100000, tokens_per_minute = 1000000000 }}
+"#
+    )
+}
+
+/// A status field of process `pid` (`VmRSS`, `VmHWM`), in bytes.
+fn status(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// Resets the process's peak resident size (VmHWM) to its current size.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+}
+
+/// A chat body of `n` user messages, each with a name and two text parts of
+/// 30 words: message-heavy as agent frameworks send them.
+fn parts_body(n: usize) -> Bytes {
+    let text = vec!["word"; 30].join(" ");
+    let part = format!(r#"{{"type":"text","text":"{text}"}}"#);
+    let message = format!(r#"{{"role":"user","name":"n","content":[{part},{part}]}}"#);
+    let messages = vec![message.as_str(); n].join(",");
+    Bytes::from(format!(
+        r#"{{"model":"gpt-4o-mini","max_tokens":16,"messages":[{messages}]}}"#
+    ))
+}
+
+/// A chat body of `n` user messages of `words` words each (Anthropic's
+/// shape when `anthropic`, else OpenAI's).
+fn many_messages(anthropic: bool, n: usize, words: usize) -> Bytes {
+    let text = vec!["word"; words].join(" ");
+    let message = format!(r#"{{"role":"user","content":"{text}"}}"#);
+    let messages = vec![message.as_str(); n].join(",");
+    let model = if anthropic {
+        r#""claude-sonnet-4-5","max_tokens":16"#
+    } else {
+        r#""gpt-4o-mini","max_tokens":16"#
+    };
+    Bytes::from(format!(r#"{{"model":{model},"messages":[{messages}]}}"#))
+}
+
+/// Sends `body` to `url` `CONCURRENT` times at once; the statuses and the
+/// body of the first answer.
+async fn burst(url: &str, body: &Bytes) -> (Vec<u16>, String) {
+    let client = reqwest::Client::new();
+    let sends = (0..CONCURRENT).map(|_| {
+        client
+            .post(url)
+            .bearer_auth("sk-big")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    });
+    let mut statuses = Vec::new();
+    let mut first = None;
+    for r in futures::future::join_all(sends).await {
+        let r = r.expect("request");
+        statuses.push(r.status().as_u16());
+        let text = r.text().await.expect("body");
+        first.get_or_insert(text);
+    }
+    (statuses, first.unwrap_or_default())
+}
+
+/// What a burst cost: (idle RSS, peak RSS, RSS once settled) in bytes.
+struct Footprint {
+    idle: u64,
+    peak: u64,
+    settled: u64,
+}
+
+/// Starts a node, warms it with one small request, bursts `body` at
+/// `path`, and measures.
+async fn measure(path: &str, body: &Bytes, expect_status: u16) -> (Footprint, String) {
+    let upstream = mock();
+    let node = Node::start(&config(&upstream), &[]);
+    let pid = node.pid();
+    // First-use work (plugin instances, connection pools) is idle cost.
+    let (warm, text) = burst(&node.url(path), &many_messages(false, 2, 2)).await;
+    assert!(warm.iter().all(|s| *s == 200), "warm-up: {warm:?} {text}");
+    wait_settled(pid, u64::MAX);
+    let idle = status(pid, "VmRSS");
+    reset_peak(pid);
+
+    let (statuses, first) = burst(&node.url(path), body).await;
+    assert!(
+        statuses.iter().all(|s| *s == expect_status),
+        "{statuses:?}: {first}"
+    );
+    let peak = status(pid, "VmHWM");
+    let settled = wait_settled(pid, idle + SETTLED_SLACK);
+    (
+        Footprint {
+            idle,
+            peak,
+            settled,
+        },
+        first,
+    )
+}
+
+/// Polls VmRSS until it is at most `target` and stops falling, or 15 s
+/// pass; the last reading.
+fn wait_settled(pid: u32, target: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = status(pid, "VmRSS");
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = status(pid, "VmRSS");
+        let steady = now.abs_diff(last) < MIB;
+        last = now;
+        if (now <= target && steady) || Instant::now() > deadline {
+            return now;
+        }
+    }
+}
+
+fn report(what: &str, body: &Bytes, f: &Footprint) {
+    eprintln!(
+        "{what}: body {:.2} MiB, idle {:.1} MiB, peak {:.1} MiB (+{:.2} bodies per request), settled {:.1} MiB",
+        body.len() as f64 / MIB as f64,
+        f.idle as f64 / MIB as f64,
+        f.peak as f64 / MIB as f64,
+        f.peak.saturating_sub(f.idle) as f64 / (CONCURRENT as f64 * body.len() as f64),
+        f.settled as f64 / MIB as f64,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_many_message_bodies_peak_within_a_small_multiple_and_settle() {
+    // 10,000 messages of two parts: 3.9 MB, just under the 4 MiB body
+    // limit, and exactly at the default caps (10,000 messages, 20,000 parts).
+    let body = parts_body(10_000);
+    assert!(body.len() > 3_800_000 && body.len() < 4 * MIB as usize);
+    let (f, _) = measure("/v1/chat/completions", &body, 200).await;
+    report("accepted", &body, &f);
+    let bound = f.idle + CONCURRENT * K_ACCEPTED * body.len() as u64;
+    assert!(
+        f.peak <= bound,
+        "peak {} MiB over idle {} MiB + {CONCURRENT} x {K_ACCEPTED} x body = {} MiB",
+        f.peak / MIB,
+        f.idle / MIB,
+        bound / MIB
+    );
+    assert!(
+        f.settled <= f.idle + SETTLED_SLACK,
+        "RSS stayed at {} MiB (idle {} MiB)",
+        f.settled / MIB,
+        f.idle / MIB
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_message_cap_are_refused_before_they_cost_memory() {
+    // As the tester's body: 120,000 one-word messages, 4 MB.
+    let body = many_messages(false, 120_000, 1);
+    assert!(body.len() > 3_900_000 && body.len() < 4 * MIB as usize);
+    let (f, answer) = measure("/v1/chat/completions", &body, 400).await;
+    report("over the cap", &body, &f);
+    assert!(
+        answer.contains("120000 messages exceed this gateway's limit of 10000 (server.max_messages)"),
+        "{answer}"
+    );
+    let bound = f.idle + CONCURRENT * K_REFUSED * body.len() as u64;
+    assert!(
+        f.peak <= bound,
+        "peak {} MiB over idle {} MiB + {CONCURRENT} x {K_REFUSED} x body = {} MiB",
+        f.peak / MIB,
+        f.idle / MIB,
+        bound / MIB
+    );
+    assert!(
+        f.settled <= f.idle + SETTLED_SLACK,
+        "RSS stayed at {} MiB (idle {} MiB)",
+        f.settled / MIB,
+        f.idle / MIB
+    );
+}
+
+#[tokio::test]
+async fn the_cap_is_a_400_in_each_providers_shape() {
+    let upstream = mock();
+    let config = format!(
+        "[server]\nmax_messages = 50\nmax_content_parts = 4\n{}",
+        config(&upstream)
+    );
+    let node = Node::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let send = |path: &str, body: String| {
+        client
+            .post(node.url(path))
+            .bearer_auth("sk-big")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let openai = send(
+        "/v1/chat/completions",
+        String::from_utf8(many_messages(false, 51, 1).to_vec()).unwrap(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(openai.status(), 400);
+    let v: Value = openai.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        v["error"]["message"],
+        "messages: 51 messages exceed this gateway's limit of 50 (server.max_messages)"
+    );
+
+    let anthropic = send(
+        "/v1/messages",
+        String::from_utf8(many_messages(true, 51, 1).to_vec()).unwrap(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(anthropic.status(), 400);
+    let v: Value = anthropic.json().await.expect("json");
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        v["error"]["message"],
+        "messages: 51 messages exceed this gateway's limit of 50 (server.max_messages)"
+    );
+
+    // Content parts count over the whole request, system blocks included.
+    let parts = r#"{"model":"claude-sonnet-4-5","max_tokens":16,
+        "system":[{"type":"text","text":"a"},{"type":"text","text":"b"}],
+        "messages":[{"role":"user","content":[{"type":"text","text":"c"},
+            {"type":"text","text":"d"},{"type":"text","text":"e"}]}]}"#;
+    let r = send("/v1/messages", parts.into()).await.expect("send");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        v["error"]["message"],
+        "messages[0].content: 5 content parts (counted over the whole request) exceed this gateway's limit of 4 (server.max_content_parts)"
+    );
+
+    // At the cap: accepted.
+    let at_cap = send(
+        "/v1/chat/completions",
+        String::from_utf8(many_messages(false, 50, 1).to_vec()).unwrap(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(at_cap.status(), 200);
+}
