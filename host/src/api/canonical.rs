@@ -232,7 +232,11 @@ mod tests {
             "null",
         ] {
             let parsed: Value = serde_json::from_str(json).unwrap();
-            assert_eq!(canonical_raw(json).unwrap(), canonical_json(&parsed), "{json}");
+            assert_eq!(
+                canonical_raw(json).unwrap(),
+                canonical_json(&parsed),
+                "{json}"
+            );
         }
         assert!(canonical_raw("[1,").is_err());
         assert!(canonical_raw("1 2").is_err());

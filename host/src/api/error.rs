@@ -29,9 +29,7 @@ pub enum ApiError {
     },
     /// More elements than a configured cap allows, e.g. `messages` over
     /// `server.max_messages`; refused before any element is converted.
-    #[error(
-        "{field}: {count} {what} exceed this gateway's limit of {limit} ({setting})"
-    )]
+    #[error("{field}: {count} {what} exceed this gateway's limit of {limit} ({setting})")]
     TooMany {
         field: String,
         count: usize,

@@ -84,7 +84,10 @@ impl ParsedRequest {
             changes.push(("model", to_json_string(model)));
         }
         if self.route == Route::Chat && self.stream && !self.client_wants_usage() {
-            changes.push(("stream_options", with_include_usage(self.body.text("stream_options"))));
+            changes.push((
+                "stream_options",
+                with_include_usage(self.body.text("stream_options")),
+            ));
         }
         self.body.rebuilt(&changes)
     }
@@ -106,7 +109,7 @@ impl ParsedRequest {
 }
 
 /// The members of a `stream_options` field; none unless it is an object.
-fn stream_options(json: Option<&str>) -> Vec<(String, &serde_json::value::RawValue)> {
+fn stream_options(json: Option<&str>) -> raw::MemberList<'_> {
     json.and_then(|json| raw::members(json, "stream_options").ok().flatten())
         .unwrap_or_default()
 }

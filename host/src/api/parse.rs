@@ -15,7 +15,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::canonical::{canonical_object, canonical_raw};
-use super::raw::{self, Kind, RawBody, kind, member, members};
+use super::raw::{self, Kind, MemberList, RawBody, kind, member, members};
 use super::{ApiError, ParsedRequest, estimate_prompt, estimate_tokens};
 use crate::policy::{Message, Param, Route};
 
@@ -211,10 +211,7 @@ fn messages_array<'a>(body: &'a RawBody, limits: &Limits) -> Result<Vec<&'a RawV
 }
 
 /// A message's members and its `role`.
-fn message_object<'a>(
-    item: &'a RawValue,
-    at: &str,
-) -> Result<(Vec<(String, &'a RawValue)>, String), ApiError> {
+fn message_object<'a>(item: &'a RawValue, at: &str) -> Result<(MemberList<'a>, String), ApiError> {
     let Some(msg) = members(item.get(), at)? else {
         return Err(ApiError::invalid(at, "a message object"));
     };
@@ -223,8 +220,9 @@ fn message_object<'a>(
         Some(json) if kind(json) == Kind::Null => {
             return Err(ApiError::missing(format!("{at}.role")));
         }
-        Some(json) => raw::string(json)
-            .ok_or_else(|| ApiError::invalid(format!("{at}.role"), "a string"))?,
+        Some(json) => {
+            raw::string(json).ok_or_else(|| ApiError::invalid(format!("{at}.role"), "a string"))?
+        }
     };
     Ok((msg, role))
 }
@@ -384,7 +382,8 @@ fn anthropic_messages(
                 // provider bookkeeping, not part of the prompt.
                 let at = format!("system[{j}]");
                 let block = members(block.get(), &at)?.unwrap_or_default();
-                let is_text = member(&block, "type").and_then(raw::string).as_deref() == Some("text");
+                let is_text =
+                    member(&block, "type").and_then(raw::string).as_deref() == Some("text");
                 match member(&block, "text").and_then(raw::string) {
                     Some(text) if is_text => texts.push(text),
                     _ => return Err(ApiError::invalid(at, "a text block")),
@@ -768,7 +767,13 @@ mod tests {
 
     #[test]
     fn messages_over_the_cap_are_refused_by_count() {
-        assert_eq!(limited(Route::Chat, &chat_of(3), 3, 10).unwrap().messages.len(), 3);
+        assert_eq!(
+            limited(Route::Chat, &chat_of(3), 3, 10)
+                .unwrap()
+                .messages
+                .len(),
+            3
+        );
         let e = limited(Route::Chat, &chat_of(120), 3, 10).unwrap_err();
         assert_eq!(e.field(), Some("messages"));
         assert_eq!(
@@ -785,7 +790,11 @@ mod tests {
         let anthropic = chat_of(4).replace(r#""model":"m""#, r#""model":"c","max_tokens":1"#);
         assert!(matches!(
             limited(Route::AnthropicMessages, &anthropic, 3, 10),
-            Err(ApiError::TooMany { count: 4, limit: 3, .. })
+            Err(ApiError::TooMany {
+                count: 4,
+                limit: 3,
+                ..
+            })
         ));
         // The default is generous.
         assert_eq!(ok(Route::Chat, &chat_of(2_000)).messages.len(), 2_000);

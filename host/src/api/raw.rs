@@ -140,13 +140,13 @@ pub(crate) fn kind(json: &str) -> Kind {
     }
 }
 
+/// An object's members: each key and its value's JSON text.
+pub(crate) type MemberList<'a> = Vec<(String, &'a RawValue)>;
+
 /// The members of the object `json`, repeated keys merged (first position,
 /// last value); `None` when `json` is not an object. `at` names the object
 /// in the error for more than [`MAX_MEMBERS`].
-pub(crate) fn members<'a>(
-    json: &'a str,
-    at: &str,
-) -> Result<Option<Vec<(String, &'a RawValue)>>, ApiError> {
+pub(crate) fn members<'a>(json: &'a str, at: &str) -> Result<Option<MemberList<'a>>, ApiError> {
     if kind(json) != Kind::Object {
         return Ok(None);
     }
@@ -197,7 +197,7 @@ pub(crate) fn string(json: &str) -> Option<String> {
 /// Members as read, before the count check.
 #[derive(Default)]
 struct Members<'a> {
-    list: Vec<(String, &'a RawValue)>,
+    list: MemberList<'a>,
     /// Members past [`MAX_MEMBERS`], counted but not kept.
     more: usize,
     repeated: bool,
@@ -353,7 +353,9 @@ mod tests {
 
     #[test]
     fn too_many_members_are_refused_by_count() {
-        let many: Vec<String> = (0..MAX_MEMBERS + 5).map(|i| format!("\"k{i}\":0")).collect();
+        let many: Vec<String> = (0..MAX_MEMBERS + 5)
+            .map(|i| format!("\"k{i}\":0"))
+            .collect();
         let json = format!("{{{}}}", many.join(","));
         let e = RawBody::parse(Bytes::from(json.clone())).unwrap_err();
         assert_eq!(
@@ -387,7 +389,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(member(&m, "role"), Some(r#""tool""#));
-        assert_eq!(member(&m, "content").and_then(string).as_deref(), Some("hi"));
+        assert_eq!(
+            member(&m, "content").and_then(string).as_deref(),
+            Some("hi")
+        );
         assert!(members("[]", "m").unwrap().is_none());
         assert_eq!(string(r#""a\nb""#).as_deref(), Some("a\nb"));
         assert_eq!(string("1"), None);

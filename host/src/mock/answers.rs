@@ -164,7 +164,11 @@ pub(super) fn embeddings_answer(
             None => return Err("Invalid 'dimensions': expected an integer between 1 and 4096."),
         },
     };
-    let base64 = req.field("encoding_format").as_ref().and_then(Value::as_str) == Some("base64");
+    let base64 = req
+        .field("encoding_format")
+        .as_ref()
+        .and_then(Value::as_str)
+        == Some("base64");
     let data: Vec<Value> = req
         .messages
         .iter()

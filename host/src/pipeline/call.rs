@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::RequestCtx;
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
@@ -61,7 +59,7 @@ pub async fn call_upstream(
         }
         let request = UpstreamRequest {
             path: upstream_path(ctx.route).into(),
-            body: Bytes::from(ctx.parsed().upstream_body(&model)),
+            body: ctx.parsed().upstream_body(&model),
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),
             request_id: ctx.id.clone(),

@@ -161,7 +161,10 @@ impl Probe {
         let before = self::status(pid, "VmHWM");
         let url = self.node.url("/v1/chat/completions");
         let (statuses, first) = burst(&url, body, n).await;
-        assert!(statuses.iter().all(|s| *s == status), "{statuses:?}: {first}");
+        assert!(
+            statuses.iter().all(|s| *s == status),
+            "{statuses:?}: {first}"
+        );
         (before, self::status(pid, "VmHWM"), first)
     }
 
@@ -226,7 +229,13 @@ async fn accepted_many_message_bodies_peak_within_a_small_multiple_and_settle() 
     let (before, peak, _) = probe.peak_of(&body, 1, 200).await;
     probe.check("one accepted", &body, 1, K_ONE, (before, peak));
     let (before, peak, _) = probe.peak_of(&body, CONCURRENT, 200).await;
-    probe.check("accepted burst", &body, CONCURRENT, K_ACCEPTED, (before, peak));
+    probe.check(
+        "accepted burst",
+        &body,
+        CONCURRENT,
+        K_ACCEPTED,
+        (before, peak),
+    );
     probe.check_settled();
 }
 
@@ -238,10 +247,17 @@ async fn bodies_over_the_message_cap_are_refused_before_they_cost_memory() {
     let probe = Probe::start().await;
     let (before, peak, answer) = probe.peak_of(&body, CONCURRENT, 400).await;
     assert!(
-        answer.contains("120000 messages exceed this gateway's limit of 10000 (server.max_messages)"),
+        answer
+            .contains("120000 messages exceed this gateway's limit of 10000 (server.max_messages)"),
         "{answer}"
     );
-    probe.check("refused burst", &body, CONCURRENT, K_REFUSED, (before, peak));
+    probe.check(
+        "refused burst",
+        &body,
+        CONCURRENT,
+        K_REFUSED,
+        (before, peak),
+    );
     probe.check_settled();
 }
 
