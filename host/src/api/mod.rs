@@ -110,8 +110,12 @@ impl ParsedRequest {
 
 /// The members of a `stream_options` field; none unless it is an object.
 fn stream_options(json: Option<&str>) -> raw::MemberList<'_> {
-    json.and_then(|json| raw::members(json, "stream_options").ok().flatten())
-        .unwrap_or_default()
+    json.and_then(|json| {
+        raw::members(json, || "stream_options".into())
+            .ok()
+            .flatten()
+    })
+    .unwrap_or_default()
 }
 
 /// `stream_options` (JSON text, if sent) with `include_usage: true`, keeping

@@ -106,7 +106,7 @@ pub fn parse_with(route: Route, body: Bytes, limits: &Limits) -> Result<ParsedRe
         }
         params.push(Param {
             name: name.to_owned(),
-            json: canonical(json, name)?,
+            json: canonical(json, || name.to_owned())?,
         });
     }
     params.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -136,8 +136,8 @@ fn scalar(json: Option<&str>) -> Option<Value> {
 
 /// The canonical JSON of the value `json` found at `at`. The body parsed
 /// already, so this fails only on numbers a `Value` cannot hold.
-fn canonical(json: &str, at: &str) -> Result<String, ApiError> {
-    canonical_raw(json).map_err(|_| ApiError::invalid(at, "valid JSON"))
+fn canonical(json: &str, at: impl FnOnce() -> String) -> Result<String, ApiError> {
+    canonical_raw(json).map_err(|_| ApiError::invalid(at(), "valid JSON"))
 }
 
 /// An optional non-negative integer field that fits in u32.
@@ -169,11 +169,11 @@ impl PartBudget {
     }
 
     /// Takes `count` parts for the array at `at`, or refuses the request.
-    fn take(&mut self, count: usize, at: &str) -> Result<(), ApiError> {
+    fn take(&mut self, count: usize, at: impl FnOnce() -> String) -> Result<(), ApiError> {
         self.used = self.used.saturating_add(count);
         if self.used > self.limit {
             return Err(ApiError::TooMany {
-                field: at.to_owned(),
+                field: at(),
                 count: self.used,
                 what: "content parts (counted over the whole request)",
                 limit: self.limit,
@@ -212,7 +212,7 @@ fn messages_array<'a>(body: &'a RawBody, limits: &Limits) -> Result<Vec<&'a RawV
 
 /// A message's members and its `role`.
 fn message_object<'a>(item: &'a RawValue, at: &str) -> Result<(MemberList<'a>, String), ApiError> {
-    let Some(msg) = members(item.get(), at)? else {
+    let Some(msg) = members(item.get(), || at.to_owned())? else {
         return Err(ApiError::invalid(at, "a message object"));
     };
     let role = match member(&msg, "role") {
@@ -262,9 +262,9 @@ fn split_content(
             "a string or an array of content parts",
         ));
     };
-    parts.take(items.count, &format!("{at}.content"))?;
+    parts.take(items.count, || format!("{at}.content"))?;
     for (j, part) in items.items.iter().enumerate() {
-        let Some(obj) = members(part.get(), &format!("{at}.content[{j}]"))? else {
+        let Some(obj) = members(part.get(), || format!("{at}.content[{j}]"))? else {
             return Err(ApiError::invalid(
                 format!("{at}.content[{j}]"),
                 "a content part object",
@@ -283,7 +283,7 @@ fn split_content(
             Some(other) => {
                 out.has_tool_use |= other == "tool_use";
                 out.others
-                    .push(canonical(part.get(), &format!("{at}.content[{j}]"))?);
+                    .push(canonical(part.get(), || format!("{at}.content[{j}]"))?);
             }
             None => {
                 return Err(ApiError::invalid(
@@ -308,7 +308,10 @@ fn flatten(
     let mut extra = Vec::new();
     for (key, value) in msg {
         if key != "role" && key != "content" {
-            extra.push((key.clone(), canonical(value.get(), &format!("{at}.{key}"))?));
+            extra.push((
+                key.clone(),
+                canonical(value.get(), || format!("{at}.{key}"))?,
+            ));
         }
     }
     if !content.others.is_empty() {
@@ -375,13 +378,13 @@ fn anthropic_messages(
         }),
         Some(json) if kind(json) == Kind::Array => {
             let blocks = raw::elements(json, parts.left())?.unwrap_or_default();
-            parts.take(blocks.count, "system")?;
+            parts.take(blocks.count, || "system".into())?;
             let mut texts = Vec::with_capacity(blocks.items.len());
             for (j, block) in blocks.items.iter().enumerate() {
                 // Only text blocks are allowed here; their cache_control is
                 // provider bookkeeping, not part of the prompt.
                 let at = format!("system[{j}]");
-                let block = members(block.get(), &at)?.unwrap_or_default();
+                let block = members(block.get(), || at.clone())?.unwrap_or_default();
                 let is_text =
                     member(&block, "type").and_then(raw::string).as_deref() == Some("text");
                 match member(&block, "text").and_then(raw::string) {

@@ -43,7 +43,7 @@ impl RawBody {
             let Some(members) = members else {
                 return Err(ApiError::NotAnObject);
             };
-            let members = check_members(members, "body")?;
+            let members = check_members(members, || "body".into())?;
             let repeated = members.repeated;
             let fields = members
                 .list
@@ -146,7 +146,10 @@ pub(crate) type MemberList<'a> = Vec<(String, &'a RawValue)>;
 /// The members of the object `json`, repeated keys merged (first position,
 /// last value); `None` when `json` is not an object. `at` names the object
 /// in the error for more than [`MAX_MEMBERS`].
-pub(crate) fn members<'a>(json: &'a str, at: &str) -> Result<Option<MemberList<'a>>, ApiError> {
+pub(crate) fn members<'a>(
+    json: &'a str,
+    at: impl FnOnce() -> String,
+) -> Result<Option<MemberList<'a>>, ApiError> {
     if kind(json) != Kind::Object {
         return Ok(None);
     }
@@ -194,6 +197,9 @@ pub(crate) fn string(json: &str) -> Option<String> {
     serde_json::from_str(json).ok()
 }
 
+/// From how many members an object's keys are looked up through an index.
+const INDEX_FROM: usize = 16;
+
 /// Members as read, before the count check.
 #[derive(Default)]
 struct Members<'a> {
@@ -203,10 +209,13 @@ struct Members<'a> {
     repeated: bool,
 }
 
-fn check_members<'a>(members: Members<'a>, at: &str) -> Result<Members<'a>, ApiError> {
+fn check_members<'a>(
+    members: Members<'a>,
+    at: impl FnOnce() -> String,
+) -> Result<Members<'a>, ApiError> {
     if members.more > 0 {
         return Err(ApiError::TooManyMembers {
-            at: at.to_owned(),
+            at: at(),
             count: members.list.len() + members.more,
             limit: MAX_MEMBERS,
         });
@@ -227,13 +236,25 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Members::default();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        // Small objects (nearly all) are searched in place; larger ones
+        // through an index, so many members cost no quadratic time.
+        let mut index: Option<HashMap<String, usize>> = None;
         while let Some(key) = map.next_key::<String>()? {
-            if let Some(&at) = index.get(&key) {
+            let seen = match &index {
+                Some(index) => index.get(&key).copied(),
+                None => members.list.iter().position(|(k, _)| *k == key),
+            };
+            if let Some(at) = seen {
                 members.list[at].1 = map.next_value()?;
                 members.repeated = true;
             } else if members.list.len() < MAX_MEMBERS {
-                index.insert(key.clone(), members.list.len());
+                if members.list.len() == INDEX_FROM {
+                    let keys = members.list.iter().enumerate();
+                    index = Some(keys.map(|(i, (k, _))| (k.clone(), i)).collect());
+                }
+                if let Some(index) = &mut index {
+                    index.insert(key.clone(), members.list.len());
+                }
                 members.list.push((key, map.next_value()?));
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -366,7 +387,7 @@ mod tests {
                 limit: MAX_MEMBERS
             }
         );
-        assert!(members(&json, "messages[0]").is_err());
+        assert!(members(&json, || "messages[0]".into()).is_err());
     }
 
     #[test]
@@ -385,15 +406,18 @@ mod tests {
 
     #[test]
     fn members_and_strings() {
-        let m = members(r#"{"role":"user","content":"hi","role":"tool"}"#, "m")
-            .unwrap()
-            .unwrap();
+        let m = members(
+            r#"{"role":"user","content":"hi","role":"tool"}"#,
+            String::new,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(member(&m, "role"), Some(r#""tool""#));
         assert_eq!(
             member(&m, "content").and_then(string).as_deref(),
             Some("hi")
         );
-        assert!(members("[]", "m").unwrap().is_none());
+        assert!(members("[]", String::new).unwrap().is_none());
         assert_eq!(string(r#""a\nb""#).as_deref(), Some("a\nb"));
         assert_eq!(string("1"), None);
     }
