@@ -125,12 +125,14 @@ pub fn parse_with(route: Route, body: Bytes, limits: &Limits) -> Result<ParsedRe
 }
 
 /// A scalar field's value; arrays and objects come back empty (callers only
-/// look at their type), so a large one is never built.
+/// look at their type), so a large one is never built. A number no `Value`
+/// can hold (`1e400`) comes back as an empty array too: of the wrong type
+/// for every scalar field, so it is refused, never read as absent.
 fn scalar(json: Option<&str>) -> Option<Value> {
     json.map(|json| match kind(json) {
-        Kind::Array => Value::Array(Vec::new()),
         Kind::Object => Value::Object(serde_json::Map::new()),
-        _ => serde_json::from_str(json).unwrap_or(Value::Null),
+        Kind::Array => Value::Array(Vec::new()),
+        _ => serde_json::from_str(json).unwrap_or(Value::Array(Vec::new())),
     })
 }
 
@@ -978,6 +980,21 @@ mod tests {
                 Chat,
                 r#"{"model":"m","temperature":"hot","messages":[{"role":"user","content":"x"}]}"#,
                 "temperature",
+            ),
+            (
+                Chat,
+                r#"{"model":"m","temperature":1e400,"messages":[{"role":"user","content":"x"}]}"#,
+                "temperature",
+            ),
+            (
+                Chat,
+                r#"{"model":"m","seed":1e400,"messages":[{"role":"user","content":"x"}]}"#,
+                "seed",
+            ),
+            (
+                Chat,
+                r#"{"model":"m","messages":[{"role":"user","content":"x","n":-1e999}]}"#,
+                "messages[0].n",
             ),
             (
                 AnthropicMessages,
