@@ -1,7 +1,7 @@
 //! The admin API under `/admin`, behind `server.admin_token` (a bearer
 //! token). Without a token configured the routes do not exist (404); a
-//! missing or wrong token gets 401. It is served on `server.listen`, or
-//! only on `server.admin_listen` when that is set.
+//! missing or wrong token gets 401. It is served on `server.admin_listen`,
+//! or on `server.listen` when `server.admin_on_listen` opts in.
 //!
 //! - `GET  /admin/plugins`: every slot (kinds, hash, source, loaded at,
 //!   calls, failures, latency percentiles), the last refused versions with
@@ -58,7 +58,11 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(gw).unwrap_or_default().fallback(not_found);
+    let mut app = router(gw.clone()).unwrap_or_default();
+    if gw.config.server.metrics_on_admin_listen {
+        app = app.merge(crate::scrape::router(gw));
+    }
+    let app = app.fallback(not_found);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -77,16 +81,7 @@ async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
     let Some(token) = gw.config.server.admin_token.as_ref() else {
         return not_found().await;
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    // Comparing digests keeps the comparison's timing independent of how
-    // much of the token a guess got right.
-    let ok = given
-        .is_some_and(|g| blake3::hash(g.as_bytes()) == blake3::hash(token.expose().as_bytes()));
+    let ok = token.is_bearer_of(request.headers());
     if !ok {
         let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
         resp.headers_mut()

@@ -40,11 +40,14 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod mock;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod scrape;
 pub mod semantic;
 pub mod server;
 pub mod state;

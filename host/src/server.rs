@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
 use crate::error::GatewayError;
@@ -20,12 +20,17 @@ use crate::policy::Route;
 
 /// The gateway's router.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    // `/admin` lives here unless it has a listener of its own.
-    let admin = if gw.config.server.admin_listen.is_none() {
+    // `/admin` lives here only when the config opts in (`admin_on_listen`).
+    let admin = if gw.config.server.admin_on_public_listener() {
         crate::admin::router(gw.clone())
     } else {
         None
     };
+    let metrics = gw
+        .config
+        .server
+        .metrics_on_public_listener()
+        .then(|| crate::scrape::router(gw.clone()));
     let api = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
@@ -33,14 +38,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(require_one_host))
         .with_state(gw);
-    match admin {
-        Some(admin) => api.merge(admin),
-        None => api,
-    }
+    [admin, metrics]
+        .into_iter()
+        .flatten()
+        .fold(api, Router::merge)
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -153,35 +157,12 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             "backend": health.backend,
             "degraded": health.degraded,
             "fallbacks": health.fallbacks,
-            "last_error": health.last_error,
+            // A past outage's error, once recovered, would read as a
+            // current fault next to "ready".
+            "last_error": health.last_error.filter(|_| health.degraded),
         },
     });
     (code, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    let health = gw.state.health();
-    gw.metrics.set_state_degraded(health.degraded);
-    gw.metrics.sync_state_fallbacks(health.fallbacks);
-    if let Some(edge) = gw.state.edge_stats() {
-        gw.metrics.sync_edge(&edge);
-    }
-    let mut text = gw.metrics.encode();
-    // The reload counters live in their own registry: splice them in
-    // before the OpenMetrics terminator.
-    if let Some(body) = text.strip_suffix("# EOF\n") {
-        let mut spliced = body.to_string();
-        if gw.plugins.encode_metrics(&mut spliced).is_ok() {
-            spliced.push_str("# EOF\n");
-            text = spliced;
-        }
-    }
-    let mut resp = text.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
-    );
-    resp
 }
 
 /// HTTP/1.1 requires exactly one `Host` header (RFC 9112 §3.2): a request

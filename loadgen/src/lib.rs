@@ -33,6 +33,7 @@ mod record;
 mod report;
 mod schedule;
 mod send;
+pub mod soak;
 mod stats;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

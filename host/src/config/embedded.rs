@@ -26,6 +26,9 @@ pub(super) fn embedded_default(env: EnvLookup<'_>) -> Config {
         "*",
     ));
     config.server.admin_token = var("SLUICE_ADMIN_TOKEN").map(Secret::new);
+    // The embedded default listens on 127.0.0.1 for a local try-out, so
+    // `/admin` (behind the token) shares that listener.
+    config.server.admin_on_listen = config.server.admin_token.is_some();
 
     // Rules hold by construction, except a malformed base URL from the
     // environment; the provider client reports that on the first request,

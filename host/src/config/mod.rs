@@ -191,12 +191,23 @@ impl Config {
         self.tenants.get(index)
     }
 
+    /// Whether requests without a known virtual key are served: as written
+    /// in `[anonymous] allowed`, else only when no tenants are configured
+    /// (a gateway with tenants does not serve strangers on the operator's
+    /// provider keys unless told to).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.anonymous.allowed.unwrap_or(self.tenants.is_empty())
+    }
+
     /// The tenant named `name`.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
     }
 
     fn resolve_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        if let Some(token) = &mut self.server.metrics_token {
+            token.resolve_env("server.metrics_token", env)?;
+        }
         if let Some(token) = &mut self.server.admin_token {
             token.resolve_env("server.admin_token", env)?;
         }

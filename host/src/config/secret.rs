@@ -34,6 +34,19 @@ impl Secret {
         &self.0
     }
 
+    /// Whether `headers` carry `Authorization: Bearer <this secret>`.
+    /// Digests are compared, so the timing says nothing about how much of
+    /// the secret a guess got right.
+    pub fn is_bearer_of(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                blake3::hash(given.trim().as_bytes()) == blake3::hash(self.0.as_bytes())
+            })
+    }
+
     pub(super) fn resolve_env(
         &mut self,
         path: &str,

@@ -34,9 +34,17 @@ pub struct ServerConfig {
     /// Bearer token for `/admin`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// A separate listener for `/admin` (and nothing else); requires
-    /// `admin_token`. Unset: `/admin` is served on `listen`.
+    /// `admin_token`. Where `/admin` belongs at an internet-facing site.
     #[serde(deserialize_with = "optional_socket_addr")]
     pub admin_listen: Option<SocketAddr>,
+    /// Also serve `/admin` (behind the token) on the public `listen`: an
+    /// explicit opt-in, for a node with no separate admin network.
+    pub admin_on_listen: bool,
+    /// Bearer token `/metrics` requires (tenant names and usage are in
+    /// it); unset, `/metrics` is open to whoever reaches its listener.
+    pub metrics_token: Option<Secret>,
+    /// Serve `/metrics` on `admin_listen` instead of `listen`.
+    pub metrics_on_admin_listen: bool,
     /// Overall deadline for one client request, retries included.
     pub request_timeout_ms: u64,
     /// How long in-flight requests may finish after a shutdown signal.
@@ -55,6 +63,9 @@ impl Default for ServerConfig {
             max_content_parts: crate::api::Limits::DEFAULT.max_content_parts,
             admin_token: None,
             admin_listen: None,
+            admin_on_listen: false,
+            metrics_token: None,
+            metrics_on_admin_listen: false,
             request_timeout_ms: 120_000,
             shutdown_grace_ms: 30_000,
             trust_forwarded_for: false,
@@ -81,6 +92,16 @@ impl ServerConfig {
     /// Whether `/admin` is served at all.
     pub fn admin_enabled(&self) -> bool {
         self.admin_token.is_some()
+    }
+
+    /// Whether the public listener serves `/admin`.
+    pub fn admin_on_public_listener(&self) -> bool {
+        self.admin_enabled() && self.admin_listen.is_none() && self.admin_on_listen
+    }
+
+    /// Whether the public listener serves `/metrics`.
+    pub fn metrics_on_public_listener(&self) -> bool {
+        !(self.metrics_on_admin_listen && self.admin_listen.is_some())
     }
 
     /// [`Self::request_timeout_ms`] as a duration.
@@ -231,8 +252,10 @@ impl ProviderConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnonymousConfig {
-    /// When false, a request without a known virtual key gets 401.
-    pub allowed: bool,
+    /// Whether a request without a known virtual key is served (false:
+    /// 401). Unwritten, it is true only when no `[[tenants]]` are
+    /// configured: see [`super::Config::anonymous_allowed`].
+    pub allowed: Option<bool>,
     /// The tier anonymous requests are throttled as.
     pub tier: String,
 }
@@ -240,7 +263,7 @@ pub struct AnonymousConfig {
 impl Default for AnonymousConfig {
     fn default() -> Self {
         Self {
-            allowed: true,
+            allowed: None,
             tier: "anonymous".to_owned(),
         }
     }

@@ -63,7 +63,7 @@ fn an_empty_file_is_the_documented_defaults() {
     assert_eq!(c.state.kind, StateKind::Memory);
     assert_eq!(c.state.on_error, OnError::FailOpen);
     assert!(c.providers.is_empty());
-    assert!(c.anonymous.allowed);
+    assert!(c.anonymous_allowed());
     assert_eq!(c.anonymous.tier, "anonymous");
     assert!(c.tenants.is_empty());
     assert!(c.cache.enabled);
@@ -111,6 +111,7 @@ const DESIGN_EXAMPLE: &str = r#"
 listen = "127.0.0.1:8080"        # `sluice serve --listen` overrides
 max_body_bytes = 4194304
 admin_token = "env:SLUICE_ADMIN_TOKEN"
+admin_on_listen = true           # /admin on `listen`, behind the token
 
 [state]
 kind = "memory"                  # or "redis"
@@ -394,6 +395,20 @@ fn tenant_rules() {
 }
 
 #[test]
+fn anonymous_access_is_off_by_default_once_tenants_exist() {
+    let tenants = "[[tenants]]\nname = \"acme\"\nkeys = [\"sk-a\"]\n";
+    let c = Config::from_toml_str("", &no_env).unwrap();
+    assert!(c.anonymous_allowed(), "no tenants: anonymous serves");
+    let c = Config::from_toml_str(tenants, &no_env).unwrap();
+    assert!(!c.anonymous_allowed(), "tenants: strangers are refused");
+    let c =
+        Config::from_toml_str(&format!("{tenants}[anonymous]\nallowed = true\n"), &no_env).unwrap();
+    assert!(c.anonymous_allowed(), "written allowed = true wins");
+    let c = Config::from_toml_str("[anonymous]\nallowed = false\n", &no_env).unwrap();
+    assert!(!c.anonymous_allowed());
+}
+
+#[test]
 fn server_rules() {
     assert_error_at(
         "[server]\nadmin_listen = \"127.0.0.1:9090\"",
@@ -406,8 +421,29 @@ fn server_rules() {
         "must differ",
     );
     assert_error_at(
-        "[server]\nadmin_token = \"\"",
+        "[server]\nadmin_token = \"\"\nadmin_on_listen = true",
         "server.admin_token",
+        "empty",
+    );
+    // /admin is never on the public listener by accident.
+    assert_error_at(
+        "[server]\nadmin_token = \"t\"",
+        "server.admin_listen",
+        "admin_on_listen = true",
+    );
+    assert_error_at(
+        "[server]\nadmin_token = \"t\"\nadmin_listen = \"127.0.0.1:9090\"\nadmin_on_listen = true",
+        "server.admin_on_listen",
+        "one listener",
+    );
+    assert_error_at(
+        "[server]\nmetrics_on_admin_listen = true",
+        "server.metrics_on_admin_listen",
+        "needs server.admin_listen",
+    );
+    assert_error_at(
+        "[server]\nmetrics_token = \" \"",
+        "server.metrics_token",
         "empty",
     );
     assert_error_at(
@@ -533,6 +569,7 @@ fn env_values_resolve_in_host_fields_only() {
     let text = r#"
         [server]
         admin_token = "env:ADMIN"
+        admin_on_listen = true
         [state]
         kind = "redis"
         url = "env:REDIS_URL"
@@ -688,7 +725,7 @@ fn embedded_default_without_env_is_one_keyless_openai_provider() {
         Some("openai")
     );
     assert_eq!(c.state.kind, StateKind::Memory);
-    assert!(c.anonymous.allowed);
+    assert!(c.anonymous_allowed());
     assert!(!c.server.admin_enabled());
     for (_, slot) in c.plugins.iter() {
         assert_eq!(slot.source, PluginSource::Builtin);

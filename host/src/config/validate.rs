@@ -73,6 +73,27 @@ fn server(c: &Config) -> Check {
     if let Some(token) = &s.admin_token {
         not_blank("server.admin_token", token.expose())?;
     }
+    if let Some(token) = &s.metrics_token {
+        not_blank("server.metrics_token", token.expose())?;
+    }
+    if s.metrics_on_admin_listen && s.admin_listen.is_none() {
+        return fail(
+            "server.metrics_on_admin_listen",
+            "needs server.admin_listen (the listener /metrics would move to)",
+        );
+    }
+    if s.admin_on_listen && s.admin_listen.is_some() {
+        return fail(
+            "server.admin_on_listen",
+            "cannot be combined with server.admin_listen: /admin is served on one listener",
+        );
+    }
+    if s.admin_token.is_some() && s.admin_listen.is_none() && !s.admin_on_listen {
+        return fail(
+            "server.admin_listen",
+            "is needed with server.admin_token: set it to a private address for /admin, or set server.admin_on_listen = true to serve /admin on the public listener behind the token",
+        );
+    }
     if let Some(admin) = s.admin_listen {
         if s.admin_token.is_none() {
             return fail(

@@ -61,7 +61,7 @@ pub fn authenticate(
 ) -> Result<(), GatewayError> {
     let config = &gw.config;
     let anonymous = || {
-        if config.anonymous.allowed {
+        if config.anonymous_allowed() {
             Ok(Caller::anonymous(&config.anonymous.tier))
         } else {
             Err(GatewayError::unauthorized(

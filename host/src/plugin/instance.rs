@@ -424,10 +424,12 @@ impl Plugin {
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
         let idx = export(&self.exports.throttle, Slot::Throttle)?;
         let req = convert::request(req);
+        let max = self.limits.max_answer_bytes;
         on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
             let a = convert::admission(a).map_err(CallError::BadAnswer)?;
-            if let Admission::Charge { buckets } = &a {
-                check_buckets(buckets)?;
+            match &a {
+                Admission::Charge { buckets } => check_buckets(buckets)?,
+                Admission::Reject { message, .. } => check_text("reject message", message, max)?,
             }
             Ok(a)
         })
@@ -463,7 +465,19 @@ impl Plugin {
             idx,
             |guest| guest.func_decide(),
             (&req, &attempt),
-            |v| { Ok(convert::verdict(v)) }
+            |v| {
+                let v = convert::verdict(v);
+                if let RetryVerdict::Fallback {
+                    model, provider, ..
+                } = &v
+                {
+                    check_name("fallback model", model)?;
+                    if let Some(provider) = provider {
+                        check_name("fallback provider", provider)?;
+                    }
+                }
+                Ok(v)
+            }
         )
     }
 }
@@ -478,6 +492,27 @@ fn check_text(what: &str, s: &str, max: usize) -> Result<(), CallError> {
         return Err(CallError::BadAnswer(format!(
             "{what} is {} bytes; the limit is {max}",
             s.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Longest model or provider name a plugin may hand back: names travel
+/// upstream, into logs and into metric labels.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A model or provider name: 1 to [`MAX_NAME_BYTES`] bytes, no control
+/// characters.
+fn check_name(what: &str, name: &str) -> Result<(), CallError> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(CallError::BadAnswer(format!(
+            "{what} is {} bytes; it must be 1 to {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(CallError::BadAnswer(format!(
+            "{what} contains control characters"
         )));
     }
     Ok(())

@@ -22,6 +22,7 @@ mod runtime;
 mod sandbox;
 mod slot;
 
+pub(crate) use convert::request as request_view;
 pub use engine::{EngineSettings, default_cache_dir};
 pub use instance::{CallError, Plugin, PluginStats};
 pub use runtime::{ComponentInfo, LoadOptions, PluginError, PluginRuntime};

@@ -73,7 +73,11 @@ async fn without_a_token_configured_there_is_no_admin_api() {
 #[tokio::test]
 async fn missing_or_wrong_token_is_401() {
     let up = mock();
-    let gw = TestGateway::start(&config(&up, &format!("admin_token = \"{TOKEN}\""))).await;
+    let gw = TestGateway::start(&config(
+        &up,
+        &format!("admin_token = \"{TOKEN}\"\nadmin_on_listen = true"),
+    ))
+    .await;
     let client = reqwest::Client::new();
     let none = client
         .get(gw.url("/admin/plugins"))
@@ -96,7 +100,11 @@ async fn missing_or_wrong_token_is_401() {
 #[tokio::test]
 async fn list_upload_refuse_and_roll_back() {
     let up = mock();
-    let gw = TestGateway::start(&config(&up, &format!("admin_token = \"{TOKEN}\""))).await;
+    let gw = TestGateway::start(&config(
+        &up,
+        &format!("admin_token = \"{TOKEN}\"\nadmin_on_listen = true"),
+    ))
+    .await;
     let base = gw.url("");
     assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "5000");
 

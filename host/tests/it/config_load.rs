@@ -110,7 +110,7 @@ fn the_minimal_example_routes_everything_to_one_provider() {
         Some("openai")
     );
     assert_eq!(c.providers[0].keys, vec![Secret::new("sk-test")]);
-    assert!(c.anonymous.allowed);
+    assert!(c.anonymous_allowed());
 }
 
 #[test]

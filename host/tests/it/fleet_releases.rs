@@ -25,6 +25,7 @@ fn node_config(mock: &sluice::mock::MockHandle, redis: &RedisServer) -> String {
         r#"
 [server]
 admin_token = "{TOKEN}"
+admin_on_listen = true
 
 [state]
 kind = "redis"

@@ -218,8 +218,18 @@ async fn keys_and_anonymous_callers() {
     assert_eq!(bad.status(), 401);
     let v: Value = bad.json().await.expect("json");
     assert_eq!(v["error"]["code"], "invalid_api_key");
-    // No key: anonymous (allowed by default).
+    // No key, with tenants configured: refused unless the config says
+    // anonymous callers are welcome.
     let anon = post(&gw, "/v1/chat/completions", None, &chat("x")).await;
+    assert_eq!(anon.status(), 401);
+    let v: Value = anon.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let welcoming = TestGateway::start(&format!(
+        "{}{TENANTS}[anonymous]\nallowed = true\n",
+        providers(&up)
+    ))
+    .await;
+    let anon = post(&welcoming, "/v1/chat/completions", None, &chat("x")).await;
     assert_eq!(anon.status(), 200);
 
     // With no tenants configured any token is anonymous.

@@ -112,3 +112,89 @@ async fn http11_without_exactly_one_host_is_refused() {
         assert_eq!(status, expected, "{hosts:?}: {answer}");
     }
 }
+
+/// `/metrics` names tenants and their usage: with `metrics_token` it needs
+/// the bearer token, and with `metrics_on_admin_listen` it leaves the
+/// public listener for the admin one.
+#[tokio::test]
+async fn metrics_are_behind_their_token_or_on_the_admin_listener() {
+    let up = sluice::mock::spawn(MockConfig::default());
+    let client = reqwest::Client::new();
+    let gw = TestGateway::start(&format!(
+        "{}\n[server]\nmetrics_token = \"scrape-secret\"\n",
+        providers(&up)
+    ))
+    .await;
+    let open = client.get(gw.url("/metrics")).send().await.expect("get");
+    assert_eq!(open.status(), 401);
+    let body: Value = open.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("metrics_token")),
+        "{body}"
+    );
+    let wrong = client
+        .get(gw.url("/metrics"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(wrong.status(), 401);
+    let scrape = client
+        .get(gw.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.text().await.expect("text").contains("# EOF"));
+    // The rest of the public surface is unaffected.
+    let health = client.get(gw.url("/healthz")).send().await.expect("get");
+    assert_eq!(health.status(), 200);
+
+    let gw = TestGateway::start(&format!(
+        "{}\n[server]\nadmin_token = \"adm\"\nadmin_listen = \"127.0.0.1:0\"\nmetrics_on_admin_listen = true\n",
+        providers(&up)
+    ))
+    .await;
+    let public = client.get(gw.url("/metrics")).send().await.expect("get");
+    assert_eq!(public.status(), 404, "no /metrics on the public listener");
+    let admin_public = client
+        .get(gw.url("/admin/plugins"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        admin_public.status(),
+        404,
+        "no /admin on the public listener"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(sluice::admin::serve(
+        listener,
+        gw.gw.clone(),
+        std::future::pending(),
+    ));
+    let scrape = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(scrape.status(), 200, "scrapers need no admin token");
+}
+
+/// A config with an admin token but nowhere private to serve `/admin` is
+/// refused, naming the field and the two ways out.
+#[test]
+fn an_admin_token_without_a_private_listener_is_refused() {
+    let err = sluice::config::Config::from_toml_str("[server]\nadmin_token = \"t\"\n", &|_| None)
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("server.admin_listen"), "{text}");
+    assert!(text.contains("admin_on_listen"), "{text}");
+}

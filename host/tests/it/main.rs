@@ -13,6 +13,7 @@ mod cli;
 mod config_load;
 mod edge_state;
 mod fleet_releases;
+mod fuzz_corpora;
 mod gateway_flow;
 mod hardening;
 mod loadgen_smoke;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice::plugin::{CallError, EngineSettings, Limits, LoadOptions, PluginError, PluginRuntime};
-use sluice::policy::{CacheDecision, PolicyRequest, Slot};
+use sluice::policy::{Attempt, AttemptOutcome, CacheDecision, PolicyRequest, Slot};
 use sluice::state::State;
 
 const HOSTILE: &str = "sluice_plugin_hostile";
@@ -155,6 +155,50 @@ async fn a_large_but_fitting_return_value_is_refused_as_an_invalid_answer() {
         .await
         .expect_err("refused");
     assert!(matches!(err, CallError::BadAnswer(_)), "{err:?}");
+}
+
+/// Every verdict is size-checked: a retry plugin's fallback model travels
+/// upstream, into logs and metric labels, so an oversized name (the tester
+/// sent 8 MB upstream) is refused as an invalid answer, and so is a
+/// throttle's oversized rejection message.
+#[tokio::test]
+async fn oversized_fallback_models_and_reject_messages_are_refused() {
+    let (rt, _dir) = runtime(State::memory());
+    let mut opts = options("long-report");
+    opts.config = json!({"mode": "long-report", "bytes": 4096});
+    opts.slot = Slot::Retry;
+    let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
+    let attempt = Attempt {
+        number: 1,
+        elapsed_ms: 5,
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        outcome: AttemptOutcome::Status {
+            code: 503,
+            retry_after_ms: None,
+        },
+    };
+    let err = plugin
+        .retry_decide(&request(), &attempt)
+        .await
+        .expect_err("a 4 KiB model name is refused");
+    assert!(
+        matches!(&err, CallError::BadAnswer(m) if m.contains("fallback model")),
+        "{err:?}"
+    );
+
+    let mut opts = options("long-report");
+    opts.config = json!({"mode": "long-report", "bytes": 100 << 10});
+    opts.slot = Slot::Throttle;
+    let plugin = rt.load(&hostile_wasm(), opts).await.expect("loads");
+    let err = plugin
+        .throttle_admit(&request())
+        .await
+        .expect_err("a 100 KiB rejection message is refused");
+    assert!(
+        matches!(&err, CallError::BadAnswer(m) if m.contains("reject message")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

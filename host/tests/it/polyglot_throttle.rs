@@ -180,6 +180,9 @@ keys = ["sk-acme"]
 name = "globex"
 tier = "free"
 keys = ["sk-globex"]
+
+[anonymous]
+allowed = true
 "#;
 
 fn gateway_config(up: &sluice::mock::MockHandle, wasm: &Path, plugin_config: &str) -> String {

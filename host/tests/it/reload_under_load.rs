@@ -107,7 +107,7 @@ async fn served(progress: &Progress, n: u64) {
 async fn throttle_replaced_ten_times_under_500_rps_without_a_failed_request() {
     let up = mock();
     let gw = TestGateway::start(&format!(
-        "{}\n[server]\nadmin_token = \"{TOKEN}\"\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = {}, tokens_per_minute = {} }}\n",
+        "{}\n[server]\nadmin_token = \"{TOKEN}\"\nadmin_on_listen = true\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = {}, tokens_per_minute = {} }}\n",
         providers(&up),
         A.0,
         A.1

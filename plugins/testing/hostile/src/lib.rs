@@ -12,6 +12,9 @@
 //! - `panic`: every call panics (a trap).
 //! - `huge-return`: every call returns about 64 MiB (a string, or a list of
 //!   a million buckets); `bytes` overrides the size.
+//! - `long-report`: every call reports a string of `bytes` bytes (default
+//!   16 MiB) in its normal answer (see below), e.g. a rejection message or
+//!   a fallback model name too long for the host to take.
 //! - `open-file`: tries to read `/etc/passwd`, list `/` and read the
 //!   environment, and reports what happened in a normal answer (see below).
 //! - `read-other-namespace`: for each key in `keys` (default: a set of
@@ -79,6 +82,7 @@ const MODES: &[&str] = &[
     "recursion",
     "panic",
     "huge-return",
+    "long-report",
     "open-file",
     "read-other-namespace",
     "trap-in-init",
@@ -159,6 +163,7 @@ fn misbehave() -> Answer {
         "recursion" => Answer::Report(recurse().to_string()),
         "panic" => panic!("hostile plugin panicked on purpose"),
         "huge-return" => Answer::Huge(s.bytes),
+        "long-report" => Answer::Report("r".repeat(s.bytes)),
         "open-file" => Answer::Report(open_file()),
         "read-other-namespace" => Answer::Report(read_other_namespace(&s.keys)),
         "stdout-flood" => {
