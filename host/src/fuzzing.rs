@@ -58,7 +58,7 @@ pub fn request(data: &[u8]) {
         let value: Value = serde_json::from_str(&param.json).expect("params are JSON");
         assert_eq!(canonical_json(&value), param.json, "params are canonical");
     }
-    let upstream = api::with_model(&parsed.body, "fuzz-model");
+    let upstream = parsed.upstream_body("fuzz-model");
     let again: Value = serde_json::from_slice(&upstream).expect("upstream body is JSON");
     assert_eq!(again["model"], "fuzz-model");
 }
