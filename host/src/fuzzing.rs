@@ -99,12 +99,20 @@ pub fn convert(data: &[u8]) {
     let _ = api::parse_error_body(body);
 }
 
-/// Canonical JSON: deterministic, valid JSON, and a fixed point.
+/// Canonical JSON: deterministic, valid JSON, a fixed point, and the same
+/// whether written from a parsed value or straight from the text.
 pub fn canonical(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<Value>(data) else {
         return;
     };
     let once = canonical_json(&value);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let raw = api::canonical_raw(text).expect("text that parses canonicalizes");
+        assert_eq!(
+            raw, once,
+            "canonical from the text and from the value agree"
+        );
+    }
     let reparsed: Value = serde_json::from_str(&once).expect("canonical JSON parses");
     assert_eq!(
         canonical_json(&reparsed),

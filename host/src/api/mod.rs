@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::{Message, Param, Route, TokenCount};
 
-pub use canonical::canonical_json;
+pub use canonical::{canonical_json, canonical_raw};
 pub(crate) use convert::json_value_to_stream;
 pub use convert::{ConvertError, is_usage_only_chunk, json_to_stream, stream_to_json};
 pub use error::{
