@@ -181,11 +181,7 @@ fn next_candidate<'a>(
     gw.config
         .providers
         .iter()
-        .find(|p| {
-            p.serves(model)
-                && provider_speaks(p.kind, route)
-                && !refused.iter().any(|r| *r == p.name)
-        })
+        .find(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
         .map(|p| p.name.as_str())
 }
 
