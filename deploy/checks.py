@@ -376,8 +376,8 @@ def check_config(file: str) -> list[str]:
     section_struct = {
         "server": "ServerConfig", "state": "StateSettings", "providers": "ProviderConfig",
         "anonymous": "AnonymousConfig", "tenants": "TenantConfig", "cache": "CacheConfig",
-        "retry": "RetryConfig", "semantic": "SemanticConfig", "telemetry": "TelemetryConfig",
-        "plugins": "PluginsConfig",
+        "retry": "RetryConfig", "breaker": "BreakerConfig", "semantic": "SemanticConfig",
+        "telemetry": "TelemetryConfig", "plugins": "PluginsConfig",
     }
     errors = []
 
@@ -399,6 +399,8 @@ def check_config(file: str) -> list[str]:
         for i, item in enumerate(items):
             path = f"{section}[{i}]" if isinstance(value, list) else section
             check_table(item, struct, path)
+            if section == "providers" and "breaker" in item:
+                check_table(item["breaker"], "BreakerOverride", f"{path}.breaker")
             if section == "plugins":
                 for slot, slot_cfg in item.items():
                     check_table(slot_cfg, "PluginSlotConfig", f"plugins.{slot}")

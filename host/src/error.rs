@@ -122,6 +122,14 @@ impl GatewayError {
         Self::new(StatusCode::BAD_GATEWAY, Origin::Upstream, message)
     }
 
+    /// 503: the provider is known to be failing (its circuit breaker is
+    /// open), so nothing was sent; come back after `retry_after`.
+    pub fn upstream_unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, Origin::Upstream, message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     /// 504: the provider did not answer in time.
     pub fn upstream_timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, Origin::Upstream, message)

@@ -13,7 +13,7 @@ use crate::plugin::{self, EngineSettings, PluginRuntime};
 use crate::semantic::SemanticCache;
 use crate::state::State;
 use crate::telemetry::Metrics;
-use crate::upstream::{BudgetSettings, RetryBudget, Upstreams};
+use crate::upstream::{BudgetSettings, RetryBudget, UpstreamSettings, Upstreams};
 use crate::versions::{self, PluginVersions};
 
 /// Shared per-process gateway state.
@@ -68,7 +68,15 @@ impl Gateway {
         let max_wait = config.server.request_timeout() / 2;
         let shared_coalescer = (shared.is_some() && config.cache.coalesce_across_nodes)
             .then(|| SharedCoalescer::new(state.clone(), LOCK_TTL, max_wait));
-        let upstreams = Upstreams::new(&config.providers).context("providers")?;
+        let upstreams = Upstreams::with_settings(
+            &config.providers,
+            UpstreamSettings {
+                breaker: config.breaker.clone(),
+                metrics: Some(metrics.clone()),
+                ..UpstreamSettings::default()
+            },
+        )
+        .context("providers")?;
         let retry_budget = RetryBudget::new(BudgetSettings {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,

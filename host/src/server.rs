@@ -137,6 +137,9 @@ async fn healthz() -> &'static str {
 
 /// Ready unless the state backend is failing; degraded (200, fail-open:
 /// still serving from the local fallback) or unavailable (503, fail-closed).
+/// `providers` shows each circuit breaker; an open one does not make the
+/// node unready: every node sees the same provider, and the node still
+/// serves other providers, caches and fallbacks.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
@@ -151,6 +154,20 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     } else {
         StatusCode::OK
     };
+    let providers: serde_json::Map<String, serde_json::Value> = gw
+        .upstreams
+        .health()
+        .into_iter()
+        .map(|p| {
+            let state = json!({
+                "circuit": p.circuit,
+                "probe_in_ms": p.probe_in_ms,
+                "keys": p.keys,
+                "keys_cooling": p.keys_cooling,
+            });
+            (p.name, state)
+        })
+        .collect();
     let body = json!({
         "status": status,
         "state": {
@@ -161,6 +178,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             // current fault next to "ready".
             "last_error": health.last_error.filter(|_| health.degraded),
         },
+        "providers": providers,
     });
     (code, axum::Json(body)).into_response()
 }

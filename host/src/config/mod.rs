@@ -30,8 +30,8 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    AnonymousConfig, CacheConfig, EmbedderKind, ProviderConfig, ProviderKind, RetryConfig,
-    SemanticConfig, ServerConfig, TelemetryConfig, TenantConfig,
+    AnonymousConfig, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, ProviderConfig,
+    ProviderKind, RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig, TenantConfig,
 };
 
 /// Why a config could not be loaded. Every variant except `Read` and
@@ -98,6 +98,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub cache: CacheConfig,
     pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
     pub semantic: SemanticConfig,
     pub plugins: PluginsConfig,
     pub telemetry: TelemetryConfig,

@@ -177,6 +177,9 @@ pub struct ProviderConfig {
     pub anthropic_version: String,
     /// How long a key rests after the upstream rate-limits it.
     pub key_cooldown_ms: u64,
+    /// This provider's circuit breaker: fields set here replace those of
+    /// `[breaker]`.
+    pub breaker: BreakerOverride,
     /// `models` compiled; built by [`super::Config::prepare`].
     #[serde(skip)]
     pub(super) matcher: GlobSet,
@@ -194,6 +197,7 @@ impl Default for ProviderConfig {
             connect_timeout_ms: 5_000,
             anthropic_version: "2023-06-01".to_owned(),
             key_cooldown_ms: 30_000,
+            breaker: BreakerOverride::default(),
             matcher: GlobSet::empty(),
         }
     }
@@ -211,6 +215,7 @@ impl PartialEq for ProviderConfig {
             && self.connect_timeout_ms == other.connect_timeout_ms
             && self.anthropic_version == other.anthropic_version
             && self.key_cooldown_ms == other.key_cooldown_ms
+            && self.breaker == other.breaker
     }
 }
 
@@ -346,6 +351,78 @@ impl Default for RetryConfig {
             budget_ratio: 0.2,
             budget_min_per_sec: 10,
             max_attempts_cap: 10,
+        }
+    }
+}
+
+// === [breaker] ===
+
+/// `[breaker]`: every provider's circuit breaker (a provider's own
+/// `breaker = { ... }` replaces single fields). Outcomes of the last
+/// `window_ms` are counted; the breaker opens when at least `min_calls`
+/// attempts ended and at least `failure_ratio` of them failed (connect
+/// error, timeout, 5xx; a 4xx or 429 is not the provider failing). While
+/// open, attempts are refused without being sent. After `open_for_ms`,
+/// `half_open_probes` attempts are let through: all succeed and it closes,
+/// one fails and it opens again for twice as long, up to `max_open_for_ms`.
+///
+/// The defaults ride out a provider that fails half its calls (retries
+/// mend those) and open on one that fails at least 80% of them: in a
+/// window of 20 attempts, a 50% failure rate reaches 80% with a
+/// probability of about 0.6%, and in a busy window (hundreds of
+/// attempts) practically never.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Fraction of failed attempts in the window that opens the circuit.
+    pub failure_ratio: f64,
+    /// Attempts the window must hold before the ratio counts.
+    pub min_calls: u32,
+    /// Length of the rolling window (counted in ten slots); at least 100.
+    pub window_ms: u64,
+    /// Probe attempts let through when half-open; all must succeed.
+    pub half_open_probes: u32,
+    /// First cooldown after opening.
+    pub open_for_ms: u64,
+    /// Cap of the cooldown, which doubles each time a probe fails.
+    pub max_open_for_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.8,
+            min_calls: 20,
+            window_ms: 10_000,
+            half_open_probes: 3,
+            open_for_ms: 5_000,
+            max_open_for_ms: 60_000,
+        }
+    }
+}
+
+/// A provider's `breaker = { ... }`: the `[breaker]` fields it replaces.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerOverride {
+    pub failure_ratio: Option<f64>,
+    pub min_calls: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub half_open_probes: Option<u32>,
+    pub open_for_ms: Option<u64>,
+    pub max_open_for_ms: Option<u64>,
+}
+
+impl BreakerOverride {
+    /// `base` with the fields set here replaced.
+    pub fn apply(&self, base: &BreakerConfig) -> BreakerConfig {
+        BreakerConfig {
+            failure_ratio: self.failure_ratio.unwrap_or(base.failure_ratio),
+            min_calls: self.min_calls.unwrap_or(base.min_calls),
+            window_ms: self.window_ms.unwrap_or(base.window_ms),
+            half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+            open_for_ms: self.open_for_ms.unwrap_or(base.open_for_ms),
+            max_open_for_ms: self.max_open_for_ms.unwrap_or(base.max_open_for_ms),
         }
     }
 }

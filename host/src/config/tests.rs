@@ -475,6 +475,80 @@ fn cross_node_coalescing_can_be_switched_off() {
 }
 
 #[test]
+fn breakers_default_and_a_provider_overrides_single_fields() {
+    let c = parse(
+        r#"
+[breaker]
+min_calls = 50
+
+[[providers]]
+kind = "openai"
+breaker = { failure_ratio = 0.95, open_for_ms = 1000 }
+
+[[providers]]
+kind = "anthropic"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.breaker.failure_ratio, 0.8);
+    assert_eq!(c.breaker.min_calls, 50);
+    assert_eq!(c.breaker.window_ms, 10_000);
+    assert_eq!(c.breaker.half_open_probes, 3);
+    assert_eq!(c.breaker.open_for_ms, 5_000);
+    assert_eq!(c.breaker.max_open_for_ms, 60_000);
+    let openai = c.providers[0].breaker.apply(&c.breaker);
+    assert_eq!(
+        (openai.failure_ratio, openai.min_calls, openai.open_for_ms),
+        (0.95, 50, 1000)
+    );
+    assert_eq!(c.providers[1].breaker.apply(&c.breaker), c.breaker);
+}
+
+#[test]
+fn breaker_rules_name_the_field() {
+    assert_error_at(
+        "[breaker]\nfailure_ratio = 0",
+        "breaker.failure_ratio",
+        "greater than 0 and at most 1",
+    );
+    assert_error_at(
+        "[breaker]\nfailure_ratio = nan",
+        "breaker.failure_ratio",
+        "greater than 0 and at most 1",
+    );
+    assert_error_at(
+        "[breaker]\nmin_calls = 0",
+        "breaker.min_calls",
+        "greater than 0",
+    );
+    assert_error_at(
+        "[breaker]\nwindow_ms = 50",
+        "breaker.window_ms",
+        "at least 100",
+    );
+    assert_error_at(
+        "[breaker]\nhalf_open_probes = 0",
+        "breaker.half_open_probes",
+        "greater than 0",
+    );
+    assert_error_at(
+        "[breaker]\nopen_for_ms = 10000\nmax_open_for_ms = 5000",
+        "breaker.max_open_for_ms",
+        "smaller than open_for_ms (10000)",
+    );
+    assert_error_at(
+        "[[providers]]\nkind = \"openai\"\nbreaker = { open_for_ms = 120000 }",
+        "providers[0].breaker.max_open_for_ms",
+        "60000 is smaller than open_for_ms (120000)",
+    );
+    assert_error_at(
+        "[[providers]]\nkind = \"openai\"\nbreaker = { threshold = 5 }",
+        "providers[0].breaker.threshold",
+        "unknown field `threshold`",
+    );
+}
+
+#[test]
 fn limits_must_be_positive_and_consistent() {
     assert_error_at(
         "[cache]\nmax_bytes = 0",

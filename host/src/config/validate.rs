@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Config, ConfigError, EmbedderKind, ProviderKind, compile_models};
+use super::{BreakerConfig, Config, ConfigError, EmbedderKind, ProviderKind, compile_models};
 use crate::policy::ANONYMOUS_TENANT;
 use crate::policy::Slot;
 use crate::state::StateError;
@@ -18,6 +18,7 @@ pub(super) fn validate(c: &Config) -> Check {
     tenants(c)?;
     cache(c)?;
     retry(c)?;
+    breakers(c)?;
     semantic(c)?;
     plugins(c)?;
     telemetry(c)
@@ -222,6 +223,46 @@ fn retry(c: &Config) -> Check {
         );
     }
     positive("retry.max_attempts_cap", r.max_attempts_cap.into())
+}
+
+/// `[breaker]`, then each provider's breaker as its override makes it.
+fn breakers(c: &Config) -> Check {
+    breaker("breaker", &c.breaker)?;
+    for (i, p) in c.providers.iter().enumerate() {
+        breaker(
+            &format!("providers[{i}].breaker"),
+            &p.breaker.apply(&c.breaker),
+        )?;
+    }
+    Ok(())
+}
+
+fn breaker(at: &str, b: &BreakerConfig) -> Check {
+    if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+        return fail(
+            format!("{at}.failure_ratio"),
+            format!("{} must be greater than 0 and at most 1", b.failure_ratio),
+        );
+    }
+    positive(&format!("{at}.min_calls"), b.min_calls.into())?;
+    if b.window_ms < 100 {
+        return fail(
+            format!("{at}.window_ms"),
+            format!("{} must be at least 100 (ten slots of 10 ms)", b.window_ms),
+        );
+    }
+    positive(&format!("{at}.half_open_probes"), b.half_open_probes.into())?;
+    positive(&format!("{at}.open_for_ms"), b.open_for_ms)?;
+    if b.max_open_for_ms < b.open_for_ms {
+        return fail(
+            format!("{at}.max_open_for_ms"),
+            format!(
+                "{} is smaller than open_for_ms ({})",
+                b.max_open_for_ms, b.open_for_ms
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn semantic(c: &Config) -> Check {

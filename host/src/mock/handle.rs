@@ -145,6 +145,14 @@ impl MockHandle {
             .store(micros(latency), Ordering::Relaxed);
     }
 
+    /// Fraction of API requests answered with a server error from now on
+    /// (see [`MockConfig::error_rate`]).
+    pub fn set_error_rate(&self, rate: f64) {
+        self.shared
+            .error_rate
+            .store(rate.to_bits(), Ordering::Relaxed);
+    }
+
     /// Delay between streamed events from now on.
     pub fn set_chunk_delay(&self, delay: Duration) {
         self.shared

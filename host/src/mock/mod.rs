@@ -143,6 +143,8 @@ struct Shared {
     config: MockConfig,
     latency_us: AtomicU64,
     chunk_delay_us: AtomicU64,
+    /// `error_rate` as f64 bits; [`MockHandle::set_error_rate`] changes it.
+    error_rate: AtomicU64,
     /// Indexed by [`route_index`].
     calls: [AtomicU64; 3],
     model_calls: AtomicU64,
@@ -169,6 +171,7 @@ impl Shared {
         Shared {
             latency_us: AtomicU64::new(micros(config.latency)),
             chunk_delay_us: AtomicU64::new(micros(config.chunk_delay)),
+            error_rate: AtomicU64::new(config.error_rate.to_bits()),
             config,
             calls: Default::default(),
             model_calls: AtomicU64::new(0),

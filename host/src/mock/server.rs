@@ -265,7 +265,7 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
     }
 
     let roll = |rate: f64| rate > 0.0 && rand::random::<f64>() < rate;
-    if roll(s.config.error_rate) {
+    if roll(f64::from_bits(s.error_rate.load(Ordering::Relaxed))) {
         let status = if route == Route::AnthropicMessages {
             529
         } else {

@@ -1,6 +1,12 @@
 //! Upstream phase: call the provider; after every failed attempt the retry
 //! plugin decides (retry, fall back, stop), within the host's retry budget,
 //! attempt cap and the request's overall deadline.
+//!
+//! A provider whose circuit breaker is open refuses without sending. That
+//! is not an attempt: it is not counted, spends no retry and is not shown
+//! to the retry plugin. The request moves on to the next provider (in
+//! config order) that serves its model and has not refused it, or, when
+//! none is left, fails at once with a 503 carrying `retry-after`.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +50,10 @@ pub async fn call_upstream(
     let mut provider = ctx.provider.clone();
     let mut model = ctx.model.clone();
     gw.retry_budget.record_request(&provider);
+    // Providers whose open circuit refused this request, and the soonest
+    // any of them lets a probe through.
+    let mut refused: Vec<String> = Vec::new();
+    let mut soonest = Duration::MAX;
     let mut number = 1;
     loop {
         let Some(provider_cfg) = gw.config.provider(&provider) else {
@@ -67,6 +77,26 @@ pub async fn call_upstream(
         ctx.attempts = number;
         let started = Instant::now();
         let result = gw.upstreams.send(&provider, request).await;
+        if let Err(AttemptFailure {
+            circuit_open: Some(probe_in),
+            ..
+        }) = &result
+        {
+            ctx.attempts = number - 1;
+            gw.metrics.circuit_refusal(&provider);
+            soonest = soonest.min(*probe_in);
+            if !refused.contains(&provider) {
+                refused.push(provider);
+            }
+            match next_candidate(gw, ctx.route, &model, &refused) {
+                Some(next) => {
+                    gw.retry_budget.record_request(next);
+                    provider = next.to_owned();
+                    continue;
+                }
+                None => return Err(circuit_open_error(&refused, &model, soonest)),
+            }
+        }
         gw.metrics.upstream_attempt(
             &provider,
             match &result {
@@ -135,6 +165,46 @@ pub async fn call_upstream(
         model = next_model;
         number += 1;
     }
+}
+
+/// Where an attempt refused by an open circuit goes: the first provider,
+/// in config order, that serves `model` on `route` and has not refused
+/// this request yet.
+fn next_candidate<'a>(
+    gw: &'a Gateway,
+    route: Route,
+    model: &str,
+    refused: &[String],
+) -> Option<&'a str> {
+    gw.config
+        .providers
+        .iter()
+        .find(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
+        .map(|p| p.name.as_str())
+}
+
+/// Every provider the request could use refused it: 503, come back when
+/// the first of them probes again (at least a second from now: a half-open
+/// circuit's probes are already out).
+fn circuit_open_error(refused: &[String], model: &str, soonest: Duration) -> GatewayError {
+    let which = match refused {
+        [one] => format!("provider `{one}` is"),
+        many => format!(
+            "providers {} are",
+            many.iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let retry_after = soonest.max(Duration::from_secs(1));
+    GatewayError::upstream_unavailable(
+        format!(
+            "circuit breaker open: {which} failing, so the request for model `{model}` was not sent; retry in {} s",
+            retry_after.as_millis().div_ceil(1000)
+        ),
+        retry_after,
+    )
 }
 
 fn outcome_label(outcome: &AttemptOutcome) -> UpstreamOutcome {

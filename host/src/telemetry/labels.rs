@@ -119,6 +119,21 @@ impl UpstreamOutcome {
 }
 
 label_enum! {
+    /// Where a provider's circuit breaker stands (`to` label of
+    /// `circuit_transitions_total`; the value of `circuit_state` is its
+    /// index: 0 closed, 1 open, 2 half-open). The breaker itself is
+    /// `upstream::breaker`, which re-exports this type.
+    pub enum CircuitState {
+        /// Traffic flows.
+        Closed => "closed",
+        /// Attempts are refused without touching the network.
+        Open => "open",
+        /// The cooldown is over: a few probe attempts decide.
+        HalfOpen => "half-open",
+    }
+}
+
+label_enum! {
     /// How a plugin call ended (`result` label). The strings match
     /// `CallError::label` in the plugin runtime.
     pub enum PluginCallResult {

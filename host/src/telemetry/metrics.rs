@@ -19,7 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
+use super::labels::{
+    ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
+};
 use super::plugin_metrics::{PluginMetrics, Record};
 use crate::policy::{ANONYMOUS_TENANT, Slot, SlotMap};
 
@@ -91,6 +93,12 @@ struct AttemptLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransitionLabels {
+    provider: String,
+    to: CircuitState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SlotLabels {
     slot: Slot,
 }
@@ -113,6 +121,10 @@ struct ProviderSeries {
     retries: Counter,
     budget_exhausted: Counter,
     duration: Histogram,
+    circuit_state: Gauge,
+    /// Indexed by [`CircuitState::index`].
+    circuit_transitions: Vec<Counter>,
+    circuit_refusals: Counter,
 }
 
 /// Handles for one tenant's series.
@@ -311,6 +323,24 @@ impl Metrics {
             Unit::Seconds,
             upstream_duration.clone(),
         );
+        let circuit_state = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker state, by provider: 0 closed, 1 open, 2 half-open",
+            circuit_state.clone(),
+        );
+        let circuit_transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "circuit_transitions",
+            "Circuit breaker state changes, by provider and the state entered (to)",
+            circuit_transitions.clone(),
+        );
+        let circuit_refusals = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "circuit_refusals",
+            "Attempts an open circuit breaker refused without sending them (not counted in upstream_attempts), by provider",
+            circuit_refusals.clone(),
+        );
         let provider_series = |name: &str| {
             let labels = ProviderLabels {
                 provider: name.to_owned(),
@@ -328,6 +358,17 @@ impl Metrics {
                 retries: retries.get_or_create_owned(&labels),
                 budget_exhausted: exhausted.get_or_create_owned(&labels),
                 duration: upstream_duration.get_or_create_owned(&labels),
+                circuit_state: circuit_state.get_or_create_owned(&labels),
+                circuit_transitions: CircuitState::ALL
+                    .iter()
+                    .map(|&to| {
+                        circuit_transitions.get_or_create_owned(&TransitionLabels {
+                            provider: name.to_owned(),
+                            to,
+                        })
+                    })
+                    .collect(),
+                circuit_refusals: circuit_refusals.get_or_create_owned(&labels),
             }
         };
         let provider_map = providers
@@ -520,6 +561,20 @@ impl Metrics {
     /// The retry budget of `provider` refused a retry.
     pub fn retry_budget_exhausted(&self, provider: &str) {
         self.provider(provider).budget_exhausted.inc();
+    }
+
+    /// `provider`'s circuit breaker entered `to`.
+    pub fn circuit_transition(&self, provider: &str, to: CircuitState) {
+        let series = self.provider(provider);
+        series.circuit_state.set(to.index() as i64);
+        if let Some(c) = series.circuit_transitions.get(to.index()) {
+            c.inc();
+        }
+    }
+
+    /// `provider`'s open circuit breaker refused an attempt (nothing sent).
+    pub fn circuit_refusal(&self, provider: &str) {
+        self.provider(provider).circuit_refusals.inc();
     }
 
     // === state ===

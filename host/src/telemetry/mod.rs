@@ -13,7 +13,9 @@ mod plugin_metrics;
 #[cfg(test)]
 mod tests;
 
-pub use labels::{ApiRoute, CacheOutcome, PluginCallResult, TokenKind, UpstreamOutcome};
+pub use labels::{
+    ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
+};
 pub use logging::{
     LogFormat, MAX_LOG_FIELD_CHARS, TelemetryError, init_logging, log_safe, parse_log_filter,
 };

@@ -284,3 +284,52 @@ fn record_cost() {
     // 1000 runs: the total in ms is the mean in µs.
     println!("encode: {:.1} us/op", start.elapsed().as_secs_f64() * 1e3);
 }
+
+#[test]
+fn circuit_series_follow_transitions_per_provider() {
+    let m = metrics();
+    let text = m.encode();
+    assert!(text.contains("# TYPE sluice_circuit_state gauge"), "{text}");
+    assert_eq!(
+        sample(&text, "sluice_circuit_state{provider=\"openai\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_circuit_transitions_total{provider=\"openai\",to=\"half-open\"}"
+        ),
+        Some(0.0)
+    );
+    m.circuit_transition("openai", CircuitState::Open);
+    m.circuit_transition("openai", CircuitState::HalfOpen);
+    m.circuit_transition("openai", CircuitState::Open);
+    m.circuit_refusal("openai");
+    let text = m.encode();
+    assert_eq!(
+        sample(&text, "sluice_circuit_state{provider=\"openai\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "sluice_circuit_state{provider=\"anthropic\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_circuit_transitions_total{provider=\"openai\",to=\"open\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_circuit_transitions_total{provider=\"openai\",to=\"half-open\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "sluice_circuit_refusals_total{provider=\"openai\"}"),
+        Some(1.0)
+    );
+}

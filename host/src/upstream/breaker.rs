@@ -1,302 +1,432 @@
-//! A per-provider circuit breaker: after N consecutive unhealthy attempts
-//! (connect error, timeout, 5xx) the provider is skipped for a cooldown, then
-//! one probe decides whether it is back. Failed probes double the cooldown up
-//! to a cap, so a dead provider costs one attempt per cooldown, not one per
-//! request.
-
-use std::time::Duration;
+//! A per-provider circuit breaker over a rolling window of outcomes (the
+//! resilience4j / Envoy outlier-detection model), tuned by
+//! [`BreakerConfig`]:
+//!
+//! - **closed**: every attempt is sent; outcomes are counted in ten slots
+//!   spanning `window_ms`. When the window holds at least `min_calls`
+//!   outcomes and at least `failure_ratio` of them are failures (connect
+//!   error, timeout, 5xx), the circuit opens. A failure rate under the ratio
+//!   never opens it, however long it lasts: retries mend those.
+//! - **open**: attempts are refused without touching the network for the
+//!   cooldown, which starts at `open_for_ms`.
+//! - **half-open**: after the cooldown, `half_open_probes` attempts are let
+//!   through (more are refused). When all of them succeed the circuit closes
+//!   with an empty window and the cooldown back at `open_for_ms`; the first
+//!   failure opens it again for twice the previous cooldown, up to
+//!   `max_open_for_ms`.
+//!
+//! Every admitted attempt carries a [`Permit`] naming the period it was
+//! admitted in; a result from an earlier period (an attempt sent before the
+//! circuit opened, a probe of an earlier half-open spell) decides nothing.
+//! Time is a millisecond count passed in by the caller, so tests drive it by
+//! hand.
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
-/// Where a provider's breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CircuitState {
-    /// Traffic flows.
-    Closed,
-    /// Attempts fail fast without touching the network.
-    Open,
-    /// The cooldown is over: the next attempt is a probe.
-    HalfOpen,
-}
+use crate::config::BreakerConfig;
+pub use crate::telemetry::CircuitState;
 
-impl CircuitState {
-    /// `closed`, `open` or `half-open` (metric label, /readyz text).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half-open",
-        }
-    }
-}
+/// Slots of the rolling window.
+const SLOTS: usize = 10;
 
-/// Breaker tuning; the defaults suit a public LLM API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive unhealthy attempts that open the circuit.
-    pub failure_threshold: u32,
-    /// First cooldown after opening.
-    pub open_for: Duration,
-    /// Cap for the cooldown, which doubles after each failed probe.
-    pub max_open_for: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(5),
-            max_open_for: Duration::from_secs(60),
-        }
+/// `closed`, `open` or `half-open`, as in the metrics.
+impl serde::Serialize for CircuitState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 /// The breaker's answer to "may I send?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// Send; when `probe` is true the result decides the circuit and must be
-    /// reported with `probe = true` (or the probe abandoned).
-    Allowed { probe: bool },
-    /// Fail fast. `retry_in_ms` is when a probe will be let through (0 when
-    /// a probe is already in flight).
-    Rejected {
-        state: CircuitState,
-        retry_in_ms: u64,
-    },
+    /// Send, and report the result with this permit.
+    Allowed(Permit),
+    /// Do not send. A probe may be let through in `retry_in_ms` (0: when
+    /// one of the probes in flight frees its place or closes the circuit).
+    Refused { retry_in_ms: u64 },
+}
+
+/// Leave to send one attempt; hand it back to [`Breaker::record`] or
+/// [`Breaker::abandon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit {
+    /// The period (one closed, open or half-open spell) it was issued in.
+    epoch: u64,
+    /// Issued while half-open: the attempt is one of the probes.
+    probe: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Breaker {
-    settings: BreakerSettings,
+    config: BreakerConfig,
+    /// Width of one window slot (at least 1 ms).
+    slot_ms: u64,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     state: CircuitState,
-    /// Consecutive unhealthy results while closed.
-    failures: u32,
-    /// Cooldown used for the current (or next) opening.
+    /// Bumped on every transition.
+    epoch: u64,
+    window: Window,
+    /// Cooldown of the current opening (or the first of the next one).
     open_for_ms: u64,
     /// While open: when the cooldown ends.
     until_ms: u64,
-    /// While half-open: a probe is out.
-    probe_in_flight: bool,
+    /// While half-open: probes let through (and not abandoned) so far.
+    probes_out: u32,
+    /// While half-open: probes that succeeded.
+    probes_ok: u32,
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// Outcomes of the last [`SLOTS`] slots; a slot is reused (cleared) when
+/// time reaches its next turn.
+#[derive(Debug, Default)]
+struct Window {
+    slots: [Slot; SLOTS],
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    /// `now_ms / slot_ms` of the outcomes counted here.
+    index: u64,
+    calls: u32,
+    failures: u32,
+}
+
+impl Window {
+    fn record(&mut self, slot_index: u64, failed: bool) {
+        let slot = &mut self.slots[(slot_index % SLOTS as u64) as usize];
+        if slot.index != slot_index {
+            *slot = Slot {
+                index: slot_index,
+                calls: 0,
+                failures: 0,
+            };
+        }
+        slot.calls = slot.calls.saturating_add(1);
+        slot.failures = slot.failures.saturating_add(u32::from(failed));
+    }
+
+    /// (calls, failures) in the slots still inside the window at
+    /// `slot_index`.
+    fn totals(&self, slot_index: u64) -> (u32, u32) {
+        self.slots
+            .iter()
+            .filter(|s| slot_index.saturating_sub(s.index) < SLOTS as u64)
+            .fold((0, 0), |(calls, failures), s| {
+                (
+                    calls.saturating_add(s.calls),
+                    failures.saturating_add(s.failures),
+                )
+            })
+    }
 }
 
 impl Breaker {
-    pub fn new(settings: BreakerSettings) -> Self {
+    /// A closed breaker. `config` is assumed valid (config validation
+    /// checks it); out-of-range values are clamped, not trusted.
+    pub fn new(config: BreakerConfig) -> Self {
+        let slot_ms = (config.window_ms / SLOTS as u64).max(1);
         Self {
-            settings,
             inner: Mutex::new(Inner {
                 state: CircuitState::Closed,
-                failures: 0,
-                open_for_ms: millis(settings.open_for),
+                epoch: 0,
+                window: Window::default(),
+                open_for_ms: config.open_for_ms,
                 until_ms: 0,
-                probe_in_flight: false,
+                probes_out: 0,
+                probes_ok: 0,
             }),
+            slot_ms,
+            config,
         }
     }
 
-    /// Asks to send one attempt at `now_ms`.
-    pub fn admit(&self, now_ms: u64) -> Admission {
+    /// Asks to send one attempt at `now_ms`. The second value is the state
+    /// entered, when asking moved the circuit (open → half-open once the
+    /// cooldown is over).
+    pub fn admit(&self, now_ms: u64) -> (Admission, Option<CircuitState>) {
         let mut inner = self.inner.lock();
-        match inner.state {
-            CircuitState::Closed => Admission::Allowed { probe: false },
-            CircuitState::Open if now_ms >= inner.until_ms => {
-                inner.state = CircuitState::HalfOpen;
-                inner.probe_in_flight = true;
-                Admission::Allowed { probe: true }
+        let mut entered = None;
+        if inner.state == CircuitState::Open {
+            if now_ms < inner.until_ms {
+                let retry_in_ms = inner.until_ms - now_ms;
+                return (Admission::Refused { retry_in_ms }, None);
             }
-            CircuitState::Open => Admission::Rejected {
-                state: CircuitState::Open,
-                retry_in_ms: inner.until_ms - now_ms,
-            },
-            CircuitState::HalfOpen if inner.probe_in_flight => Admission::Rejected {
-                state: CircuitState::HalfOpen,
-                retry_in_ms: 0,
-            },
+            inner.enter(CircuitState::HalfOpen);
+            entered = Some(CircuitState::HalfOpen);
+        }
+        let admission = match inner.state {
+            CircuitState::HalfOpen if inner.probes_out >= self.config.half_open_probes.max(1) => {
+                Admission::Refused { retry_in_ms: 0 }
+            }
             CircuitState::HalfOpen => {
-                inner.probe_in_flight = true;
-                Admission::Allowed { probe: true }
+                inner.probes_out += 1;
+                Admission::Allowed(Permit {
+                    epoch: inner.epoch,
+                    probe: true,
+                })
             }
-        }
+            _ => Admission::Allowed(Permit {
+                epoch: inner.epoch,
+                probe: false,
+            }),
+        };
+        (admission, entered)
     }
 
-    /// Reports an admitted attempt: `healthy` is false for connect errors,
-    /// timeouts and 5xx. Results of attempts admitted before the circuit
-    /// opened are ignored; only the probe decides a half-open circuit.
-    pub fn record(&self, probe: bool, healthy: bool, now_ms: u64) {
+    /// Reports the result of an admitted attempt: `failed` for a connect
+    /// error, a timeout or a 5xx. Returns the state entered, if the result
+    /// moved the circuit.
+    pub fn record(&self, permit: Permit, failed: bool, now_ms: u64) -> Option<CircuitState> {
         let mut inner = self.inner.lock();
+        if permit.epoch != inner.epoch {
+            return None;
+        }
         match inner.state {
-            CircuitState::Closed if healthy => inner.failures = 0,
             CircuitState::Closed => {
-                inner.failures = inner.failures.saturating_add(1);
-                if inner.failures >= self.settings.failure_threshold {
-                    inner.open_for_ms = millis(self.settings.open_for);
-                    open(&mut inner, now_ms);
+                let slot = now_ms / self.slot_ms;
+                inner.window.record(slot, failed);
+                if !failed {
+                    return None;
                 }
+                let (calls, failures) = inner.window.totals(slot);
+                let tripped = calls >= self.config.min_calls
+                    && f64::from(failures) >= self.config.failure_ratio * f64::from(calls);
+                if !tripped {
+                    return None;
+                }
+                inner.open_for_ms = self.config.open_for_ms;
+                inner.open(now_ms);
+                Some(CircuitState::Open)
             }
-            CircuitState::HalfOpen if probe && healthy => {
-                inner.state = CircuitState::Closed;
-                inner.failures = 0;
-                inner.probe_in_flight = false;
-                inner.open_for_ms = millis(self.settings.open_for);
-            }
-            CircuitState::HalfOpen if probe => {
+            CircuitState::HalfOpen if permit.probe && failed => {
                 inner.open_for_ms = inner
                     .open_for_ms
                     .saturating_mul(2)
-                    .min(millis(self.settings.max_open_for));
-                open(&mut inner, now_ms);
+                    .min(self.config.max_open_for_ms)
+                    .max(self.config.open_for_ms);
+                inner.open(now_ms);
+                Some(CircuitState::Open)
             }
-            CircuitState::HalfOpen | CircuitState::Open => {}
+            CircuitState::HalfOpen if permit.probe => {
+                inner.probes_ok += 1;
+                if inner.probes_ok < self.config.half_open_probes {
+                    return None;
+                }
+                inner.open_for_ms = self.config.open_for_ms;
+                inner.enter(CircuitState::Closed);
+                Some(CircuitState::Closed)
+            }
+            CircuitState::HalfOpen | CircuitState::Open => None,
         }
     }
 
-    /// The probe was cancelled before it produced a result; let the next
-    /// attempt probe instead.
-    pub fn abandon_probe(&self) {
+    /// The attempt was cancelled before it produced a result; a probe's
+    /// place goes to the next attempt.
+    pub fn abandon(&self, permit: Permit) {
         let mut inner = self.inner.lock();
-        if inner.state == CircuitState::HalfOpen {
-            inner.probe_in_flight = false;
+        if permit.probe && permit.epoch == inner.epoch && inner.state == CircuitState::HalfOpen {
+            inner.probes_out = inner.probes_out.saturating_sub(1);
         }
     }
 
-    /// The state as an operator should see it: an open circuit whose
-    /// cooldown is over reads as half-open.
-    pub fn state(&self, now_ms: u64) -> CircuitState {
+    /// The state, and while open how long until a probe may go (0: the
+    /// cooldown is over and the next attempt probes).
+    pub fn state(&self, now_ms: u64) -> (CircuitState, Option<u64>) {
         let inner = self.inner.lock();
-        match inner.state {
-            CircuitState::Open if now_ms >= inner.until_ms => CircuitState::HalfOpen,
-            state => state,
-        }
+        let retry_in =
+            (inner.state == CircuitState::Open).then(|| inner.until_ms.saturating_sub(now_ms));
+        (inner.state, retry_in)
     }
 }
 
-fn open(inner: &mut Inner, now_ms: u64) {
-    inner.state = CircuitState::Open;
-    inner.failures = 0;
-    inner.probe_in_flight = false;
-    inner.until_ms = now_ms.saturating_add(inner.open_for_ms);
+impl Inner {
+    /// A new period in `state` with fresh counters.
+    fn enter(&mut self, state: CircuitState) {
+        self.state = state;
+        self.epoch += 1;
+        self.window = Window::default();
+        self.probes_out = 0;
+        self.probes_ok = 0;
+    }
+
+    fn open(&mut self, now_ms: u64) {
+        self.enter(CircuitState::Open);
+        self.until_ms = now_ms.saturating_add(self.open_for_ms);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALLOWED: Admission = Admission::Allowed { probe: false };
-    const PROBE: Admission = Admission::Allowed { probe: true };
-
-    fn breaker() -> Breaker {
-        Breaker::new(BreakerSettings {
-            failure_threshold: 3,
-            open_for: Duration::from_secs(5),
-            max_open_for: Duration::from_secs(60),
-        })
-    }
-
-    fn fail(b: &Breaker, times: u32, now: u64) {
-        for _ in 0..times {
-            assert_eq!(b.admit(now), ALLOWED);
-            b.record(false, false, now);
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failure_ratio: 0.8,
+            min_calls: 10,
+            window_ms: 10_000,
+            half_open_probes: 3,
+            open_for_ms: 5_000,
+            max_open_for_ms: 60_000,
         }
     }
 
-    #[test]
-    fn opens_after_consecutive_failures_only() {
-        let b = breaker();
-        fail(&b, 2, 0);
-        b.record(false, true, 0); // a success resets the streak
-        fail(&b, 2, 0);
-        assert_eq!(b.state(0), CircuitState::Closed);
-        fail(&b, 1, 100);
-        assert_eq!(b.state(100), CircuitState::Open);
-        assert_eq!(
-            b.admit(1_100),
-            Admission::Rejected {
-                state: CircuitState::Open,
-                retry_in_ms: 4_000
-            }
-        );
+    fn permit(b: &Breaker, now: u64) -> Permit {
+        match b.admit(now).0 {
+            Admission::Allowed(p) => p,
+            refused => panic!("refused at {now}: {refused:?}"),
+        }
+    }
+
+    /// Sends `calls` attempts at `now`, the first `failures` of them failing;
+    /// the last transition they caused.
+    fn send(b: &Breaker, now: u64, calls: u32, failures: u32) -> Option<CircuitState> {
+        let mut entered = None;
+        for i in 0..calls {
+            let p = permit(b, now);
+            entered = b.record(p, i < failures, now).or(entered);
+        }
+        entered
+    }
+
+    fn refused(b: &Breaker, now: u64) -> u64 {
+        match b.admit(now).0 {
+            Admission::Refused { retry_in_ms } => retry_in_ms,
+            allowed => panic!("allowed at {now}: {allowed:?}"),
+        }
+    }
+
+    fn trip(b: &Breaker, now: u64) {
+        assert_eq!(send(b, now, 10, 10), Some(CircuitState::Open));
     }
 
     #[test]
-    fn half_open_lets_exactly_one_probe_through() {
-        let b = breaker();
-        fail(&b, 3, 0);
-        assert_eq!(b.state(5_000), CircuitState::HalfOpen);
-        assert_eq!(b.admit(5_000), PROBE);
-        assert_eq!(
-            b.admit(5_001),
-            Admission::Rejected {
-                state: CircuitState::HalfOpen,
-                retry_in_ms: 0
-            }
-        );
-        // A late result from before the circuit opened decides nothing.
-        b.record(false, true, 5_002);
-        assert_eq!(b.state(5_002), CircuitState::HalfOpen);
-        b.record(true, true, 5_003);
-        assert_eq!(b.state(5_003), CircuitState::Closed);
-        assert_eq!(b.admit(5_003), ALLOWED);
+    fn a_ratio_under_the_threshold_never_opens() {
+        let b = Breaker::new(config());
+        // 70% failing, for a long time, in every slot.
+        for second in 0..600 {
+            assert_eq!(send(&b, second * 1_000, 3, 0), None);
+            assert_eq!(send(&b, second * 1_000, 7, 7), None);
+        }
+        assert_eq!(b.state(600_000).0, CircuitState::Closed);
     }
 
     #[test]
-    fn failed_probes_double_the_cooldown_up_to_the_cap_and_success_resets_it() {
-        let b = breaker();
-        fail(&b, 3, 0);
+    fn failures_under_min_calls_do_not_count() {
+        let b = Breaker::new(config());
+        assert_eq!(send(&b, 0, 9, 9), None);
+        assert_eq!(b.state(0).0, CircuitState::Closed);
+        // The tenth outcome reaches min_calls; 9/10 failed.
+        let p = permit(&b, 1);
+        assert_eq!(b.record(p, true, 1), Some(CircuitState::Open));
+    }
+
+    #[test]
+    fn the_ratio_is_over_the_rolling_window_only() {
+        // The window is 10 s in 1 s slots.
+        let b = Breaker::new(config());
+        assert_eq!(send(&b, 0, 40, 0), None);
+        assert_eq!(send(&b, 9_000, 10, 10), None, "10 failures of 50");
+        // At t=10 s the successes of t=0 have left the window.
+        assert_eq!(send(&b, 10_000, 1, 1), Some(CircuitState::Open));
+
+        // Failures age out the same way.
+        let b = Breaker::new(config());
+        assert_eq!(send(&b, 0, 9, 9), None);
+        assert_eq!(
+            send(&b, 10_000, 9, 9),
+            None,
+            "9 in the window: under min_calls"
+        );
+        assert_eq!(send(&b, 10_500, 1, 1), Some(CircuitState::Open));
+    }
+
+    #[test]
+    fn a_mixed_window_opens_at_the_ratio() {
+        let b = Breaker::new(config());
+        assert_eq!(send(&b, 0, 4, 0), None);
+        // 16 failures of 20 reach 0.8 exactly.
+        assert_eq!(send(&b, 500, 15, 15), None);
+        assert_eq!(send(&b, 900, 1, 1), Some(CircuitState::Open));
+        assert_eq!(refused(&b, 1_900), 4_000);
+        assert_eq!(b.state(1_900), (CircuitState::Open, Some(4_000)));
+    }
+
+    #[test]
+    fn half_open_lets_the_configured_probes_through_and_closes_when_all_succeed() {
+        let b = Breaker::new(config());
+        trip(&b, 0);
+        let (admission, entered) = b.admit(5_000);
+        assert_eq!(entered, Some(CircuitState::HalfOpen));
+        let Admission::Allowed(first) = admission else {
+            panic!("{admission:?}")
+        };
+        let second = permit(&b, 5_001);
+        let third = permit(&b, 5_002);
+        assert_eq!(refused(&b, 5_003), 0, "only three probes at once");
+        assert_eq!(b.record(first, false, 5_010), None);
+        assert_eq!(b.record(second, false, 5_011), None);
+        assert_eq!(b.state(5_011).0, CircuitState::HalfOpen);
+        assert_eq!(b.record(third, false, 5_012), Some(CircuitState::Closed));
+        assert_eq!(b.state(5_012), (CircuitState::Closed, None));
+        // The window starts empty: nine failures do not reopen it.
+        assert_eq!(send(&b, 5_013, 9, 9), None);
+    }
+
+    #[test]
+    fn one_failed_probe_reopens_and_the_cooldown_doubles_up_to_the_cap() {
+        let b = Breaker::new(config());
+        trip(&b, 0);
         let mut now = 5_000;
-        for expected in [10_000, 20_000, 40_000, 60_000, 60_000] {
-            assert_eq!(b.admit(now), PROBE);
-            b.record(true, false, now);
-            assert_eq!(
-                b.admit(now),
-                Admission::Rejected {
-                    state: CircuitState::Open,
-                    retry_in_ms: expected
-                }
-            );
-            now += expected;
+        for cooldown in [10_000, 20_000, 40_000, 60_000, 60_000] {
+            let probe = permit(&b, now);
+            let other = permit(&b, now);
+            assert_eq!(b.record(probe, true, now), Some(CircuitState::Open));
+            // The other probe's late success decides nothing.
+            assert_eq!(b.record(other, false, now + 1), None);
+            assert_eq!(refused(&b, now + 1), cooldown - 1);
+            assert_eq!(refused(&b, now + cooldown - 1), 1);
+            now += cooldown;
         }
-        assert_eq!(b.admit(now), PROBE);
-        b.record(true, true, now);
-        fail(&b, 3, now);
-        assert_eq!(
-            b.admit(now),
-            Admission::Rejected {
-                state: CircuitState::Open,
-                retry_in_ms: 5_000
-            }
-        );
+        // Closing resets the cooldown to open_for.
+        assert_eq!(send(&b, now, 3, 0), Some(CircuitState::Closed));
+        trip(&b, now);
+        assert_eq!(refused(&b, now), 5_000);
     }
 
     #[test]
-    fn an_abandoned_probe_lets_the_next_attempt_probe() {
-        let b = breaker();
-        fail(&b, 3, 0);
-        assert_eq!(b.admit(5_000), PROBE);
-        b.abandon_probe();
-        assert_eq!(b.admit(5_001), PROBE);
+    fn results_from_before_the_circuit_opened_decide_nothing() {
+        let b = Breaker::new(config());
+        let early = permit(&b, 0);
+        trip(&b, 0);
+        // Sent while closed, answered after opening and after the cooldown.
+        assert_eq!(b.admit(5_000).1, Some(CircuitState::HalfOpen));
+        assert_eq!(b.record(early, true, 5_000), None);
+        assert_eq!(b.state(5_000).0, CircuitState::HalfOpen);
     }
 
     #[test]
-    fn failures_while_open_do_not_extend_it() {
-        let b = breaker();
-        fail(&b, 3, 0);
-        b.record(false, false, 4_000);
-        assert_eq!(b.state(5_000), CircuitState::HalfOpen);
+    fn an_abandoned_probe_frees_its_place() {
+        let b = Breaker::new(BreakerConfig {
+            half_open_probes: 1,
+            ..config()
+        });
+        trip(&b, 0);
+        let probe = permit(&b, 5_000);
+        assert_eq!(refused(&b, 5_001), 0);
+        b.abandon(probe);
+        let next = permit(&b, 5_002);
+        assert_eq!(b.record(next, false, 5_003), Some(CircuitState::Closed));
+        // Abandoning a permit of an earlier period changes nothing.
+        b.abandon(probe);
+        assert_eq!(b.state(5_004).0, CircuitState::Closed);
     }
 
     #[test]
-    fn labels() {
-        assert_eq!(CircuitState::HalfOpen.as_str(), "half-open");
+    fn states_serialize_as_their_metric_labels() {
         assert_eq!(
             serde_json::to_string(&CircuitState::HalfOpen).unwrap(),
             "\"half-open\""

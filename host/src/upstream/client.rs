@@ -10,14 +10,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 
 use super::body::{self, IdleTimeout, Read};
-use super::breaker::{Admission, Breaker, BreakerSettings, CircuitState};
+use super::breaker::{Admission, Breaker, CircuitState, Permit};
 use super::clock::{self, Clock};
 use super::keys::KeyPool;
 use super::{
     AttemptFailure, AttemptOutcome, ProviderHealth, UpstreamBody, UpstreamError, UpstreamRequest,
     UpstreamResponse, retry_after,
 };
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
+use crate::telemetry::Metrics;
 
 /// Longest a key rests after a rejection, whatever `retry-after` says: an
 /// hour later one probe costs little and finds out.
@@ -32,7 +33,9 @@ const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 /// Client tuning shared by every provider; the defaults suit ~1000 req/s.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    pub breaker: BreakerSettings,
+    /// Every provider's breaker, unless its `breaker` override says
+    /// otherwise (`[breaker]` in the config).
+    pub breaker: BreakerConfig,
     /// A stream that sends nothing for this long is cut.
     pub stream_idle_timeout: Duration,
     /// Largest complete (non-streamed) success body accepted.
@@ -46,12 +49,14 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// Clock for key cooldowns and the breaker.
     pub clock: Arc<dyn Clock>,
+    /// Where breaker transitions are counted (none in some tests).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
-            breaker: BreakerSettings::default(),
+            breaker: BreakerConfig::default(),
             stream_idle_timeout: Duration::from_secs(60),
             max_response_bytes: 64 * 1024 * 1024,
             max_error_body_bytes: 64 * 1024,
@@ -60,6 +65,7 @@ impl Default for UpstreamSettings {
             pool_max_idle_per_host: 1024,
             pool_idle_timeout: Duration::from_secs(90),
             clock: clock::system(),
+            metrics: None,
         }
     }
 }
@@ -158,11 +164,15 @@ impl Upstreams {
         self.inner
             .providers
             .iter()
-            .map(|p| ProviderHealth {
-                name: p.name.clone(),
-                circuit: p.breaker.state(now),
-                keys: p.keys.len(),
-                keys_cooling: p.keys.cooling(now),
+            .map(|p| {
+                let (circuit, probe_in_ms) = p.breaker.state(now);
+                ProviderHealth {
+                    name: p.name.clone(),
+                    circuit,
+                    probe_in_ms,
+                    keys: p.keys.len(),
+                    keys_cooling: p.keys.cooling(now),
+                }
             })
             .collect()
     }
@@ -233,7 +243,7 @@ impl Provider {
             keys: KeyPool::new(keys),
             key_cooldown_ms: config.key_cooldown_ms,
             anthropic_version,
-            breaker: Breaker::new(settings.breaker),
+            breaker: Breaker::new(config.breaker.apply(&settings.breaker)),
         })
     }
 
@@ -244,31 +254,37 @@ impl Provider {
     ) -> Result<UpstreamResponse, AttemptFailure> {
         let clock = &*settings.clock;
         let now = clock.now_ms();
-        let probe = match self.breaker.admit(now) {
-            Admission::Allowed { probe } => probe,
-            Admission::Rejected { state, retry_in_ms } => {
-                return Err(self.circuit_open(state, retry_in_ms));
-            }
+        let (admission, entered) = self.breaker.admit(now);
+        if let Some(to) = entered {
+            self.circuit_moved(to, now, settings);
+        }
+        let permit = match admission {
+            Admission::Allowed(permit) => permit,
+            Admission::Refused { retry_in_ms } => return Err(self.circuit_open(retry_in_ms)),
         };
-        let mut probe_guard = ProbeGuard {
+        let mut guard = PermitGuard {
             breaker: &self.breaker,
-            armed: probe,
+            permit: Some(permit),
         };
         let key = self.keys.pick(now);
         let key_index = key.map(|k| k.index);
 
         let result = self.attempt(request, key_index, settings).await;
 
-        let healthy = match &result {
-            Ok(_) => true,
+        // The provider failing, not the request or a key: a 4xx (429
+        // included: the key pool handles those) counts as an answer.
+        let failed = match &result {
+            Ok(_) => false,
             Err(failure) => match failure.outcome {
-                AttemptOutcome::Status { code, .. } => code < 500,
-                AttemptOutcome::Timeout | AttemptOutcome::ConnectError { .. } => false,
+                AttemptOutcome::Status { code, .. } => code >= 500,
+                AttemptOutcome::Timeout | AttemptOutcome::ConnectError { .. } => true,
             },
         };
         let now = clock.now_ms();
-        self.breaker.record(probe, healthy, now);
-        probe_guard.armed = false;
+        guard.permit = None;
+        if let Some(to) = self.breaker.record(permit, failed, now) {
+            self.circuit_moved(to, now, settings);
+        }
 
         result.map_err(|mut failure| {
             // 429: this key is rate limited; 401/403: this key is refused.
@@ -397,35 +413,62 @@ impl Provider {
         headers
     }
 
-    fn circuit_open(&self, state: CircuitState, retry_in_ms: u64) -> AttemptFailure {
-        let message = match state {
-            CircuitState::HalfOpen => format!(
-                "circuit open for provider `{}` (half-open, probe in flight)",
+    /// The refusal of an open (or fully probed half-open) circuit.
+    fn circuit_open(&self, retry_in_ms: u64) -> AttemptFailure {
+        let message = if retry_in_ms == 0 {
+            format!(
+                "circuit open for provider `{}` (half-open, probes in flight)",
                 self.name
-            ),
-            _ => format!(
+            )
+        } else {
+            format!(
                 "circuit open for provider `{}` (next probe in {retry_in_ms} ms)",
                 self.name
-            ),
+            )
         };
         AttemptFailure {
-            circuit_open: true,
+            circuit_open: Some(Duration::from_millis(retry_in_ms)),
             ..AttemptFailure::connect(message)
+        }
+    }
+
+    /// Logs and counts a breaker transition.
+    fn circuit_moved(&self, to: CircuitState, now_ms: u64, settings: &UpstreamSettings) {
+        match to {
+            CircuitState::Open => {
+                let cooldown_ms = self.breaker.state(now_ms).1.unwrap_or_default();
+                tracing::warn!(
+                    provider = %self.name,
+                    cooldown_ms,
+                    "circuit breaker opened: the provider is failing; its attempts are refused until probes succeed"
+                );
+            }
+            CircuitState::HalfOpen => tracing::info!(
+                provider = %self.name,
+                "circuit breaker half-open: probing the provider"
+            ),
+            CircuitState::Closed => tracing::info!(
+                provider = %self.name,
+                "circuit breaker closed: the provider answers again"
+            ),
+        }
+        if let Some(metrics) = &settings.metrics {
+            metrics.circuit_transition(&self.name, to);
         }
     }
 }
 
-/// Releases a half-open probe slot if the attempt is dropped mid-flight, so
-/// a cancelled client request cannot wedge the breaker half-open.
-struct ProbeGuard<'a> {
+/// Hands the permit back if the attempt is dropped mid-flight, so a
+/// cancelled client request cannot hold a half-open probe place forever.
+struct PermitGuard<'a> {
     breaker: &'a Breaker,
-    armed: bool,
+    permit: Option<Permit>,
 }
 
-impl Drop for ProbeGuard<'_> {
+impl Drop for PermitGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.breaker.abandon_probe();
+        if let Some(permit) = self.permit.take() {
+            self.breaker.abandon(permit);
         }
     }
 }
@@ -515,12 +558,14 @@ mod tests {
                 ProviderHealth {
                     name: "openai".into(),
                     circuit: CircuitState::Closed,
+                    probe_in_ms: None,
                     keys: 2,
                     keys_cooling: 0
                 },
                 ProviderHealth {
                     name: "claude".into(),
                     circuit: CircuitState::Closed,
+                    probe_in_ms: None,
                     keys: 0,
                     keys_cooling: 0
                 },

@@ -4,7 +4,8 @@
 //! cheap, bounded and well described.
 //!
 //! - [`Upstreams`]: one pooled HTTP/1.1 client per provider, its key pool and
-//!   circuit breaker; [`Upstreams::send`] makes one attempt and answers an
+//!   circuit breaker (`breaker.rs`: a rolling failure ratio, half-open
+//!   probes, capped exponential cooldown); [`Upstreams::send`] makes one attempt and answers an
 //!   [`UpstreamResponse`] or an [`AttemptFailure`] carrying the
 //!   [`AttemptOutcome`] the retry plugin sees.
 //! - [`RetryBudget`]: the host-side cap on retries per provider.
@@ -37,7 +38,7 @@ use serde::Serialize;
 
 pub use crate::policy::AttemptOutcome;
 pub use body::UPSTREAM_REQUEST_ID;
-pub use breaker::{BreakerSettings, CircuitState};
+pub use breaker::CircuitState;
 pub use budget::{BudgetSettings, RetryBudget};
 pub use client::{BuildError, UpstreamSettings, Upstreams};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -110,8 +111,9 @@ pub struct AttemptFailure {
     /// Every key of the provider was cooling down, so a rate-limited key was
     /// used anyway: retrying the same provider soon is unlikely to help.
     pub all_keys_cooling: bool,
-    /// The circuit breaker refused the attempt; nothing was sent.
-    pub circuit_open: bool,
+    /// The circuit breaker refused the attempt and nothing was sent; a
+    /// probe may go in this long (zero: when a probe in flight ends).
+    pub circuit_open: Option<Duration>,
 }
 
 impl AttemptFailure {
@@ -129,7 +131,7 @@ impl AttemptFailure {
             headers: HeaderMap::new(),
             key_index: None,
             all_keys_cooling: false,
-            circuit_open: false,
+            circuit_open: None,
         }
     }
 
@@ -166,6 +168,8 @@ pub enum UpstreamError {
 pub struct ProviderHealth {
     pub name: String,
     pub circuit: CircuitState,
+    /// While open: time until the next attempt may probe (0: it will).
+    pub probe_in_ms: Option<u64>,
     /// Keys configured.
     pub keys: usize,
     /// Keys resting after a 429/401/403.

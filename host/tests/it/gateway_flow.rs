@@ -348,8 +348,10 @@ async fn after_the_attempts_the_fallback_model_answers() {
 #[tokio::test]
 async fn a_sustained_outage_does_not_become_a_retry_storm() {
     let up = mock();
+    // The breaker stays out of it (it would refuse most of these requests
+    // without sending them): this is about the retry budget alone.
     let gw = TestGateway::start(&format!(
-        "{}\n[retry]\nbudget_ratio = 0.2\nbudget_min_per_sec = 1\n[plugins.retry.config]\nbase_ms = 1\nmax_backoff_ms = 2\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = 10000 }}\n",
+        "{}\n[retry]\nbudget_ratio = 0.2\nbudget_min_per_sec = 1\n[breaker]\nmin_calls = 100000\n[plugins.retry.config]\nbase_ms = 1\nmax_backoff_ms = 2\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = 10000 }}\n",
         providers(&up)
     ))
     .await;

@@ -9,6 +9,7 @@ mod support;
 mod admin_api;
 mod architecture;
 mod authoring_new;
+mod breaker;
 mod cli;
 mod config_load;
 mod edge_state;

@@ -16,11 +16,11 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use sluice::config::{ProviderConfig, ProviderKind, Secret};
+use sluice::config::{BreakerConfig, ProviderConfig, ProviderKind, Secret};
 use sluice::policy::AttemptOutcome;
 use sluice::upstream::{
-    BreakerSettings, CircuitState, ManualClock, UPSTREAM_REQUEST_ID, UpstreamBody, UpstreamError,
-    UpstreamRequest, UpstreamResponse, UpstreamSettings, Upstreams,
+    CircuitState, ManualClock, UPSTREAM_REQUEST_ID, UpstreamBody, UpstreamError, UpstreamRequest,
+    UpstreamResponse, UpstreamSettings, Upstreams,
 };
 use tokio::sync::mpsc;
 
@@ -428,7 +428,7 @@ async fn a_refused_connection_is_a_connect_error() {
         !message.contains("127.0.0.1"),
         "the URL stays out: {message}"
     );
-    assert!(!failure.circuit_open);
+    assert!(failure.circuit_open.is_none());
 }
 
 #[tokio::test]
@@ -463,10 +463,12 @@ async fn repeated_5xx_open_the_circuit_which_fails_fast_then_probes() {
     let clock = ManualClock::new(0);
     let settings = UpstreamSettings {
         clock: Arc::new(clock.clone()),
-        breaker: BreakerSettings {
-            failure_threshold: 3,
-            open_for: Duration::from_secs(5),
-            max_open_for: Duration::from_secs(60),
+        breaker: BreakerConfig {
+            min_calls: 3,
+            half_open_probes: 1,
+            open_for_ms: 5_000,
+            max_open_for_ms: 60_000,
+            ..BreakerConfig::default()
         },
         ..UpstreamSettings::default()
     };
@@ -487,7 +489,7 @@ async fn repeated_5xx_open_the_circuit_which_fails_fast_then_probes() {
     assert_eq!(upstreams.health()[0].circuit, CircuitState::Open);
 
     let failure = upstreams.send("openai", chat()).await.unwrap_err();
-    assert!(failure.circuit_open);
+    assert_eq!(failure.circuit_open, Some(Duration::from_secs(5)));
     let AttemptOutcome::ConnectError { message } = &failure.outcome else {
         panic!("{:?}", failure.outcome);
     };
@@ -500,7 +502,7 @@ async fn repeated_5xx_open_the_circuit_which_fails_fast_then_probes() {
 
     // After the cooldown one probe goes through; the provider is back.
     clock.advance(Duration::from_secs(5));
-    assert_eq!(upstreams.health()[0].circuit, CircuitState::HalfOpen);
+    assert_eq!(upstreams.health()[0].probe_in_ms, Some(0));
     healthy.store(true, Ordering::SeqCst);
     upstreams.send("openai", chat()).await.unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 4);
@@ -524,13 +526,13 @@ async fn connect_errors_open_the_circuit_too() {
         &[],
     );
     let upstreams = Upstreams::with_settings(&[config], settings).unwrap();
-    // Default threshold: five in a row.
-    for _ in 0..5 {
+    // Defaults: 20 attempts in the window, at least 80% of them failed.
+    for _ in 0..20 {
         let failure = upstreams.send("openai", chat()).await.unwrap_err();
-        assert!(!failure.circuit_open);
+        assert!(failure.circuit_open.is_none());
     }
     let failure = upstreams.send("openai", chat()).await.unwrap_err();
-    assert!(failure.circuit_open);
+    assert!(failure.circuit_open.is_some());
     assert_eq!(upstreams.health()[0].circuit, CircuitState::Open);
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sluice::config::{ProviderConfig, ProviderKind, Secret};
+use sluice::config::{BreakerConfig, ProviderConfig, ProviderKind, Secret};
 use sluice::mock::{self, Fault, MockConfig, MockHandle};
 use sluice::policy::AttemptOutcome;
 use sluice::upstream::{
-    BreakerSettings, CircuitState, ManualClock, UpstreamBody, UpstreamError, UpstreamRequest,
-    UpstreamSettings, Upstreams,
+    CircuitState, ManualClock, UpstreamBody, UpstreamError, UpstreamRequest, UpstreamSettings,
+    Upstreams,
 };
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -248,7 +248,16 @@ async fn a_stream_cut_by_a_reset_ends_with_an_error() {
 #[tokio::test]
 async fn a_provider_that_goes_down_opens_the_circuit() {
     let mock = mock::spawn(MockConfig::default());
-    let up = upstreams(provider("openai", ProviderKind::Openai, &mock, &["k"]));
+    let settings = UpstreamSettings {
+        clock: Arc::new(ManualClock::new(0)),
+        breaker: BreakerConfig {
+            min_calls: 5,
+            ..BreakerConfig::default()
+        },
+        ..UpstreamSettings::default()
+    };
+    let config = provider("openai", ProviderKind::Openai, &mock, &["k"]);
+    let up = Upstreams::with_settings(&[config], settings).unwrap();
     mock.set_down(true).await.unwrap();
 
     for _ in 0..5 {
@@ -258,11 +267,11 @@ async fn a_provider_that_goes_down_opens_the_circuit() {
             "{:?}",
             failure.outcome
         );
-        assert!(!failure.circuit_open);
+        assert!(failure.circuit_open.is_none());
     }
     assert_eq!(up.health()[0].circuit, CircuitState::Open);
     let failure = up.send("openai", chat()).await.unwrap_err();
-    assert!(failure.circuit_open);
+    assert!(failure.circuit_open.is_some());
     assert_eq!(mock.total_calls(), 0);
 }
 
@@ -272,9 +281,10 @@ async fn a_cancelled_probe_does_not_wedge_the_circuit_half_open() {
     let clock = ManualClock::new(0);
     let settings = UpstreamSettings {
         clock: Arc::new(clock.clone()),
-        breaker: BreakerSettings {
-            failure_threshold: 1,
-            ..BreakerSettings::default()
+        breaker: BreakerConfig {
+            min_calls: 1,
+            half_open_probes: 1,
+            ..BreakerConfig::default()
         },
         ..UpstreamSettings::default()
     };
@@ -288,7 +298,7 @@ async fn a_cancelled_probe_does_not_wedge_the_circuit_half_open() {
     assert_eq!(up.health()[0].circuit, CircuitState::Open);
 
     // The probe hangs and the client gives up on it (the future is dropped).
-    clock.advance(BreakerSettings::default().open_for);
+    clock.advance(Duration::from_millis(BreakerConfig::default().open_for_ms));
     mock.delay_next(1, Duration::from_secs(30));
     let cancelled =
         tokio::time::timeout(Duration::from_millis(100), up.send("openai", chat())).await;
