@@ -133,6 +133,7 @@ async fn healthz() -> &'static str {
 
 /// Ready unless the state backend is failing; degraded (200, fail-open:
 /// still serving from the local fallback) or unavailable (503, fail-closed).
+/// `releases` tells whether the release book this node follows is lost.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
@@ -155,6 +156,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             "fallbacks": health.fallbacks,
             "last_error": health.last_error,
         },
+        // A lost release book is reported, not a reason to stop serving.
+        "releases": gw.plugins.book().view(),
     });
     (code, axum::Json(body)).into_response()
 }

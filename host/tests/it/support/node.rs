@@ -1,16 +1,20 @@
 //! A `sluice serve` child process on a free port, for multi-node and process
-//! tests. Killed when dropped.
+//! tests. Its log (stderr) goes to a file ([`Node::log`]). Killed when
+//! dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+/// The child's stderr, in its temp dir.
+const LOG: &str = "stderr.log";
 
 /// One running sluice process.
 pub struct Node {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
@@ -32,7 +36,7 @@ impl Node {
                 std::env::temp_dir().join("sluice-test-cache"),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(dir.path().join(LOG)).expect("create log"));
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -51,16 +55,17 @@ impl Node {
                 panic!("sluice did not start: {line:?}")
             })
             .to_string();
-        Node {
-            child,
-            url,
-            _dir: dir,
-        }
+        Node { child, url, dir }
     }
 
     /// `{url}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// What the child logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
     }
 
     /// The child's pid.
