@@ -134,10 +134,9 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
             })
         })
         .collect();
-    let releases = match releases::read_book(&gw.state).await {
-        Ok(b) => json!({"book": b, "node": gw.plugins.book().view()}),
-        Err(e) => json!({"error": e.to_string(), "node": gw.plugins.book().view()}),
-    };
+    let releases = releases_view(&gw)
+        .await
+        .unwrap_or_else(|e| json!({"error": e.to_string()}));
     axum::Json(json!({
         "plugins": plugins,
         "refused": gw.plugins.refused(),
@@ -147,9 +146,15 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
     .into_response()
 }
 
+/// The release book and this node's view of it.
+async fn releases_view(gw: &Gateway) -> Result<Value, ReleaseError> {
+    let book = releases::read_book(&gw.state).await?;
+    Ok(json!({"book": book, "node": gw.plugins.book().view()}))
+}
+
 async fn book(State(gw): State<Arc<Gateway>>) -> Response {
-    match releases::read_book(&gw.state).await {
-        Ok(b) => axum::Json(json!({"book": b, "node": gw.plugins.book().view()})).into_response(),
+    match releases_view(&gw).await {
+        Ok(v) => axum::Json(v).into_response(),
         Err(e) => release_error(e),
     }
 }

@@ -162,19 +162,17 @@ pub enum ReleaseError {
     BookLost(String),
 }
 
-/// Who writes the book.
-#[derive(Clone, Copy)]
-pub enum Writer<'a> {
-    /// An operator's tool writing straight to the state: takes the book as
-    /// it finds it, and starts one where there is none.
-    Direct,
-    /// A node, on an operator's request through its admin API: writes only
-    /// over the book it follows, unless `new_book` (the operator's go-ahead
-    /// to start a new book after that one was lost).
-    Node {
-        follower: &'a Follower,
-        new_book: bool,
-    },
+/// Who writes the book, and how.
+#[derive(Clone, Copy, Default)]
+pub struct Writer<'a> {
+    /// The node writing on an operator's request (its admin API): it does
+    /// not write over a book it lost. None: an operator's tool writing
+    /// straight to the state, which has no view of the book to lose.
+    pub node: Option<&'a Follower>,
+    /// Write a book of a new lineage, from what the state holds: the
+    /// operator's go-ahead after a book was lost. Without it a book is
+    /// continued as found (and started where there is none).
+    pub new_book: bool,
 }
 
 fn ensure_healthy(state: &State) -> Result<(), ReleaseError> {
@@ -208,26 +206,37 @@ async fn read_raw(state: &State) -> Result<(Option<ReleaseBook>, Option<Vec<u8>>
     Ok((book, raw))
 }
 
+/// Reads the book from Redis itself: an answer from a fail-open state's
+/// local fallback (which holds no book) is an error, not a vanished book,
+/// even when Redis healed before the caller could ask.
+async fn read_settled(
+    state: &State,
+) -> Result<(Option<ReleaseBook>, Option<Vec<u8>>), ReleaseError> {
+    ensure_healthy(state)?;
+    let fallbacks = state.health().fallbacks;
+    let read = read_raw(state).await?;
+    let health = state.health();
+    if health.degraded || health.fallbacks != fallbacks {
+        return Err(ReleaseError::Degraded(
+            health.last_error.unwrap_or_default(),
+        ));
+    }
+    Ok(read)
+}
+
 /// The book `writer` may change, given what the state holds.
 fn base(writer: Writer<'_>, found: Option<ReleaseBook>) -> Result<ReleaseBook, ReleaseError> {
-    let mut book = match writer {
-        Writer::Node { follower, new_book }
-            if follower.judge(found.as_ref().map(ReleaseBook::id)) == Judgement::Lost =>
-        {
-            if !new_book {
-                let why = follower
-                    .lost_message()
-                    .unwrap_or_else(|| "the release book this node followed is lost".to_string());
-                return Err(ReleaseError::BookLost(why));
-            }
-            // What the state holds (if anything), as a book of its own.
-            let mut book = found.unwrap_or_default();
-            book.lineage = new_id();
-            book
-        }
-        _ => found.unwrap_or_else(ReleaseBook::start),
-    };
-    if book.lineage.is_empty() {
+    if let Some(follower) = writer.node
+        && !writer.new_book
+        && follower.judge(found.as_ref().map(ReleaseBook::id)) == Judgement::Lost
+    {
+        let why = follower
+            .lost_message()
+            .unwrap_or_else(|| "the release book this node followed is lost".to_string());
+        return Err(ReleaseError::BookLost(why));
+    }
+    let mut book = found.unwrap_or_else(ReleaseBook::start);
+    if writer.new_book || book.lineage.is_empty() {
         book.lineage = new_id();
     }
     Ok(book)
@@ -240,8 +249,7 @@ async fn update_book<T>(
     mut change: impl FnMut(&mut ReleaseBook) -> Result<T, ReleaseError>,
 ) -> Result<(ReleaseBook, T), ReleaseError> {
     for _ in 0..CAS_ATTEMPTS {
-        ensure_healthy(state)?;
-        let (found, raw) = read_raw(state).await?;
+        let (found, raw) = read_settled(state).await?;
         let mut book = base(writer, found)?;
         book.version += 1;
         let out = change(&mut book)?;
@@ -408,15 +416,10 @@ async fn check(versions: &PluginVersions) -> Result<(), ReleaseError> {
     let state = versions.state();
     let follower = versions.book();
     let turn = follower.turn().await;
-    let found = read_book(state).await?;
     // While Redis fails, a fail-open state answers from its local
     // fallback, where there is no book: that is no reason to leave the
-    // current release.
-    if state.is_degraded() {
-        return Err(ReleaseError::Degraded(
-            state.health().last_error.unwrap_or_default(),
-        ));
-    }
+    // current release, nor to call the book lost.
+    let (found, _) = read_settled(state).await?;
     match (follower.judge(found.as_ref().map(ReleaseBook::id)), found) {
         (Judgement::Follow, Some(book)) => {
             follower.follow(book.id());
@@ -483,7 +486,10 @@ pub async fn publish_and_commit(
 ) -> Result<Release, ReleaseError> {
     let follower = versions.book();
     let _turn = follower.turn().await;
-    let writer = Writer::Node { follower, new_book };
+    let writer = Writer {
+        node: Some(follower),
+        new_book,
+    };
     let (book, release) = publish(versions.state(), writer, kind, wasm, config).await?;
     follower.follow(book.id());
     versions.set_release_seen(guard, Some(release.id.clone()));
@@ -501,8 +507,8 @@ pub async fn rollback_and_apply(
 ) -> Result<(Option<Release>, Result<(), Refusal>), ReleaseError> {
     let follower = versions.book();
     let turn = follower.turn().await;
-    let writer = Writer::Node {
-        follower,
+    let writer = Writer {
+        node: Some(follower),
         new_book: false,
     };
     let (book, release) = rollback(versions.state(), writer, kind).await?;
@@ -519,7 +525,7 @@ mod tests {
     #[tokio::test]
     async fn publish_keeps_history_and_rollback_walks_it_back() {
         let state = State::memory();
-        let d = Writer::Direct;
+        let d = Writer::default();
         assert_eq!(read_book(&state).await.unwrap(), None);
         let (first, a) = publish(&state, d, Slot::Throttle, b"a", None)
             .await
@@ -552,7 +558,7 @@ mod tests {
     #[tokio::test]
     async fn history_is_bounded_and_dropped_components_are_deleted() {
         let state = State::memory();
-        let d = Writer::Direct;
+        let d = Writer::default();
         let (_, first) = publish(&state, d, Slot::Retry, b"v0", None).await.unwrap();
         for i in 1..=MAX_HISTORY + 1 {
             publish(&state, d, Slot::Retry, format!("v{i}").as_bytes(), None)
@@ -570,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_component_is_refused() {
         let state = State::memory();
-        let (_, r) = publish(&state, Writer::Direct, Slot::Throttle, b"good", None)
+        let (_, r) = publish(&state, Writer::default(), Slot::Throttle, b"good", None)
             .await
             .unwrap();
         state
@@ -585,8 +591,8 @@ mod tests {
     async fn a_node_writes_over_a_lost_book_only_when_told_to_start_a_new_one() {
         let state = State::memory();
         let follower = Follower::new(&mut Registry::default());
-        let node = |new_book| Writer::Node {
-            follower: &follower,
+        let node = |new_book| Writer {
+            node: Some(&follower),
             new_book,
         };
         // The first book: nothing was lost.
@@ -631,6 +637,21 @@ mod tests {
             .unwrap();
         assert_ne!(third.lineage, second.lineage);
         assert_eq!(third.version, old.version + 1);
+
+        // A tool writing straight to the state continues the book as found,
+        // or starts a new lineage when told to.
+        let direct = |new_book| Writer {
+            node: None,
+            new_book,
+        };
+        let (fourth, _) = publish(&state, direct(false), Slot::Retry, b"d", None)
+            .await
+            .unwrap();
+        assert_eq!(fourth.lineage, third.lineage);
+        let (fifth, _) = publish(&state, direct(true), Slot::Retry, b"e", None)
+            .await
+            .unwrap();
+        assert_ne!(fifth.lineage, fourth.lineage);
     }
 
     #[test]

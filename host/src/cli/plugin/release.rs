@@ -72,9 +72,11 @@ pub struct PushArgs {
     /// node's configured `[plugins.<slot>.config]`.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Start a new release book if the one the node follows is lost (Redis
-    /// lost its data): slots this push does not name then serve each node's
-    /// configured plugin until they are pushed again.
+    /// Start a new release book (a new lineage, from what Redis holds): the
+    /// go-ahead a node needs once the book it followed is lost (Redis lost
+    /// its data); with --redis, after Redis came back from an older
+    /// snapshot. Slots the book does not name serve each node's configured
+    /// plugin until they are pushed again.
     #[arg(long)]
     pub new_book: bool,
     #[command(flatten)]
@@ -142,7 +144,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(url) = &args.target.redis {
-        return push_to_redis(url, &args.slot, wasm, config).await;
+        return push_to_redis(url, &args.slot, wasm, config, args.new_book).await;
     }
     let query = if args.new_book { "?new_book=true" } else { "" };
     let mut request = client()?
@@ -166,6 +168,7 @@ async fn push_to_redis(
     slot: &str,
     wasm: Vec<u8>,
     config: Option<Value>,
+    new_book: bool,
 ) -> anyhow::Result<ExitCode> {
     let kind = parse_slot(slot)?;
     let state = connect(url).await?;
@@ -179,10 +182,19 @@ async fn push_to_redis(
         .load(&wasm, opts)
         .await
         .context("refused; nothing was published")?;
-    let (book, release) = releases::publish(&state, Writer::Direct, kind, &wasm, config).await?;
+    let writer = Writer {
+        node: None,
+        new_book,
+    };
+    let (book, release) = releases::publish(&state, writer, kind, &wasm, config).await?;
     if book.version == 1 {
         eprintln!(
             "note: Redis held no release book; started a new one (lineage {})",
+            book.lineage
+        );
+    } else if new_book {
+        eprintln!(
+            "note: started a new release book (lineage {})",
             book.lineage
         );
     }
@@ -195,7 +207,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.target.redis {
         let kind = parse_slot(&args.slot)?;
         let state = connect(url).await?;
-        let (_, now) = releases::rollback(&state, Writer::Direct, kind).await?;
+        let (_, now) = releases::rollback(&state, Writer::default(), kind).await?;
         println!("{}", serde_json::to_string_pretty(&now)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -52,7 +52,8 @@ impl Node {
             .strip_prefix("sluice listening on ")
             .unwrap_or_else(|| {
                 let _ = child.kill();
-                panic!("sluice did not start: {line:?}")
+                let log = std::fs::read_to_string(dir.path().join(LOG)).unwrap_or_default();
+                panic!("sluice did not start: {line:?}; its log:\n{log}")
             })
             .to_string();
         Node { child, url, dir }
