@@ -17,8 +17,9 @@
 //! - `POST /admin/plugins/{slot}/rollback`: the slot's previous release
 //!   serves everywhere (past the first release: the configured plugin).
 //! - `GET  /admin/releases`: the release book (`book`, null when the state
-//!   holds none) and this node's view of it (`node`: `status` ok, missing
-//!   or regressed, the lineage and version it follows, what to do).
+//!   holds none), this node's view of it (`node`: `status` ok, missing or
+//!   regressed, the lineage and version it follows, what to do) and what
+//!   each slot serves (`serving`: source and hash).
 
 use std::sync::Arc;
 
@@ -152,11 +153,23 @@ async fn releases_view(gw: &Gateway) -> Result<Value, ReleaseError> {
     Ok(json!({"book": book, "node": gw.plugins.book().view()}))
 }
 
+/// [`releases_view`] and what each slot serves.
 async fn book(State(gw): State<Arc<Gateway>>) -> Response {
-    match releases_view(&gw).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => release_error(e),
-    }
+    let mut view = match releases_view(&gw).await {
+        Ok(v) => v,
+        Err(e) => return release_error(e),
+    };
+    view["serving"] = Slot::ALL
+        .into_iter()
+        .map(|kind| {
+            json!({
+                "slot": kind.name(),
+                "source": gw.plugins.origin(kind),
+                "hash": gw.plugins.slot(kind).current().info().hash,
+            })
+        })
+        .collect();
+    axum::Json(view).into_response()
 }
 
 fn release_error(e: ReleaseError) -> Response {

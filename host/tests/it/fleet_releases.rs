@@ -481,8 +481,14 @@ async fn nodes_keep_their_release_when_redis_loses_its_data_and_a_new_book_bring
 
     // Redis restarts without persistence: the book is gone.
     redis.restart();
+    let restarted = Instant::now();
     for node in fleet {
         let ready = releases_status(&client, node, "missing").await;
+        eprintln!(
+            "{} reported the book missing {:?} after the restart",
+            node.url,
+            restarted.elapsed()
+        );
         let message = ready["releases"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("--new-book"), "{ready}");
         // Still serving release A, not the configured plugin.
@@ -498,6 +504,8 @@ async fn nodes_keep_their_release_when_redis_loses_its_data_and_a_new_book_bring
         let releases = get_json(&client, node, "/admin/releases").await;
         assert_eq!(releases["book"], Value::Null, "{releases}");
         assert_eq!(releases["node"]["status"], "missing", "{releases}");
+        assert_eq!(releases["serving"][0]["slot"], "throttle", "{releases}");
+        assert_eq!(releases["serving"][0]["source"], release_a.0.as_str());
     }
 
     // A push does not silently start a new book.
@@ -544,7 +552,8 @@ async fn nodes_keep_their_release_when_redis_loses_its_data_and_a_new_book_bring
     );
     let pushed: Value = serde_json::from_slice(&out.stdout).expect("json");
     let release_b = format!("release:{}", pushed["release"]["id"].as_str().expect("id"));
-    all_serve_within(&fleet, "300000", NOTICE_DEADLINE).await;
+    let took = all_serve_within(&fleet, "300000", NOTICE_DEADLINE).await;
+    eprintln!("after the push with --new-book every node served it after {took:?}");
     for node in fleet {
         assert_eq!(throttle_source(&client, node).await.0, release_b);
         releases_status(&client, node, "ok").await;
