@@ -11,16 +11,21 @@
 //!   and nothing changes. Otherwise it is published as the slot's release
 //!   (to every node when the state is Redis) and installed here. Header
 //!   `x-sluice-plugin-config`: the plugin config (JSON) to run it with;
-//!   without it each node uses its configured one.
+//!   without it each node uses its configured one. When the release book
+//!   this node follows is lost (Redis lost its data), 409 and nothing is
+//!   written, unless `?new_book=true` starts a new book.
 //! - `POST /admin/plugins/{slot}/rollback`: the slot's previous release
 //!   serves everywhere (past the first release: the configured plugin).
-//! - `GET  /admin/releases`: the release book.
+//! - `GET  /admin/releases`: the release book (`book`, null when the state
+//!   holds none), this node's view of it (`node`: `status` ok, missing or
+//!   regressed, the lineage and version it follows, what to do) and what
+//!   each slot serves (`serving`: source and hash).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -125,37 +130,63 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
             })
         })
         .collect();
-    let book = match releases::read_book(&gw.state).await {
-        Ok(b) => serde_json::to_value(b).unwrap_or(Value::Null),
-        Err(e) => json!({"error": e.to_string()}),
-    };
+    let releases = releases_view(&gw)
+        .await
+        .unwrap_or_else(|e| json!({"error": e.to_string()}));
     axum::Json(json!({
         "plugins": plugins,
         "refused": gw.plugins.refused(),
-        "releases": book,
+        "releases": releases,
         "fleet": fleet(&gw),
     }))
     .into_response()
 }
 
+/// The release book and this node's view of it.
+async fn releases_view(gw: &Gateway) -> Result<Value, ReleaseError> {
+    let book = releases::read_book(&gw.state).await?;
+    Ok(json!({"book": book, "node": gw.plugins.book().view()}))
+}
+
+/// [`releases_view`] and what each slot serves.
 async fn book(State(gw): State<Arc<Gateway>>) -> Response {
-    match releases::read_book(&gw.state).await {
-        Ok(b) => axum::Json(b).into_response(),
-        Err(e) => release_error(e),
-    }
+    let mut view = match releases_view(&gw).await {
+        Ok(v) => v,
+        Err(e) => return release_error(e),
+    };
+    view["serving"] = Slot::ALL
+        .into_iter()
+        .map(|kind| {
+            json!({
+                "slot": kind.name(),
+                "source": gw.plugins.origin(kind),
+                "hash": gw.plugins.slot(kind).current().info().hash,
+            })
+        })
+        .collect();
+    axum::Json(view).into_response()
 }
 
 fn release_error(e: ReleaseError) -> Response {
     let status = match e {
-        ReleaseError::NothingToRollBack(_) => StatusCode::CONFLICT,
+        ReleaseError::NothingToRollBack(_) | ReleaseError::BookLost(_) => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
 }
 
+/// `POST /admin/plugins/{slot}` query parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+struct UploadParams {
+    /// Start a new release book if the one this node follows is lost.
+    #[serde(default)]
+    new_book: bool,
+}
+
 async fn upload(
     State(gw): State<Arc<Gateway>>,
     Path(slot): Path<String>,
+    Query(params): Query<UploadParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -200,7 +231,16 @@ async fn upload(
         }
     };
     let hash = plugin.info().hash.clone();
-    match releases::publish_and_commit(&gw.plugins, &guard, kind, &body, config, plugin).await {
+    let published = releases::publish_and_commit(
+        &gw.plugins,
+        &guard,
+        kind,
+        &body,
+        config,
+        plugin,
+        params.new_book,
+    );
+    match published.await {
         Ok(release) => axum::Json(json!({
             "slot": kind.name(),
             "hash": hash,
@@ -217,16 +257,11 @@ async fn rollback(State(gw): State<Arc<Gateway>>, Path(slot): Path<String>) -> R
         return unknown_slot(&slot);
     };
     let guard = gw.plugins.lock(kind).await;
-    let release = match releases::rollback(&gw.state, kind).await {
+    // Applied here now rather than on the next poll.
+    let (release, applied) = match releases::rollback_and_apply(&gw.plugins, &guard, kind).await {
         Ok(r) => r,
         Err(e) => return release_error(e),
     };
-    // Apply here now rather than on the next poll.
-    let book = match releases::read_book(&gw.state).await {
-        Ok(b) => b,
-        Err(e) => return release_error(e),
-    };
-    let applied = releases::apply_slot(&gw.plugins, &guard, kind, &book).await;
     let serving = gw.plugins.slot(kind).current();
     let mut body = json!({
         "slot": kind.name(),

@@ -140,6 +140,7 @@ async fn healthz() -> &'static str {
 /// `providers` shows each circuit breaker; an open one does not make the
 /// node unready: every node sees the same provider, and the node still
 /// serves other providers, caches and fallbacks.
+/// `releases` tells whether the release book this node follows is lost.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
@@ -179,6 +180,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             "last_error": health.last_error.filter(|_| health.degraded),
         },
         "providers": providers,
+        // A lost release book is reported, not a reason to stop serving.
+        "releases": gw.plugins.book().view(),
     });
     (code, axum::Json(body)).into_response()
 }

@@ -14,13 +14,16 @@
 //! - [`files`]: plugin files named in the config (and the config file
 //!   itself), checked on every change event ([`events`]) and every
 //!   [`files::FILE_POLL`].
-//! - [`releases`]: fleet-wide releases through the shared state.
+//! - [`releases`]: fleet-wide releases through the shared state, and
+//!   [`follow`]: whether the state still holds the release book this node
+//!   follows.
 //!
 //! The gateway holds a [`PluginVersions`]; `sluice serve` starts its
 //! watchers ([`spawn_watchers`]), the gateway does not.
 
 mod events;
 pub mod files;
+pub mod follow;
 pub mod load;
 pub mod releases;
 
@@ -54,8 +57,8 @@ pub enum Origin {
     Builtin,
     /// A component file named in the config.
     File(PathBuf),
-    /// A fleet release, by its sequence number.
-    Release(u64),
+    /// A fleet release, by its unique id.
+    Release(String),
     /// An upload to the admin API not yet published (seen only in refusals).
     Upload,
 }
@@ -65,7 +68,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Builtin => f.write_str("builtin"),
             Origin::File(p) => write!(f, "file:{}", p.display()),
-            Origin::Release(seq) => write!(f, "release:{seq}"),
+            Origin::Release(id) => write!(f, "release:{id}"),
             Origin::Upload => f.write_str("upload"),
         }
     }
@@ -116,7 +119,7 @@ struct SlotRecord {
     file: Option<FileStamp>,
     /// The fleet release this node last tried for the slot (installed or
     /// refused), so a refused release is not retried on every poll.
-    release_seen: Option<u64>,
+    release_seen: Option<String>,
 }
 
 /// The plugin versions of one node: what serves each slot, where it came
@@ -133,6 +136,8 @@ pub struct PluginVersions {
     config_file: Mutex<Option<(PathBuf, Option<FileStamp>)>>,
     registry: Registry,
     reloads: Family<ReloadLabels, Counter>,
+    /// The release book this node follows.
+    book: follow::Follower,
 }
 
 /// Proof that the caller holds a slot's install lock.
@@ -189,6 +194,7 @@ impl PluginVersions {
             "Plugin versions installed (ok) or refused, by slot",
             reloads.clone(),
         );
+        let book = follow::Follower::new(&mut registry);
         Ok(Self {
             runtime,
             state,
@@ -199,6 +205,7 @@ impl PluginVersions {
             config_file: Mutex::new(None),
             registry,
             reloads,
+            book,
         })
     }
 
@@ -241,13 +248,18 @@ impl PluginVersions {
     }
 
     /// The fleet release this node last tried for the slot.
-    pub fn release_seen(&self, kind: Slot) -> Option<u64> {
-        self.records[kind].lock().release_seen
+    pub fn release_seen(&self, kind: Slot) -> Option<String> {
+        self.records[kind].lock().release_seen.clone()
     }
 
-    /// Notes that the release `seq` (None: no release) was tried for a slot.
-    pub fn set_release_seen(&self, guard: &SlotGuard<'_>, seq: Option<u64>) {
-        self.records[guard.slot].lock().release_seen = seq;
+    /// Notes that the release `id` (None: no release) was tried for a slot.
+    pub fn set_release_seen(&self, guard: &SlotGuard<'_>, id: Option<String>) {
+        self.records[guard.slot].lock().release_seen = id;
+    }
+
+    /// The release book this node follows, and whether it is lost.
+    pub fn book(&self) -> &follow::Follower {
+        &self.book
     }
 
     /// Also watch `path` (the config file) and reload a slot whose
@@ -256,7 +268,8 @@ impl PluginVersions {
         *self.config_file.lock() = Some((path.to_owned(), Some(stamp(path, false))));
     }
 
-    /// Appends the reload counters to an OpenMetrics text (before `# EOF`).
+    /// Appends the reload counters and `sluice_release_book_lost` to an
+    /// OpenMetrics text (before `# EOF`).
     pub fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
         prometheus_client::encoding::text::encode_registry(out, &self.registry)
     }

@@ -2,22 +2,29 @@
 //!
 //! A release is a component (stored content-addressed under its blake3
 //! hash, `component:<hash>` in the [`NAMESPACE`] namespace) plus an optional
-//! plugin config. One document, the [`ReleaseBook`] (key `book`), says which
-//! release each slot serves, keeps up to [`MAX_HISTORY`] earlier ones for
-//! rollback, and carries a version number bumped by every change. Writers
-//! update it with compare-and-swap, so two pushes never lose one another.
+//! plugin config, under an id unique across books and data losses (UUID
+//! v7): two nodes that name the same release serve the same component with
+//! the same config. One document, the [`ReleaseBook`] (key `book`), says
+//! which release each slot serves, keeps up to [`MAX_HISTORY`] earlier ones
+//! for rollback, and carries a lineage (a random id made when the book is
+//! first written) and a version bumped by every change. Writers update it
+//! with compare-and-swap, so two pushes never lose one another.
 //!
-//! Every node polls the book every [`POLL`]; when a slot's current release
-//! changes it fetches the component, checks its hash, loads it (the
-//! compiled-code cache makes that one compile per hash per machine) and
-//! swaps it in through [`super::PluginVersions`]. A node that refuses a
-//! release records why and keeps its previous version; a node that starts
-//! later applies the book before it serves. A rollback past the first
-//! release returns the slot to each node's configured plugin.
+//! Every node polls the book every [`POLL`] and judges it against the book
+//! it follows ([`super::follow`]). When a slot's current release changes it
+//! fetches the component, checks its hash, loads it (the compiled-code
+//! cache makes that one compile per hash per machine) and swaps it in
+//! through [`super::PluginVersions`]. A node that refuses a release records
+//! why and keeps its previous version; a node that starts later applies the
+//! book before it serves. A rollback past the first release returns the
+//! slot to each node's configured plugin. A book that vanished or went
+//! backwards (Redis lost its data) is lost: the node keeps serving what it
+//! serves and says so, until an operator starts a new book.
 //!
 //! Pushes go through a node (the admin API), which loads the new version
 //! before publishing it: a version that fails to compile, link or `init`
-//! is never published, so a broken push changes nothing anywhere.
+//! is never published, so a broken push changes nothing anywhere. A node
+//! does not write over a lost book unless the operator asks (`new_book`).
 //!
 //! With the memory state the same book lives in-process: releases and
 //! rollback work on that one node.
@@ -29,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::follow::{BookId, Follower, Judgement};
 use super::{Origin, PluginVersions, Refusal, SlotGuard, unix_ms};
 use crate::plugin::Plugin;
 use crate::policy::Slot;
@@ -47,7 +55,11 @@ const CAS_ATTEMPTS: usize = 20;
 /// One published version of a slot's plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
-    /// The book version that published it; unique per release.
+    /// Unique across books and data losses (UUID v7); origins show it as
+    /// `release:<id>`.
+    #[serde(default)]
+    pub id: String,
+    /// The book version that published it: unique within one book only.
     pub seq: u64,
     /// blake3 of the component.
     pub hash: String,
@@ -69,12 +81,36 @@ pub struct SlotReleases {
 /// Every slot's releases, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseBook {
+    /// Made when the book is first written; a book started after the
+    /// previous one was lost has a new one.
+    #[serde(default)]
+    pub lineage: String,
     pub version: u64,
     #[serde(default)]
     pub slots: BTreeMap<String, SlotReleases>,
 }
 
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 impl ReleaseBook {
+    /// An empty book of a new lineage.
+    pub fn start() -> Self {
+        Self {
+            lineage: new_id(),
+            ..Self::default()
+        }
+    }
+
+    /// Its lineage and version.
+    pub fn id(&self) -> BookId<'_> {
+        BookId {
+            lineage: &self.lineage,
+            version: self.version,
+        }
+    }
+
     /// The releases of `kind`'s slot.
     pub fn slot(&self, kind: Slot) -> Option<&SlotReleases> {
         self.slots.get(kind.name())
@@ -83,6 +119,22 @@ impl ReleaseBook {
     /// The release `kind`'s slot should serve, if any.
     pub fn current(&self, kind: Slot) -> Option<&Release> {
         self.slot(kind).and_then(|s| s.current.as_ref())
+    }
+
+    /// Books written before releases had ids: name their releases by
+    /// lineage (`legacy` when the book had none) and sequence.
+    fn fill_legacy_ids(&mut self) {
+        let lineage = match self.lineage.as_str() {
+            "" => "legacy".to_string(),
+            l => l.to_string(),
+        };
+        for slot in self.slots.values_mut() {
+            for r in slot.current.iter_mut().chain(&mut slot.previous) {
+                if r.id.is_empty() {
+                    r.id = format!("{lineage}-{}", r.seq);
+                }
+            }
+        }
     }
 }
 
@@ -103,6 +155,24 @@ pub enum ReleaseError {
     MissingComponent(String),
     #[error("component {0} does not match its hash")]
     HashMismatch(String),
+    #[error(
+        "nothing was written: {0}. Starting a new book replaces the lost one everywhere: \
+         slots it does not name serve each node's configured plugin"
+    )]
+    BookLost(String),
+}
+
+/// Who writes the book, and how.
+#[derive(Clone, Copy, Default)]
+pub struct Writer<'a> {
+    /// The node writing on an operator's request (its admin API): it does
+    /// not write over a book it lost. None: an operator's tool writing
+    /// straight to the state, which has no view of the book to lose.
+    pub node: Option<&'a Follower>,
+    /// Write a book of a new lineage, from what the state holds: the
+    /// operator's go-ahead after a book was lost. Without it a book is
+    /// continued as found (and started where there is none).
+    pub new_book: bool,
 }
 
 fn ensure_healthy(state: &State) -> Result<(), ReleaseError> {
@@ -117,30 +187,70 @@ fn component_key(hash: &str) -> String {
     format!("component:{hash}")
 }
 
-/// Reads the book (empty when none was ever written).
-pub async fn read_book(state: &State) -> Result<ReleaseBook, ReleaseError> {
+/// Reads the book (None when there is none).
+pub async fn read_book(state: &State) -> Result<Option<ReleaseBook>, ReleaseError> {
     read_raw(state).await.map(|(book, _)| book)
 }
 
-async fn read_raw(state: &State) -> Result<(ReleaseBook, Option<Vec<u8>>), ReleaseError> {
+async fn read_raw(state: &State) -> Result<(Option<ReleaseBook>, Option<Vec<u8>>), ReleaseError> {
     let raw = state.get(NAMESPACE, BOOK_KEY).await?;
     let book = match &raw {
-        None => ReleaseBook::default(),
+        None => None,
         Some(bytes) => {
-            serde_json::from_slice(bytes).map_err(|e| ReleaseError::Corrupt(e.to_string()))?
+            let mut book: ReleaseBook =
+                serde_json::from_slice(bytes).map_err(|e| ReleaseError::Corrupt(e.to_string()))?;
+            book.fill_legacy_ids();
+            Some(book)
         }
     };
     Ok((book, raw))
 }
 
+/// Reads the book from Redis itself: an answer from a fail-open state's
+/// local fallback (which holds no book) is an error, not a vanished book,
+/// even when Redis healed before the caller could ask.
+async fn read_settled(
+    state: &State,
+) -> Result<(Option<ReleaseBook>, Option<Vec<u8>>), ReleaseError> {
+    ensure_healthy(state)?;
+    let fallbacks = state.health().fallbacks;
+    let read = read_raw(state).await?;
+    let health = state.health();
+    if health.degraded || health.fallbacks != fallbacks {
+        return Err(ReleaseError::Degraded(
+            health.last_error.unwrap_or_default(),
+        ));
+    }
+    Ok(read)
+}
+
+/// The book `writer` may change, given what the state holds.
+fn base(writer: Writer<'_>, found: Option<ReleaseBook>) -> Result<ReleaseBook, ReleaseError> {
+    if let Some(follower) = writer.node
+        && !writer.new_book
+        && follower.judge(found.as_ref().map(ReleaseBook::id)) == Judgement::Lost
+    {
+        let why = follower
+            .lost_message()
+            .unwrap_or_else(|| "the release book this node followed is lost".to_string());
+        return Err(ReleaseError::BookLost(why));
+    }
+    let mut book = found.unwrap_or_else(ReleaseBook::start);
+    if writer.new_book || book.lineage.is_empty() {
+        book.lineage = new_id();
+    }
+    Ok(book)
+}
+
 /// Applies `change` to the book atomically (compare-and-swap, retried).
 async fn update_book<T>(
     state: &State,
+    writer: Writer<'_>,
     mut change: impl FnMut(&mut ReleaseBook) -> Result<T, ReleaseError>,
 ) -> Result<(ReleaseBook, T), ReleaseError> {
     for _ in 0..CAS_ATTEMPTS {
-        ensure_healthy(state)?;
-        let (mut book, raw) = read_raw(state).await?;
+        let (found, raw) = read_settled(state).await?;
+        let mut book = base(writer, found)?;
         book.version += 1;
         let out = change(&mut book)?;
         let bytes = serde_json::to_vec(&book).map_err(|e| ReleaseError::Corrupt(e.to_string()))?;
@@ -157,21 +267,25 @@ async fn update_book<T>(
 }
 
 /// Stores `wasm` and makes it `kind`'s current release (with `config`, or
-/// each node's configured one). The caller has validated it.
+/// each node's configured one). The caller has validated it. Returns the
+/// book written and the release.
 pub async fn publish(
     state: &State,
+    writer: Writer<'_>,
     kind: Slot,
     wasm: &[u8],
     config: Option<Value>,
-) -> Result<Release, ReleaseError> {
+) -> Result<(ReleaseBook, Release), ReleaseError> {
     ensure_healthy(state)?;
     let hash = blake3::hash(wasm).to_hex().to_string();
     state
         .set(NAMESPACE, &component_key(&hash), wasm, None)
         .await?;
     let now = unix_ms(SystemTime::now());
-    let (_, (release, dropped)) = update_book(state, |book| {
+    let id = new_id();
+    let (book, (release, dropped)) = update_book(state, writer, |book| {
         let release = Release {
+            id: id.clone(),
             seq: book.version,
             hash: hash.clone(),
             config: config.clone(),
@@ -188,14 +302,18 @@ pub async fn publish(
     })
     .await?;
     forget_components(state, dropped).await;
-    Ok(release)
+    Ok((book, release))
 }
 
 /// Makes the release before the current one `kind`'s current release; with
 /// none before it, the slot returns to each node's configured plugin
-/// (`Ok(None)`).
-pub async fn rollback(state: &State, kind: Slot) -> Result<Option<Release>, ReleaseError> {
-    let (book, ()) = update_book(state, |book| {
+/// (None). Returns the book written and the slot's release now.
+pub async fn rollback(
+    state: &State,
+    writer: Writer<'_>,
+    kind: Slot,
+) -> Result<(ReleaseBook, Option<Release>), ReleaseError> {
+    let (book, ()) = update_book(state, writer, |book| {
         let slot = book.slots.entry(kind.name().to_string()).or_default();
         if slot.current.is_none() {
             return Err(ReleaseError::NothingToRollBack(kind.name().to_string()));
@@ -204,7 +322,8 @@ pub async fn rollback(state: &State, kind: Slot) -> Result<Option<Release>, Rele
         Ok(())
     })
     .await?;
-    Ok(book.current(kind).cloned())
+    let now = book.current(kind).cloned();
+    Ok((book, now))
 }
 
 /// Deletes the components of releases that fell off every slot's history.
@@ -212,7 +331,7 @@ async fn forget_components(state: &State, dropped: Vec<Release>) {
     if dropped.is_empty() {
         return;
     }
-    let Ok(book) = read_book(state).await else {
+    let Ok(Some(book)) = read_book(state).await else {
         return;
     };
     let in_use = |hash: &str| {
@@ -240,29 +359,33 @@ pub async fn fetch_component(state: &State, release: &Release) -> Result<Vec<u8>
 }
 
 /// Brings `guard`'s slot to the release `book` names for it (or back to
-/// the configured plugin), unless this node already tried that release.
-/// Returns the refusal when this node cannot serve it.
+/// the configured plugin), unless this node already tried that release or
+/// follows a newer book by now. Returns the refusal when this node cannot
+/// serve it.
 pub async fn apply_slot(
     reloader: &PluginVersions,
     guard: &SlotGuard<'_>,
     kind: Slot,
     book: &ReleaseBook,
 ) -> Result<(), Refusal> {
-    let wanted = book.current(kind);
-    let seen = reloader.release_seen(kind);
-    if wanted.map(|r| r.seq) == seen {
+    if !reloader.book().is_current(book.id()) {
         return Ok(());
     }
-    reloader.set_release_seen(guard, wanted.map(|r| r.seq));
+    let wanted = book.current(kind);
+    let seen = reloader.release_seen(kind);
+    if wanted.map(|r| r.id.as_str()) == seen.as_deref() {
+        return Ok(());
+    }
+    reloader.set_release_seen(guard, wanted.map(|r| r.id.clone()));
     match wanted {
         Some(release) => {
-            let origin = Origin::Release(release.seq);
+            let origin = Origin::Release(release.id.clone());
             let wasm = match fetch_component(reloader.state(), release).await {
                 Ok(w) => w,
                 Err(e) => {
                     // Not this node's fault: retry on the next poll.
                     reloader.set_release_seen(guard, seen);
-                    tracing::warn!(slot = kind.name(), seq = release.seq, error = %e, "cannot fetch release");
+                    tracing::warn!(slot = kind.name(), release = %release.id, error = %e, "cannot fetch release");
                     return Ok(());
                 }
             };
@@ -287,14 +410,36 @@ pub async fn apply_book(versions: &PluginVersions, book: &ReleaseBook) {
     }
 }
 
+/// Reads the book, judges it against the one this node follows and applies
+/// it, or keeps serving (and says so) when the followed book is lost.
+async fn check(versions: &PluginVersions) -> Result<(), ReleaseError> {
+    let state = versions.state();
+    let follower = versions.book();
+    let turn = follower.turn().await;
+    // While Redis fails, a fail-open state answers from its local
+    // fallback, where there is no book: that is no reason to leave the
+    // current release, nor to call the book lost.
+    let (found, _) = read_settled(state).await?;
+    match (follower.judge(found.as_ref().map(ReleaseBook::id)), found) {
+        (Judgement::Follow, Some(book)) => {
+            follower.follow(book.id());
+            drop(turn);
+            apply_book(versions, &book).await;
+        }
+        (Judgement::Lost, found) => follower.lost(found.as_ref().map(ReleaseBook::id)),
+        // Nothing to follow.
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Applies the current releases once, e.g. at startup before serving.
 pub async fn sync(versions: &PluginVersions) {
-    let state = versions.state();
-    match read_book(state).await {
-        Ok(_) if state.is_degraded() => {
+    match check(versions).await {
+        Ok(()) => {}
+        Err(ReleaseError::Degraded(_)) => {
             tracing::warn!("Redis is failing: serving the configured plugins until it answers");
         }
-        Ok(book) => apply_book(versions, &book).await,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read plugin releases; serving the configured plugins")
         }
@@ -313,26 +458,23 @@ pub fn spawn_watcher(versions: &Arc<PluginVersions>) -> tokio::task::JoinHandle<
             let Some(versions) = weak.upgrade() else {
                 return;
             };
-            let state = versions.state();
-            // While Redis fails, a fail-open state answers from its local
-            // fallback, where the book is empty: that is no reason to leave
-            // the current release, so skip the poll.
-            if state.is_degraded() {
+            // Skip the read while Redis fails (see `check`). Applying an
+            // unchanged book costs a lock per slot: a slot whose component
+            // could not be fetched is retried on the next poll.
+            if versions.state().is_degraded() {
                 continue;
             }
-            // Applying an unchanged book costs a lock per slot: a slot whose
-            // component could not be fetched is retried on the next poll.
-            match read_book(state).await {
-                Ok(book) if !state.is_degraded() => apply_book(&versions, &book).await,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "release poll failed"),
+            if let Err(e) = check(&versions).await {
+                tracing::debug!(error = %e, "release poll failed");
             }
         }
     })
 }
 
 /// Publishes an already loaded `plugin` (from `wasm`) and installs it here.
-/// On a publish failure nothing changes on this node either.
+/// On a publish failure nothing changes on this node either. `new_book`:
+/// the operator's go-ahead to start a new book when the followed one is
+/// lost.
 pub async fn publish_and_commit(
     versions: &PluginVersions,
     guard: &SlotGuard<'_>,
@@ -340,24 +482,57 @@ pub async fn publish_and_commit(
     wasm: &[u8],
     config: Option<Value>,
     plugin: Arc<Plugin>,
+    new_book: bool,
 ) -> Result<Release, ReleaseError> {
-    let release = publish(versions.state(), kind, wasm, config).await?;
-    versions.set_release_seen(guard, Some(release.seq));
-    versions.commit(guard, plugin, Origin::Release(release.seq));
+    let follower = versions.book();
+    let _turn = follower.turn().await;
+    let writer = Writer {
+        node: Some(follower),
+        new_book,
+    };
+    let (book, release) = publish(versions.state(), writer, kind, wasm, config).await?;
+    follower.follow(book.id());
+    versions.set_release_seen(guard, Some(release.id.clone()));
+    versions.commit(guard, plugin, Origin::Release(release.id.clone()));
     Ok(release)
+}
+
+/// Rolls `guard`'s slot back everywhere (see [`rollback`]) and applies
+/// that here at once. Returns the slot's release now, and the refusal
+/// when this node cannot serve it.
+pub async fn rollback_and_apply(
+    versions: &PluginVersions,
+    guard: &SlotGuard<'_>,
+    kind: Slot,
+) -> Result<(Option<Release>, Result<(), Refusal>), ReleaseError> {
+    let follower = versions.book();
+    let turn = follower.turn().await;
+    let writer = Writer {
+        node: Some(follower),
+        new_book: false,
+    };
+    let (book, release) = rollback(versions.state(), writer, kind).await?;
+    follower.follow(book.id());
+    drop(turn);
+    Ok((release, apply_slot(versions, guard, kind, &book).await))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
 
     #[tokio::test]
     async fn publish_keeps_history_and_rollback_walks_it_back() {
         let state = State::memory();
-        assert_eq!(read_book(&state).await.unwrap(), ReleaseBook::default());
-        let a = publish(&state, Slot::Throttle, b"a", None).await.unwrap();
-        let b = publish(
+        let d = Writer::default();
+        assert_eq!(read_book(&state).await.unwrap(), None);
+        let (first, a) = publish(&state, d, Slot::Throttle, b"a", None)
+            .await
+            .unwrap();
+        let (book, b) = publish(
             &state,
+            d,
             Slot::Throttle,
             b"b",
             Some(serde_json::json!({"x": 1})),
@@ -365,27 +540,32 @@ mod tests {
         .await
         .unwrap();
         assert!(b.seq > a.seq);
-        let book = read_book(&state).await.unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(book.lineage, first.lineage);
+        assert_eq!(read_book(&state).await.unwrap(), Some(book.clone()));
         assert_eq!(book.current(Slot::Throttle), Some(&b));
         assert_eq!(book.current(Slot::Retry), None);
         assert_eq!(fetch_component(&state, &b).await.unwrap(), b"b");
 
-        assert_eq!(rollback(&state, Slot::Throttle).await.unwrap(), Some(a));
-        assert_eq!(rollback(&state, Slot::Throttle).await.unwrap(), None);
-        let err = rollback(&state, Slot::Throttle).await.unwrap_err();
+        let (_, now) = rollback(&state, d, Slot::Throttle).await.unwrap();
+        assert_eq!(now, Some(a));
+        let (_, now) = rollback(&state, d, Slot::Throttle).await.unwrap();
+        assert_eq!(now, None);
+        let err = rollback(&state, d, Slot::Throttle).await.unwrap_err();
         assert!(matches!(err, ReleaseError::NothingToRollBack(_)), "{err}");
     }
 
     #[tokio::test]
     async fn history_is_bounded_and_dropped_components_are_deleted() {
         let state = State::memory();
-        let first = publish(&state, Slot::Retry, b"v0", None).await.unwrap();
+        let d = Writer::default();
+        let (_, first) = publish(&state, d, Slot::Retry, b"v0", None).await.unwrap();
         for i in 1..=MAX_HISTORY + 1 {
-            publish(&state, Slot::Retry, format!("v{i}").as_bytes(), None)
+            publish(&state, d, Slot::Retry, format!("v{i}").as_bytes(), None)
                 .await
                 .unwrap();
         }
-        let book = read_book(&state).await.unwrap();
+        let book = read_book(&state).await.unwrap().unwrap();
         let slot = book.slot(Slot::Retry).unwrap();
         assert_eq!(slot.previous.len(), MAX_HISTORY);
         assert!(slot.previous.iter().all(|r| r.hash != first.hash));
@@ -396,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_component_is_refused() {
         let state = State::memory();
-        let r = publish(&state, Slot::Throttle, b"good", None)
+        let (_, r) = publish(&state, Writer::default(), Slot::Throttle, b"good", None)
             .await
             .unwrap();
         state
@@ -405,5 +585,84 @@ mod tests {
             .unwrap();
         let err = fetch_component(&state, &r).await.unwrap_err();
         assert!(matches!(err, ReleaseError::HashMismatch(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_node_writes_over_a_lost_book_only_when_told_to_start_a_new_one() {
+        let state = State::memory();
+        let follower = Follower::new(&mut Registry::default());
+        let node = |new_book| Writer {
+            node: Some(&follower),
+            new_book,
+        };
+        // The first book: nothing was lost.
+        let (first, _) = publish(&state, node(false), Slot::Throttle, b"a", None)
+            .await
+            .unwrap();
+        follower.follow(first.id());
+
+        // The book vanishes (Redis lost its data).
+        state.delete(NAMESPACE, BOOK_KEY).await.unwrap();
+        let err = publish(&state, node(false), Slot::Retry, b"b", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReleaseError::BookLost(_)), "{err}");
+        let err = rollback(&state, node(false), Slot::Throttle)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReleaseError::BookLost(_)), "{err}");
+        assert_eq!(read_book(&state).await.unwrap(), None);
+
+        // The operator starts a new book: a new lineage, naming only it.
+        let (second, b) = publish(&state, node(true), Slot::Retry, b"b", None)
+            .await
+            .unwrap();
+        assert_ne!(second.lineage, first.lineage);
+        assert_eq!(second.current(Slot::Retry), Some(&b));
+        assert_eq!(second.current(Slot::Throttle), None);
+        follower.follow(second.id());
+
+        // An older version of the followed book comes back (an old snapshot).
+        let mut old = second.clone();
+        old.version -= 1;
+        let bytes = serde_json::to_vec(&old).unwrap();
+        state.set(NAMESPACE, BOOK_KEY, &bytes, None).await.unwrap();
+        let err = publish(&state, node(false), Slot::Retry, b"c", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReleaseError::BookLost(_)), "{err}");
+        // Told to, the node starts a new book from what the state holds.
+        let (third, _) = publish(&state, node(true), Slot::Retry, b"c", None)
+            .await
+            .unwrap();
+        assert_ne!(third.lineage, second.lineage);
+        assert_eq!(third.version, old.version + 1);
+
+        // A tool writing straight to the state continues the book as found,
+        // or starts a new lineage when told to.
+        let direct = |new_book| Writer {
+            node: None,
+            new_book,
+        };
+        let (fourth, _) = publish(&state, direct(false), Slot::Retry, b"d", None)
+            .await
+            .unwrap();
+        assert_eq!(fourth.lineage, third.lineage);
+        let (fifth, _) = publish(&state, direct(true), Slot::Retry, b"e", None)
+            .await
+            .unwrap();
+        assert_ne!(fifth.lineage, fourth.lineage);
+    }
+
+    #[test]
+    fn releases_of_books_without_ids_are_named_by_lineage_and_seq() {
+        let raw = r#"{"version":3,"slots":{"throttle":{"current":{"seq":3,"hash":"h","size_bytes":1,"published_at_ms":0},"previous":[{"seq":1,"hash":"g","size_bytes":1,"published_at_ms":0}]}}}"#;
+        let mut book: ReleaseBook = serde_json::from_str(raw).unwrap();
+        book.fill_legacy_ids();
+        assert_eq!(book.current(Slot::Throttle).unwrap().id, "legacy-3");
+        assert_eq!(
+            book.slot(Slot::Throttle).unwrap().previous[0].id,
+            "legacy-1"
+        );
     }
 }

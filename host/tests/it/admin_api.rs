@@ -187,10 +187,10 @@ async fn list_upload_refuse_and_roll_back() {
     assert_eq!(body["fleet"], false);
     assert_eq!(request_limit(&gw.url("/v1/chat/completions")).await, "7000");
     let listing = list(&base).await;
-    let seq = body["release"]["seq"].as_u64().expect("seq");
+    let id = body["release"]["id"].as_str().expect("id");
     assert_eq!(
         slot(&listing, "throttle")["source"],
-        format!("release:{seq}")
+        format!("release:{id}")
     );
 
     // Rollback past the first release: the configured plugin again.

@@ -3,6 +3,11 @@
 //! within a second; broken pushes change nothing anywhere and the push
 //! command fails with the reason; a node started later serves the current
 //! release; rollback returns every node to the previous behaviour.
+//!
+//! When Redis loses its data, nodes keep serving their release and say so
+//! (`/readyz`, a WARN line, `sluice_release_book_lost`); two nodes never
+//! name one release while serving different plugins; a push with
+//! `--new-book` brings the fleet back to one release.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +35,8 @@ admin_on_listen = true
 [state]
 kind = "redis"
 url = "{redis}"
+# Generous: on a loaded test machine a 50 ms bound marks Redis failing.
+op_timeout_ms = 2000
 
 [[providers]]
 name = "mock"
@@ -48,6 +55,11 @@ anonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}
 
 /// Polls every node until each answers with `want`; per-node latency.
 async fn all_serve(nodes: &[&Node], want: &str) -> Vec<Duration> {
+    all_serve_within(nodes, want, FLEET_DEADLINE).await
+}
+
+/// [`all_serve`] with another deadline.
+async fn all_serve_within(nodes: &[&Node], want: &str, deadline: Duration) -> Vec<Duration> {
     let started = Instant::now();
     let mut took = vec![None; nodes.len()];
     while took.iter().any(Option::is_none) {
@@ -57,8 +69,8 @@ async fn all_serve(nodes: &[&Node], want: &str) -> Vec<Duration> {
             }
         }
         assert!(
-            started.elapsed() < FLEET_DEADLINE,
-            "not every node serves {want} within {FLEET_DEADLINE:?}: {took:?}"
+            started.elapsed() < deadline,
+            "not every node serves {want} within {deadline:?}: {took:?}"
         );
     }
     took.into_iter().flatten().collect()
@@ -85,7 +97,7 @@ async fn book_version(client: &reqwest::Client, node: &Node) -> u64 {
         .json()
         .await
         .expect("json");
-    book["version"].as_u64().unwrap_or(0)
+    book["book"]["version"].as_u64().unwrap_or(0)
 }
 
 fn write_json(dir: &Path, name: &str, value: Value) -> String {
@@ -273,4 +285,283 @@ async fn push_straight_to_redis_validates_before_publishing() {
         String::from_utf8_lossy(&out.stderr)
     );
     all_serve(&[&node], "100000").await;
+}
+
+/// How long the data-loss tests wait for nodes: to notice the loss (a
+/// restart means a reconnect first) or to switch. Not the fleet's switch
+/// target ([`FLEET_DEADLINE`]), which the first test holds them to.
+const NOTICE_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn get_json(client: &reqwest::Client, node: &Node, path: &str) -> Value {
+    client
+        .get(node.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect(path)
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The throttle slot's source and hash on `node`.
+async fn throttle_source(client: &reqwest::Client, node: &Node) -> (String, String) {
+    let listing = get_json(client, node, "/admin/plugins").await;
+    let slot = listing["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["slot"] == "throttle")
+        .expect("throttle slot")
+        .clone();
+    (
+        slot["source"].as_str().expect("source").to_string(),
+        slot["hash"].as_str().expect("hash").to_string(),
+    )
+}
+
+/// What `node` serves in the throttle slot: (source, hash, the limit its
+/// config gives), or None when it switched while being asked.
+async fn serving(client: &reqwest::Client, node: &Node) -> Option<(String, String, String)> {
+    let before = throttle_source(client, node).await;
+    let limit = request_limit(&node.url("/v1/chat/completions")).await;
+    let after = throttle_source(client, node).await;
+    (before == after).then_some((before.0, before.1, limit))
+}
+
+/// Pushes the throttle component with `limit` requests per minute through
+/// `node`'s admin API (a new book when `new_book`); the status and body.
+async fn push_throttle(
+    client: &reqwest::Client,
+    node: &Node,
+    limit: u64,
+    new_book: bool,
+) -> (u16, Value) {
+    let config =
+        json!({"anonymous": {"requests_per_minute": limit, "tokens_per_minute": 100000000}});
+    let query = if new_book { "?new_book=true" } else { "" };
+    let resp = client
+        .post(node.url(&format!("/admin/plugins/throttle{query}")))
+        .bearer_auth(TOKEN)
+        .header("x-sluice-plugin-config", config.to_string())
+        .body(std::fs::read(component("sluice_plugin_throttle")).expect("component"))
+        .send()
+        .await
+        .expect("push");
+    (resp.status().as_u16(), resp.json().await.expect("json"))
+}
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) a node, as a long GC pause or a
+/// VM migration would.
+fn signal(node: &Node, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &node.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_serve_different_plugins_under_one_release_id_after_redis_loses_its_data() {
+    let redis = RedisServer::start();
+    let mock = sluice::mock::spawn(Default::default());
+    let config = node_config(&mock, &redis);
+    let a = Node::start(&config, &[]);
+    let b = Node::start(&config, &[]);
+    let client = reqwest::Client::new();
+
+    let (status, body) = push_throttle(&client, &a, 200000, false).await;
+    assert_eq!(status, 200, "{body}");
+    all_serve_within(&[&a, &b], "200000", NOTICE_DEADLINE).await;
+
+    // Node a is paused while Redis loses its data and another release goes
+    // out through node b (its operator starting a new book): a wakes up to
+    // a book it never saw vanish.
+    signal(&a, "-STOP");
+    redis.cmd(&["FLUSHALL"]).expect("flushall");
+    let (status, body) = push_throttle(&client, &b, 300000, true).await;
+    signal(&a, "-CONT");
+    assert_eq!(status, 200, "{body}");
+
+    // Until both serve release B, whenever they name the same release they
+    // serve the same component with the same config.
+    let deadline = Instant::now() + NOTICE_DEADLINE;
+    loop {
+        assert!(Instant::now() < deadline, "the nodes did not converge");
+        let (Some(on_a), Some(on_b)) = (serving(&client, &a).await, serving(&client, &b).await)
+        else {
+            continue;
+        };
+        if on_a.0 == on_b.0 {
+            assert_eq!(
+                on_a, on_b,
+                "two nodes serve different plugins under one release"
+            );
+            if on_a.2 == "300000" {
+                break;
+            }
+        }
+    }
+}
+
+/// Polls `node`'s `/readyz` until its `releases.status` is `want`.
+async fn releases_status(client: &reqwest::Client, node: &Node, want: &str) -> Value {
+    let deadline = Instant::now() + NOTICE_DEADLINE;
+    loop {
+        let resp = client
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        let code = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        if body["releases"]["status"] == want && body["status"] == "ready" {
+            assert_eq!(code, 200);
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never reported releases {want}: {body}",
+            node.url
+        );
+    }
+}
+
+async fn book_lost_metric(client: &reqwest::Client, node: &Node) -> String {
+    let text = client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with("sluice_release_book_lost "))
+        .unwrap_or("no sluice_release_book_lost")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_keep_their_release_when_redis_loses_its_data_and_a_new_book_brings_them_back() {
+    let mut redis = RedisServer::start();
+    let mock = sluice::mock::spawn(Default::default());
+    let config = node_config(&mock, &redis);
+    let a = Node::start(&config, &[]);
+    let b = Node::start(&config, &[]);
+    let fleet = [&a, &b];
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let throttle = component("sluice_plugin_throttle").display().to_string();
+
+    // Release A everywhere.
+    let v2 = write_json(
+        dir.path(),
+        "v2.json",
+        json!({"anonymous": {"requests_per_minute": 200000, "tokens_per_minute": 100000000}}),
+    );
+    let out = plugin_cli(
+        &a,
+        &["push", &throttle, "--slot", "throttle", "--config", &v2],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all_serve_within(&fleet, "200000", NOTICE_DEADLINE).await;
+    let release_a = throttle_source(&client, &a).await;
+    assert_eq!(throttle_source(&client, &b).await, release_a);
+    for node in fleet {
+        assert_eq!(
+            book_lost_metric(&client, node).await,
+            "sluice_release_book_lost 0"
+        );
+    }
+
+    // Redis restarts without persistence: the book is gone.
+    redis.restart();
+    let restarted = Instant::now();
+    for node in fleet {
+        let ready = releases_status(&client, node, "missing").await;
+        eprintln!(
+            "{} reported the book missing {:?} after the restart",
+            node.url,
+            restarted.elapsed()
+        );
+        let message = ready["releases"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("--new-book"), "{ready}");
+        // Still serving release A, not the configured plugin.
+        assert_eq!(throttle_source(&client, node).await, release_a);
+        assert_eq!(
+            request_limit(&node.url("/v1/chat/completions")).await,
+            "200000"
+        );
+        assert_eq!(
+            book_lost_metric(&client, node).await,
+            "sluice_release_book_lost 1"
+        );
+        let releases = get_json(&client, node, "/admin/releases").await;
+        assert_eq!(releases["book"], Value::Null, "{releases}");
+        assert_eq!(releases["node"]["status"], "missing", "{releases}");
+        assert_eq!(releases["serving"][0]["slot"], "throttle", "{releases}");
+        assert_eq!(releases["serving"][0]["source"], release_a.0.as_str());
+    }
+
+    // A push does not silently start a new book.
+    let v3 = write_json(
+        dir.path(),
+        "v3.json",
+        json!({"anonymous": {"requests_per_minute": 300000, "tokens_per_minute": 100000000}}),
+    );
+    let push_b: [&str; 6] = ["push", &throttle, "--slot", "throttle", "--config", &v3];
+    let out = plugin_cli(&b, &push_b).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a push wrote over a lost book");
+    assert!(
+        stderr.contains("409") && stderr.contains("--new-book"),
+        "{stderr}"
+    );
+    let out = plugin_cli(&b, &["status"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: "));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"missing\""));
+    for node in fleet {
+        assert_eq!(throttle_source(&client, node).await, release_a);
+        // Said loudly, once.
+        let log = node.log();
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("is missing from the state"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:#?}");
+    }
+
+    // The documented recovery: push with --new-book.
+    let mut with_new_book = push_b.to_vec();
+    with_new_book.push("--new-book");
+    let out = plugin_cli(&b, &with_new_book).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let release_b = format!("release:{}", pushed["release"]["id"].as_str().expect("id"));
+    let took = all_serve_within(&fleet, "300000", NOTICE_DEADLINE).await;
+    eprintln!("after the push with --new-book every node served it after {took:?}");
+    for node in fleet {
+        assert_eq!(throttle_source(&client, node).await.0, release_b);
+        releases_status(&client, node, "ok").await;
+        assert_eq!(
+            book_lost_metric(&client, node).await,
+            "sluice_release_book_lost 0"
+        );
+    }
+    assert_ne!(release_a.0, release_b);
 }

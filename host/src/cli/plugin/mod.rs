@@ -4,8 +4,8 @@
 //!   Rust, Python, C or JavaScript.
 //! - `check`, `test` ([`inspect`]): is a file a usable plugin; run one call
 //!   in the sandbox.
-//! - `push`, `rollback` ([`release`]): fleet releases through a node's
-//!   admin API or straight to Redis.
+//! - `push`, `rollback`, `status` ([`release`]): fleet releases through a
+//!   node's admin API or straight to Redis.
 
 mod inspect;
 mod project;
@@ -66,6 +66,8 @@ pub enum PluginCommand {
     Push(release::PushArgs),
     /// Return a slot to its previous release on every node.
     Rollback(release::RollbackArgs),
+    /// Show the release book and whether the node still finds the one it follows.
+    Status(release::StatusArgs),
 }
 
 /// Runs one `sluice plugin` verb.
@@ -91,5 +93,6 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Push(args) => release::push(args).await,
         PluginCommand::Rollback(args) => release::rollback(args).await,
+        PluginCommand::Status(args) => release::status(args).await,
     }
 }

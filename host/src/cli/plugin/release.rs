@@ -1,8 +1,11 @@
-//! `sluice plugin push` and `sluice plugin rollback`: clients of a node's
-//! admin API. Pushing through a node means the version is loaded (compiled,
+//! `sluice plugin push`, `rollback` and `status`: clients of a node's admin
+//! API. Pushing through a node means the version is loaded (compiled,
 //! linked, `init`-ed, smoke-tested) before it is published, so a broken
 //! version never reaches the fleet; the node publishes it through the shared
-//! state and every node switches to it.
+//! state and every node switches to it. When the release book the node
+//! follows is lost (Redis lost its data), a push is refused unless
+//! `--new-book` starts a new one; `status` shows the book and the node's
+//! view of it.
 //!
 //! With `--redis URL` instead, the command loads the version itself (with
 //! default sandbox limits, and an empty config unless `--config` names one)
@@ -20,6 +23,7 @@ use crate::admin::CONFIG_HEADER;
 use crate::plugin::{EngineSettings, LoadOptions, PluginRuntime};
 use crate::policy::Slot;
 use crate::state::{OnError, State, StateSettings};
+use crate::versions::releases::{self, Writer};
 
 /// How to reach a node's admin API.
 #[derive(Debug, clap::Args)]
@@ -68,6 +72,20 @@ pub struct PushArgs {
     /// node's configured `[plugins.<slot>.config]`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Start a new release book (a new lineage, from what Redis holds): the
+    /// go-ahead a node needs once the book it followed is lost (Redis lost
+    /// its data); with --redis, after Redis came back from an older
+    /// snapshot. Slots the book does not name serve each node's configured
+    /// plugin until they are pushed again.
+    #[arg(long)]
+    pub new_book: bool,
+    #[command(flatten)]
+    pub target: AdminTarget,
+}
+
+/// `sluice plugin status` options.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
     #[command(flatten)]
     pub target: AdminTarget,
 }
@@ -126,12 +144,13 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(url) = &args.target.redis {
-        return push_to_redis(url, &args.slot, wasm, config).await;
+        return push_to_redis(url, &args.slot, wasm, config, args.new_book).await;
     }
+    let query = if args.new_book { "?new_book=true" } else { "" };
     let mut request = client()?
         .post(endpoint(
             &args.target,
-            &format!("/admin/plugins/{}", args.slot),
+            &format!("/admin/plugins/{}{query}", args.slot),
         ))
         .bearer_auth(args.target.token()?)
         .body(wasm);
@@ -149,6 +168,7 @@ async fn push_to_redis(
     slot: &str,
     wasm: Vec<u8>,
     config: Option<Value>,
+    new_book: bool,
 ) -> anyhow::Result<ExitCode> {
     let kind = parse_slot(slot)?;
     let state = connect(url).await?;
@@ -162,7 +182,22 @@ async fn push_to_redis(
         .load(&wasm, opts)
         .await
         .context("refused; nothing was published")?;
-    let release = crate::versions::releases::publish(&state, kind, &wasm, config).await?;
+    let writer = Writer {
+        node: None,
+        new_book,
+    };
+    let (book, release) = releases::publish(&state, writer, kind, &wasm, config).await?;
+    if book.version == 1 {
+        eprintln!(
+            "note: Redis held no release book; started a new one (lineage {})",
+            book.lineage
+        );
+    } else if new_book {
+        eprintln!(
+            "note: started a new release book (lineage {})",
+            book.lineage
+        );
+    }
     println!("{}", serde_json::to_string_pretty(&release)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -172,7 +207,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.target.redis {
         let kind = parse_slot(&args.slot)?;
         let state = connect(url).await?;
-        let now = crate::versions::releases::rollback(&state, kind).await?;
+        let (_, now) = releases::rollback(&state, Writer::default(), kind).await?;
         println!("{}", serde_json::to_string_pretty(&now)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -185,5 +220,31 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         .send()
         .await
         .context("reaching the admin API")?;
+    finish(resp).await
+}
+
+/// Prints the release book and the node's view of it; warns on stderr
+/// when the book the node follows is lost.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.target.redis {
+        let state = connect(url).await?;
+        let book = releases::read_book(&state).await?;
+        println!("{}", serde_json::to_string_pretty(&book)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resp = client()?
+        .get(endpoint(&args.target, "/admin/releases"))
+        .bearer_auth(args.target.token()?)
+        .send()
+        .await
+        .context("reaching the admin API")?;
+    if resp.status().is_success() {
+        let body: Value = resp.json().await.context("reading the answer")?;
+        if let Some(message) = body["node"]["message"].as_str() {
+            eprintln!("warning: {message}");
+        }
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     finish(resp).await
 }

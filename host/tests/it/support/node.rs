@@ -1,16 +1,20 @@
 //! A `sluice serve` child process on a free port, for multi-node and process
-//! tests. Killed when dropped.
+//! tests. Its log (stderr) goes to a file ([`Node::log`]). Killed when
+//! dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+/// The child's stderr, in its temp dir.
+const LOG: &str = "stderr.log";
 
 /// One running sluice process.
 pub struct Node {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
@@ -32,7 +36,7 @@ impl Node {
                 std::env::temp_dir().join("sluice-test-cache"),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(dir.path().join(LOG)).expect("create log"));
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -48,19 +52,21 @@ impl Node {
             .strip_prefix("sluice listening on ")
             .unwrap_or_else(|| {
                 let _ = child.kill();
-                panic!("sluice did not start: {line:?}")
+                let log = std::fs::read_to_string(dir.path().join(LOG)).unwrap_or_default();
+                panic!("sluice did not start: {line:?}; its log:\n{log}")
             })
             .to_string();
-        Node {
-            child,
-            url,
-            _dir: dir,
-        }
+        Node { child, url, dir }
     }
 
     /// `{url}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// What the child logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
     }
 
     /// The child's pid.
