@@ -15,6 +15,7 @@ mod edge_state;
 mod fleet_releases;
 mod gateway_flow;
 mod hardening;
+mod hardening_http;
 mod loadgen_smoke;
 mod mock_upstream;
 mod multinode_coalescing;
