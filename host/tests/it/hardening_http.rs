@@ -211,26 +211,53 @@ async fn idle_connections_close_after_the_idle_timeout_and_long_streams_do_not()
         "closed after {after:?}"
     );
 
-    // A stream longer than the idle timeout is not cut.
-    let started = Instant::now();
-    let r = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({
-            "model": "gpt-4o-mini",
-            "stream": true,
-            "messages": [{"role": "user", "content": "a question long enough for an answer of many chunks"}],
-        }))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.expect("the whole stream");
-    let took = started.elapsed();
-    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(
-        took > idle + Duration::from_millis(500),
-        "streamed in {took:?}"
+    // A stream longer than the idle timeout is not cut, over HTTP/1.1 or
+    // HTTP/2 (prior knowledge).
+    let stream = |client: reqwest::Client, prompt: &'static str| {
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            let started = Instant::now();
+            let r = client
+                .post(url)
+                .json(&json!({
+                    "model": "gpt-4o-mini",
+                    "stream": true,
+                    "messages": [{"role": "user", "content": prompt}],
+                }))
+                .send()
+                .await
+                .expect("stream");
+            assert_eq!(r.status(), 200);
+            let version = r.version();
+            let text = r.text().await.expect("the whole stream");
+            assert!(
+                text.trim_end().ends_with("data: [DONE]"),
+                "{version:?}: {text}"
+            );
+            (version, started.elapsed())
+        }
+    };
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let (one, two) = tokio::join!(
+        stream(
+            reqwest::Client::new(),
+            "one question long enough for many chunks"
+        ),
+        stream(h2, "another question long enough for many chunks"),
     );
+    assert_eq!(
+        (one.0, two.0),
+        (reqwest::Version::HTTP_11, reqwest::Version::HTTP_2)
+    );
+    for (version, took) in [one, two] {
+        assert!(
+            took > idle + Duration::from_millis(500),
+            "{version:?} streamed in {took:?}"
+        );
+    }
 }
 
 #[tokio::test]
