@@ -2,7 +2,9 @@
 //! heads, stalled bodies, idle keep-alive connections, too many
 //! connections, oversized heads, bodies refused early (issue 12).
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -88,6 +90,9 @@ fn parse_closed(bytes: &[u8]) -> (u16, Value) {
     let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status, body)
 }
+
+/// Between two tries of a condition polled until a deadline.
+const POLL: Duration = Duration::from_millis(50);
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: sluice\r\n\r\n";
 
@@ -301,6 +306,7 @@ async fn past_max_connections_a_connection_gets_a_503_until_one_closes() {
             break;
         }
         assert!(Instant::now() < deadline, "still refused");
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -400,4 +406,115 @@ async fn the_admin_apis_413_is_json() {
             .is_some_and(|e| e.contains("larger than the limit")),
         "{json}"
     );
+}
+
+/// `sluice serve` under `ulimit -n {nofile}` (soft and hard); killed when
+/// dropped.
+struct LimitedNode {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedNode {
+    fn start(config: &str, nofile: u32) -> LimitedNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, config).expect("config");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {nofile} && exec \"$0\" serve --listen 127.0.0.1:0 --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg(&path)
+            .env(
+                "SLUICE_CACHE_DIR",
+                std::env::temp_dir().join("sluice-test-cache"),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sluice");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("sluice listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("sluice did not start: {line:?}")
+            });
+        LimitedNode {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LimitedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `/healthz` on a new connection: its status, or `None` when the
+/// connection was closed unanswered. Panics when nothing happens within
+/// a second.
+async fn healthz_within_a_second(addr: SocketAddr) -> Option<u16> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut s = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .expect("connected within a second")
+        .expect("connect");
+    if s.write_all(HEALTHZ).await.is_err() {
+        return None;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => panic!("/healthz: no answer and no close within a second"),
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got[9..12]).parse().ok()
+}
+
+#[tokio::test]
+async fn more_idle_connections_than_descriptors_do_not_hang_healthz() {
+    let up = mock();
+    // 512 descriptors: sluice serves (512 - 256) / 2 = 128 connections.
+    let node = LimitedNode::start(
+        &format!(
+            "[server]\nheader_read_timeout_ms = 2000\n{}",
+            providers(&up)
+        ),
+        512,
+    );
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(node.addr).await.expect("connect"));
+    }
+    // Every /healthz is answered or closed at once; once the idle
+    // connections time out, it is served.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let status = healthz_within_a_second(node.addr).await;
+        seen.push(status);
+        if status == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {seen:?}");
+        assert!(matches!(status, None | Some(503)), "{seen:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    drop(idle);
 }
