@@ -26,11 +26,10 @@ use tokio::time::Instant;
 use super::Shared;
 use super::body::StallTimeout;
 
-/// A lingering close reads and discards for at most this long,
+// A lingering close reads and discards for at most LINGER_TIME, and stops
+// sooner after LINGER_IDLE without a byte or after LINGER_BYTES.
 const LINGER_TIME: Duration = Duration::from_secs(10);
-/// stops after this long without a byte,
 const LINGER_IDLE: Duration = Duration::from_secs(2);
-/// and after this many bytes.
 const LINGER_BYTES: usize = 64 << 20;
 
 /// Serves one connection until it ends, the client is too slow with a

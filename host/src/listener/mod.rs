@@ -2,8 +2,9 @@
 //! closed. [`crate::server`] and [`crate::admin`] hand it their routes.
 //!
 //! What it enforces (settings in `[server]`):
-//! - `max_connections` open connections per listener; one more is answered
-//!   503 in the provider's shape and closed ([`refuse`]).
+//! - `max_connections` open connections per listener (lowered at start to
+//!   what the open-file limit leaves room for); one more is answered 503 in
+//!   the provider's shape and closed (`refuse.rs`).
 //! - `header_read_timeout_ms`: a request head must arrive within this long
 //!   of the connection's accept, or of its first byte on a kept-alive
 //!   connection; otherwise the connection is closed.
@@ -48,7 +49,8 @@ const REFUSING: usize = 64;
 /// Redis, refusals in progress.
 const FD_RESERVE: u64 = 256;
 
-/// What one listener enforces on its connections.
+/// What one listener enforces on its connections; each field is the
+/// `[server]` setting of the same name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub header_read_timeout: Duration,
