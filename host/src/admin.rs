@@ -24,8 +24,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,26 +51,26 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}", post(upload))
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
-            .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )
 }
 
-/// Serves only the admin API on `listener` until `shutdown` resolves.
+/// Serves only the admin API on `listener` until `shutdown` resolves, with
+/// the API listener's limits but fewer connections
+/// ([`crate::listener::Limits::admin`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gw: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = crate::listener::Limits::admin(&gw.config.server);
     let mut app = router(gw.clone()).unwrap_or_default();
     if gw.config.server.metrics_on_admin_listen {
         app = app.merge(crate::scrape::router(gw));
     }
     let app = app.fallback(not_found);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listener::serve(listener, app, limits, shutdown).await
 }
 
 async fn not_found() -> Response {
@@ -188,10 +188,14 @@ async fn upload(
     Path(slot): Path<String>,
     Query(params): Query<UploadParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(kind) = Slot::parse(&slot) else {
         return unknown_slot(&slot);
+    };
+    let body = match crate::listener::read_body(body, MAX_COMPONENT_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return error(e.status(), e.to_string()),
     };
     if body.is_empty() {
         return error(

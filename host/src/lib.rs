@@ -4,7 +4,9 @@
 //! Where things live, following a request (docs/architecture.md tells the
 //! same story in prose):
 //! - [`server`]: the HTTP routes and `run(listener, gateway, shutdown)`;
-//!   [`gateway`]: everything a request needs, built once from the config.
+//!   [`listener`]: the accept loop under it (connection cap, header, body
+//!   and idle timeouts, lingering close); [`gateway`]: everything a
+//!   request needs, built once from the config.
 //! - [`pipeline`]: one function per phase over a typed `RequestCtx`
 //!   (auth, parse, throttle, exact cache, semantic cache, coalescing,
 //!   upstream with retries, respond, store); [`error`]: every failure, who
@@ -43,6 +45,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod listener;
 pub mod mock;
 pub mod pipeline;
 pub mod plugin;

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::listener::{Limits, error_route};
 use crate::pipeline;
 use crate::policy::Route;
 
@@ -48,22 +49,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
-/// waits for in-flight requests (streams included) to finish.
+/// waits for in-flight requests (streams included) to finish. The
+/// connections are bounded and timed as `[server]` says (see
+/// [`crate::listener`]).
 pub async fn run(
     listener: tokio::net::TcpListener,
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = router(gw).into_make_service_with_connect_info::<SocketAddr>();
-    // Without TCP_NODELAY each streamed event can wait for the client's
-    // delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = Limits::api(&gw.config.server);
+    crate::listener::serve(listener, router(gw), limits, shutdown).await
 }
 
 /// The client address: the socket peer, or the first `x-forwarded-for` hop
@@ -200,16 +195,6 @@ async fn require_one_host(request: http::Request<Body>, next: axum::middleware::
         .into_response(route);
     }
     next.run(request).await
-}
-
-/// The provider shape an error for a request to `path` takes before it is
-/// routed: Anthropic's under `/v1/messages`, OpenAI's elsewhere.
-fn error_route(path: &str) -> Route {
-    if path.starts_with("/v1/messages") {
-        Route::AnthropicMessages
-    } else {
-        Route::Chat
-    }
 }
 
 async fn not_found(request: http::Request<Body>) -> Response {

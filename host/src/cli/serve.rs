@@ -51,6 +51,9 @@ pub(super) async fn serve(
         None
     };
     let gw = crate::gateway::Gateway::build(config).await?;
+    // Room for `server.max_connections` sockets under a low default soft
+    // limit (the listener serves fewer if the hard limit is low too).
+    crate::listener::raise_fd_limit();
     let addr = gw.config.server.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -30,8 +30,9 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    AnonymousConfig, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, ProviderConfig,
-    ProviderKind, RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig, TenantConfig,
+    AnonymousConfig, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, MIN_HEADER_BYTES,
+    ProviderConfig, ProviderKind, RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig,
+    TenantConfig,
 };
 
 /// Why a config could not be loaded. Every variant except `Read` and

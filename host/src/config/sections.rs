@@ -16,6 +16,9 @@ const MIB: u64 = 1024 * 1024;
 
 // === [server] ===
 
+/// The smallest `server.max_header_bytes`: hyper's smallest read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// `[server]`: listeners, limits and deadlines.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +52,25 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// A request head (request line and headers) must arrive within this
+    /// long of its first byte, or of the accept for a new connection;
+    /// otherwise the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request body that makes no progress for this long is cut: 408
+    /// when the response has not started (a stall timeout, per read).
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight for this long is
+    /// closed (a response being streamed is in flight: never cut).
+    pub idle_timeout_ms: u64,
+    /// Open client connections per listener; past it a new connection
+    /// gets a 503 and is closed. Lowered at start to what the open-file
+    /// limit allows.
+    pub max_connections: usize,
+    /// Header fields in one request; more get 431.
+    pub max_headers: usize,
+    /// Bytes in one request head (HTTP/1) or header list (HTTP/2); larger
+    /// heads get 431. At least 8192.
+    pub max_header_bytes: usize,
     /// Take the client IP from `x-forwarded-for` (only behind a trusted
     /// load balancer; otherwise clients could pick their own rate-limit key).
     pub trust_forwarded_for: bool,
@@ -68,6 +90,12 @@ impl Default for ServerConfig {
             metrics_on_admin_listen: false,
             request_timeout_ms: 120_000,
             shutdown_grace_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
             trust_forwarded_for: false,
         }
     }
@@ -112,6 +140,21 @@ impl ServerConfig {
     /// [`Self::shutdown_grace_ms`] as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// [`Self::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`Self::body_read_timeout_ms`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    /// [`Self::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 

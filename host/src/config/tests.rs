@@ -461,6 +461,24 @@ fn server_rules() {
         "server.request_timeout_ms",
         "greater than 0",
     );
+    for field in [
+        "header_read_timeout_ms",
+        "body_read_timeout_ms",
+        "idle_timeout_ms",
+        "max_connections",
+        "max_headers",
+    ] {
+        assert_error_at(
+            &format!("[server]\n{field} = 0"),
+            &format!("server.{field}"),
+            "greater than 0",
+        );
+    }
+    assert_error_at(
+        "[server]\nmax_header_bytes = 4096",
+        "server.max_header_bytes",
+        "at least 8192",
+    );
 }
 
 #[test]

@@ -71,6 +71,17 @@ fn server(c: &Config) -> Check {
     positive("server.max_messages", s.max_messages as u64)?;
     positive("server.max_content_parts", s.max_content_parts as u64)?;
     positive("server.request_timeout_ms", s.request_timeout_ms)?;
+    positive("server.header_read_timeout_ms", s.header_read_timeout_ms)?;
+    positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
+    positive("server.idle_timeout_ms", s.idle_timeout_ms)?;
+    positive("server.max_connections", s.max_connections as u64)?;
+    positive("server.max_headers", s.max_headers as u64)?;
+    if s.max_header_bytes < super::MIN_HEADER_BYTES {
+        return fail(
+            "server.max_header_bytes",
+            format!("must be at least {}", super::MIN_HEADER_BYTES),
+        );
+    }
     if let Some(token) = &s.admin_token {
         not_blank("server.admin_token", token.expose())?;
     }

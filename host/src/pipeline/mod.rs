@@ -30,7 +30,6 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::BodyExt;
 
 use crate::api::{self, ParsedRequest};
 use crate::cache::CacheKey;
@@ -202,18 +201,10 @@ fn plugin_failed(gw: &Gateway, slot: Slot, error: &CallError) -> Result<(), Gate
     }
 }
 
-/// Reads the body, refusing more than `limit` bytes with a 413.
+/// Reads the body, refusing more than `limit` bytes with a 413 (408 when
+/// it stalls, see [`crate::listener::read_body`]).
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::payload_too_large(limit))
-        }
-        Err(e) => Err(GatewayError::bad_request(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
+    Ok(crate::listener::read_body(body, limit).await?)
 }
 
 /// Parses the body and resolves the provider; fills the policy view. The

@@ -17,6 +17,7 @@ mod fleet_releases;
 mod fuzz_corpora;
 mod gateway_flow;
 mod hardening;
+mod hardening_http;
 mod loadgen_smoke;
 mod memory_parse;
 mod mock_upstream;
