@@ -16,6 +16,7 @@ mod fleet_releases;
 mod gateway_flow;
 mod hardening;
 mod loadgen_smoke;
+mod memory_caches;
 mod mock_upstream;
 mod multinode_coalescing;
 mod multinode_redis;
