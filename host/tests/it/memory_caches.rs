@@ -21,7 +21,7 @@ use crate::support::node::Node;
 
 const MIB: u64 = 1 << 20;
 /// What RSS may exceed the fixed overhead plus the bounds by.
-const SLACK: u64 = 6 * MIB;
+const SLACK: u64 = 4 * MIB;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 24;
 
@@ -121,95 +121,106 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// One tenant, in a tier the throttle never stops.
 const TENANT: &str = r#"
 [[tenants]]
 name = "acme"
-tier = "pro"
+tier = "bulk"
 keys = ["sk-acme"]
+
+[plugins.throttle.config]
+tiers.bulk = { requests_per_minute = 100000000, tokens_per_minute = 100000000000 }
 "#;
 
-/// A question of about 300 bytes, different for every `i`; the mock echoes
-/// it in an answer of about 600 bytes.
+/// A question of about 150 bytes, different for every `i`; the mock echoes
+/// it in an answer body of about 500 bytes.
 fn question(i: usize) -> String {
-    format!(
-        "question number {i}: {}",
-        "tell me more about it ".repeat(13)
-    )
+    format!("question number {i}: {}", "tell me more ".repeat(10))
 }
 
+/// A debug build through the whole gateway answers a few dozen requests a
+/// second on a busy 2-core machine, so the counts are small and the bounds
+/// too: the point is the ratio of what is inserted to the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exact_cache_bound_holds_in_resident_memory() {
     let up = mock();
-    let max_bytes = 8 * MIB;
+    let max_bytes = 512 * 1024;
     let config = format!(
-        "{}{TENANT}\n[cache]\nmax_bytes = {max_bytes}\n",
+        "{}{TENANT}\n[cache]\nmax_bytes = {max_bytes}\nmax_entry_bytes = 65536\n",
         providers(&up)
     );
     let node = Node::start(&config, &[]);
     let chat = |i: usize| json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question(i)}]});
     // Warm-up, not cached: connections, plugin instances, buffers.
-    send(&node, 3_000, true, chat).await;
+    send(&node, 400, true, chat).await;
     let overhead = steady_rss(node.pid()).await;
 
-    // Answers of ~600 bytes hold ~900 bytes each in the cache: 40,000 of
-    // them are over 4 times the bound.
-    let n = 40_000;
+    // Each answer holds ~800 bytes in the cache: 2,500 of them are about
+    // 4 times the bound. (Before answers owned their body, each kept the
+    // ~8 KiB read buffer it was sliced from alive: 20 MiB and more here.)
+    let n = 2_500;
     let started = Instant::now();
     send(&node, n, false, move |i| chat(1_000_000 + i)).await;
     let took = started.elapsed();
     let bound = overhead + max_bytes + SLACK;
     let after = settled_rss(node.pid(), bound).await;
     println!(
-        "exact cache: {n} answers in {took:?}; RSS {} MiB idle after warm-up, {} MiB after (bound {} MiB)",
-        overhead / MIB,
-        after / MIB,
-        bound / MIB
+        "exact cache: {n} answers in {took:?}; RSS {} KiB idle after warm-up, {} KiB after (bound {} KiB)",
+        overhead / 1024,
+        after / 1024,
+        bound / 1024
     );
     let text = metrics(&node).await;
-    assert!(
-        text.contains(&format!(
-            "sluice_cache_outcomes_total{{outcome=\"miss\"}} {n}"
-        )),
-        "every answer was a miss, so stored"
-    );
+    let misses = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_outcomes_total{outcome=\"miss\"} "))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    // (The last answers may go out before their outcome is counted.)
+    assert!(misses >= n - n / 100, "the answers were misses, so stored: {misses}");
     assert!(
         after <= bound,
         "RSS {after} over {bound} (fixed overhead {overhead} + max_bytes {max_bytes} + {SLACK})"
     );
 }
 
+/// Distinct system prompts make distinct namespaces. Counts are small for
+/// the same reason as above (a semantic miss is two upstream calls); the
+/// lib tests in `semantic::index` cover thousands of namespaces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_semantic_cache_bounds_namespaces_bytes_and_metrics() {
     let up = mock();
-    let max_bytes = 8 * MIB;
-    let cache_bytes = MIB;
+    let max_bytes = MIB;
+    let cache_bytes = 256 * 1024;
     let config = format!(
         r#"{providers}{TENANT}
 [cache]
 max_bytes = {cache_bytes}
+max_entry_bytes = 65536
 
 [semantic]
 enabled = true
 embedder = "openai"
 model = "text-embedding-3-small"
-dimensions = 256
+dimensions = 1024
 max_bytes = {max_bytes}
-max_namespaces = 2000
+max_namespaces = 500
 "#,
         providers = providers(&up)
     );
     let node = Node::start(&config, &[]);
-    // A distinct system prompt makes a namespace of its own.
     let chat = |i: usize| {
         json!({"model": "gpt-4o-mini", "messages": [
             {"role": "system", "content": format!("You are assistant number {i}, helpful and brief.")},
             {"role": "user", "content": question(i)},
         ]})
     };
-    send(&node, 2_000, true, chat).await;
+    send(&node, 300, true, chat).await;
     let overhead = steady_rss(node.pid()).await;
 
-    let n = 10_000;
+    // Each namespace holds ~10 KiB (a 4 KiB vector in the mirror and in the
+    // state, the answer): 1,500 of them are over 10 times the bound.
+    let n = 1_500;
     let started = Instant::now();
     send(&node, n, false, move |i| chat(1_000_000 + i)).await;
     let took = started.elapsed();
@@ -217,19 +228,22 @@ max_namespaces = 2000
     let after = settled_rss(node.pid(), bound).await;
     let text = metrics(&node).await;
     println!(
-        "semantic cache: {n} namespaces in {took:?}; RSS {} MiB idle after warm-up, {} MiB after (bound {} MiB); /metrics {} bytes",
-        overhead / MIB,
-        after / MIB,
-        bound / MIB,
+        "semantic cache: {n} namespaces in {took:?}; RSS {} KiB idle after warm-up, {} KiB after (bound {} KiB); /metrics {} bytes",
+        overhead / 1024,
+        after / 1024,
+        bound / 1024,
         text.len()
     );
+    assert!(text.len() < 32 * 1024, "/metrics is {} bytes", text.len());
     let namespaces = gauge(&text, "sluice_semantic_index_namespaces").expect("namespaces gauge");
     let bytes = gauge(&text, "sluice_semantic_index_bytes").expect("bytes gauge");
     let entries = gauge(&text, "sluice_semantic_index_entries").expect("entries gauge");
-    assert!(namespaces <= 2000.0, "{namespaces} namespaces");
-    assert!(bytes <= max_bytes as f64, "{bytes} bytes counted");
-    assert!(entries >= 100.0, "the index kept entries: {entries}");
-    assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
+    assert!(namespaces <= 500.0, "{namespaces} namespaces");
+    assert!(
+        bytes <= (max_bytes - max_bytes / 8) as f64,
+        "{bytes} bytes counted"
+    );
+    assert!(entries >= 20.0, "the index kept entries: {entries}");
     assert!(
         after <= bound,
         "RSS {after} over {bound} (fixed overhead {overhead} + bounds + {SLACK})"
