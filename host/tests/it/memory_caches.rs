@@ -8,7 +8,11 @@
 //! buffers, the allocator's working set), sends many distinct cacheable
 //! requests, and checks that the RSS settles under that overhead plus the
 //! configured bounds plus a slack for the allocator's page granularity and
-//! fragmentation ([`SLACK`]).
+//! fragmentation ([`SLACK`]). Measured on a debug build (2 busy cores): the
+//! exact cache test grew RSS by 1.6 MiB with a 512 KiB bound (13.5 MiB
+//! before answers owned their bodies); the semantic one by 4.7 MiB with
+//! 1.25 MiB of bounds (46 MiB, and a 110 KB `/metrics`, before the index
+//! was bounded).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,8 +24,11 @@ use crate::support::gateway::{mock, providers};
 use crate::support::node::Node;
 
 const MIB: u64 = 1 << 20;
-/// What RSS may exceed the fixed overhead plus the bounds by.
+/// What RSS may exceed the fixed overhead plus the bounds by: allocator
+/// fragmentation and pages not yet returned, more where a request makes
+/// more (and larger) allocations.
 const SLACK: u64 = 4 * MIB;
+const SEMANTIC_SLACK: u64 = 6 * MIB;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 24;
 
@@ -177,7 +184,10 @@ async fn the_exact_cache_bound_holds_in_resident_memory() {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     // (The last answers may go out before their outcome is counted.)
-    assert!(misses >= n - n / 100, "the answers were misses, so stored: {misses}");
+    assert!(
+        misses >= n - n / 100,
+        "the answers were misses, so stored: {misses}"
+    );
     assert!(
         after <= bound,
         "RSS {after} over {bound} (fixed overhead {overhead} + max_bytes {max_bytes} + {SLACK})"
@@ -224,7 +234,7 @@ max_namespaces = 500
     let started = Instant::now();
     send(&node, n, false, move |i| chat(1_000_000 + i)).await;
     let took = started.elapsed();
-    let bound = overhead + max_bytes + cache_bytes + SLACK;
+    let bound = overhead + max_bytes + cache_bytes + SEMANTIC_SLACK;
     let after = settled_rss(node.pid(), bound).await;
     let text = metrics(&node).await;
     println!(
@@ -246,6 +256,6 @@ max_namespaces = 500
     assert!(entries >= 20.0, "the index kept entries: {entries}");
     assert!(
         after <= bound,
-        "RSS {after} over {bound} (fixed overhead {overhead} + bounds + {SLACK})"
+        "RSS {after} over {bound} (fixed overhead {overhead} + bounds + {SEMANTIC_SLACK})"
     );
 }
