@@ -2,8 +2,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::mem::size_of;
+
 use bytes::Bytes;
 
+use super::footprint;
 use crate::policy::{Route, TokenCount};
 
 /// The body of a cached answer, in the form it was produced.
@@ -36,21 +39,24 @@ fn now_ms() -> u64 {
 const MAGIC: &[u8; 4] = b"SLA1";
 
 impl Answer {
-    /// A JSON answer produced now.
+    /// A JSON answer produced now. The body is copied into an allocation of
+    /// its own: a body received from the network is often a slice of a much
+    /// larger read buffer, which a cached slice would keep alive.
     pub fn json(route: Route, body: Bytes, usage: TokenCount) -> Self {
         Self {
             route,
-            body: AnswerBody::Json(body),
+            body: AnswerBody::Json(Bytes::copy_from_slice(&body)),
             usage,
             stored_at_ms: now_ms(),
         }
     }
 
-    /// A streamed answer produced now.
+    /// A streamed answer produced now (copied like [`Answer::json`]'s: a
+    /// recording buffer has spare capacity).
     pub fn stream(route: Route, events: Bytes, usage: TokenCount) -> Self {
         Self {
             route,
-            body: AnswerBody::Stream(events),
+            body: AnswerBody::Stream(Bytes::copy_from_slice(&events)),
             usage,
             stored_at_ms: now_ms(),
         }
@@ -63,9 +69,18 @@ impl Answer {
         }
     }
 
-    /// Approximate memory held, for the byte-bounded LRU.
+    /// Length of the body, what `[cache] max_entry_bytes` bounds.
     pub fn size(&self) -> usize {
-        self.body_bytes().len() + 64
+        self.body_bytes().len()
+    }
+
+    /// Memory an `Arc<Answer>` holds: the `Arc` with the answer, the body
+    /// (its own allocation, see [`Answer::json`]) and the header `Bytes`
+    /// allocates once the body is shared with a response.
+    pub fn retained_bytes(&self) -> usize {
+        footprint::alloc_size(2 * size_of::<usize>() + size_of::<Answer>())
+            + footprint::alloc_size(self.size())
+            + footprint::alloc_size(3 * size_of::<usize>())
     }
 
     /// Seconds since it was produced.

@@ -7,19 +7,20 @@
 //! entry can leak across tenants by accident.
 
 mod answer;
+pub mod bounded;
 pub mod coalesce;
+pub mod footprint;
 
 pub use answer::{Answer, AnswerBody};
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::policy::{CacheScope, Route};
+use crate::policy::{CacheScope, Route, TokenCount};
 use crate::state::State;
+use bounded::ByteLru;
 
 /// The namespace cached answers (and the locks guarding their filling) use
 /// in the shared state.
@@ -74,7 +75,9 @@ pub enum Tier {
 /// Exact cache sizing.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
-    /// Bound on the in-process tier, in bytes.
+    /// Bound on what the in-process tier holds, in bytes: its table, and
+    /// per entry the list node, the answer and its body
+    /// ([`Answer::retained_bytes`]).
     pub max_bytes: usize,
     /// Largest single answer kept.
     pub max_entry_bytes: usize,
@@ -82,14 +85,9 @@ pub struct CacheLimits {
 
 /// The two-tier exact cache.
 pub struct ExactCache {
-    local: Mutex<Local>,
+    local: Mutex<ByteLru<CacheKey, LocalEntry>>,
     shared: Option<State>,
     limits: CacheLimits,
-}
-
-struct Local {
-    entries: LruCache<CacheKey, LocalEntry>,
-    bytes: usize,
 }
 
 struct LocalEntry {
@@ -97,17 +95,20 @@ struct LocalEntry {
     expires: Instant,
 }
 
+impl LocalEntry {
+    /// What it owns besides its list node.
+    fn bytes(&self) -> usize {
+        self.answer.retained_bytes()
+    }
+}
+
 impl ExactCache {
     /// A cache with an in-process tier and, when `shared` is given, a shared
     /// tier in that state.
     pub fn new(limits: CacheLimits, shared: Option<State>) -> Self {
+        let smallest = Answer::json(Route::Chat, bytes::Bytes::new(), TokenCount::new(0, 0));
         Self {
-            local: Mutex::new(Local {
-                // Bounded by bytes, not count; the count bound is only a
-                // backstop against a flood of tiny entries.
-                entries: LruCache::new(NonZeroUsize::new(1 << 20).expect("non-zero")),
-                bytes: 0,
-            }),
+            local: Mutex::new(ByteLru::new(limits.max_bytes, smallest.retained_bytes())),
             shared,
             limits,
         }
@@ -133,13 +134,11 @@ impl ExactCache {
     /// Looks `key` up in the in-process tier only (no state call).
     pub fn get_local(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         let mut local = self.local.lock();
-        let entry = local.entries.get(key)?;
+        let entry = local.get(key)?;
         if entry.expires > Instant::now() {
             return Some(entry.answer.clone());
         }
-        if let Some(old) = local.entries.pop(key) {
-            local.bytes -= old.answer.size();
-        }
+        local.pop(key);
         None
     }
 
@@ -208,39 +207,31 @@ impl ExactCache {
     }
 
     fn put_local(&self, key: CacheKey, answer: Arc<Answer>, ttl: Duration) {
-        let size = answer.size();
-        if size > self.limits.max_entry_bytes || size > self.limits.max_bytes {
+        if answer.size() > self.limits.max_entry_bytes {
             return;
         }
-        let mut local = self.local.lock();
-        if let Some(old) = local.entries.put(
-            key,
-            LocalEntry {
-                answer,
-                expires: Instant::now() + ttl,
-            },
-        ) {
-            local.bytes -= old.answer.size();
-        }
-        local.bytes += size;
-        while local.bytes > self.limits.max_bytes {
-            match local.entries.pop_lru() {
-                Some((_, evicted)) => local.bytes -= evicted.answer.size(),
-                None => break,
-            }
-        }
+        let entry = LocalEntry {
+            answer,
+            expires: Instant::now() + ttl,
+        };
+        let bytes = entry.bytes();
+        self.local.lock().put(key, entry, bytes);
     }
 
-    /// Bytes held by the in-process tier.
+    /// Bytes held by the in-process tier: its table and its entries.
     pub fn local_bytes(&self) -> usize {
-        self.local.lock().bytes
+        self.local.lock().bytes()
+    }
+
+    /// Answers held by the in-process tier.
+    pub fn local_len(&self) -> usize {
+        self.local.lock().len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::TokenCount;
     use bytes::Bytes;
 
     fn answer(n: usize) -> Arc<Answer> {
@@ -267,9 +258,11 @@ mod tests {
 
     #[tokio::test]
     async fn local_tier_is_bounded_in_bytes_and_evicts_least_recent() {
+        // Room for the table and three entries of 900 body bytes (1,216
+        // bytes each, counted), not four.
         let cache = ExactCache::new(
             CacheLimits {
-                max_bytes: 3_000,
+                max_bytes: 4_500,
                 max_entry_bytes: 2_000,
             },
             None,
@@ -284,7 +277,8 @@ mod tests {
         // Touch key 0 so key 1 is the least recently used.
         assert!(cache.get(&keys[0]).await.is_some());
         cache.put(keys[3], answer(900), ttl).await;
-        assert!(cache.local_bytes() <= 3_000);
+        assert!(cache.local_bytes() <= 4_500);
+        assert_eq!(cache.local_len(), 3);
         assert!(cache.get(&keys[1]).await.is_none());
         assert!(cache.get(&keys[0]).await.is_some());
         assert!(cache.get(&keys[3]).await.is_some());
@@ -292,6 +286,65 @@ mod tests {
         let big = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "big");
         cache.put(big, answer(2_500), ttl).await;
         assert!(cache.get(&big).await.is_none());
+    }
+
+    #[test]
+    fn counted_bytes_stay_under_the_bound_and_match_what_is_allocated() {
+        let max_bytes = 256 * 1024;
+        let ttl = Duration::from_secs(60);
+        let before = footprint::counting::live();
+        let cache = ExactCache::new(
+            CacheLimits {
+                max_bytes,
+                max_entry_bytes: 10_000,
+            },
+            None,
+        );
+        let mut inserted = 0;
+        for i in 0..5_000usize {
+            let key = CacheKey::new("t", CacheScope::Tenant, Route::Chat, &i.to_string());
+            // A body sliced out of a larger buffer, as read from a socket.
+            let buffer = Bytes::from(vec![b'x'; 4096]);
+            let body = buffer.slice(..50 + (i * 37) % 900);
+            inserted += body.len();
+            let answer = Answer::json(Route::Chat, body, TokenCount::new(1, 2));
+            cache.put_local(key, Arc::new(answer), ttl);
+            assert!(cache.local_bytes() <= max_bytes);
+        }
+        assert!(inserted > 4 * max_bytes, "the bound was exercised");
+        // What the cache holds, measured by the counting allocator (which
+        // sees requested sizes; the count rounds up to size classes).
+        let measured = usize::try_from(footprint::counting::live() - before).expect("held");
+        let counted = cache.local_bytes();
+        assert!(
+            counted >= measured,
+            "counted {counted} < measured {measured}"
+        );
+        assert!(
+            counted <= measured + measured / 5,
+            "counted {counted}, measured {measured}"
+        );
+        assert!(cache.local_len() > 100, "{}", cache.local_len());
+        drop(cache);
+        assert_eq!(footprint::counting::live(), before, "all freed");
+    }
+
+    #[test]
+    fn a_large_bound_does_not_preallocate_a_large_table() {
+        let before = footprint::counting::live();
+        let cache = ExactCache::new(
+            CacheLimits {
+                max_bytes: 1 << 20,
+                max_entry_bytes: 1 << 20,
+            },
+            None,
+        );
+        let table = usize::try_from(footprint::counting::live() - before).expect("held");
+        assert!(
+            table < (1 << 20) / 4,
+            "an empty 1 MiB cache holds {table} bytes"
+        );
+        assert!(cache.local_bytes() >= table);
     }
 
     #[tokio::test]
@@ -304,10 +357,11 @@ mod tests {
             None,
         );
         let k = CacheKey::new("t", CacheScope::Tenant, Route::Chat, "k");
+        let empty = cache.local_bytes();
         cache.put(k, answer(10), Duration::from_millis(1)).await;
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get(&k).await.is_none());
-        assert_eq!(cache.local_bytes(), 0);
+        assert_eq!(cache.local_bytes(), empty);
     }
 
     #[tokio::test]

@@ -255,7 +255,7 @@ fn indexed(gw: &Gateway) -> i64 {
     gw.metrics
         .encode()
         .lines()
-        .filter(|l| l.starts_with("sluice_semantic_index_entries{"))
+        .filter(|l| l.starts_with("sluice_semantic_index_entries "))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
         .sum()
 }

@@ -499,6 +499,13 @@ pub struct SemanticConfig {
     pub path: Option<PathBuf>,
     /// Requested embedding size; unset: the model's native size.
     pub dimensions: Option<u32>,
+    /// Bound on the memory the semantic cache holds on this node, in bytes:
+    /// recent embeddings (an eighth) and the index's mirrored namespaces
+    /// (with, when the state is in-process, their entries and answers).
+    pub max_bytes: u64,
+    /// Namespaces kept in memory at once; the least recently used is
+    /// dropped to make room.
+    pub max_namespaces: u32,
 }
 
 impl Default for SemanticConfig {
@@ -510,6 +517,8 @@ impl Default for SemanticConfig {
             provider: None,
             path: None,
             dimensions: None,
+            max_bytes: 64 * MIB,
+            max_namespaces: 4096,
         }
     }
 }

@@ -75,6 +75,8 @@ fn an_empty_file_is_the_documented_defaults() {
     assert_eq!(c.retry.max_attempts_cap, 10);
     assert!(!c.semantic.enabled);
     assert_eq!(c.semantic.embedder, EmbedderKind::Openai);
+    assert_eq!(c.semantic.max_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.semantic.max_namespaces, 4096);
     for (_, slot) in c.plugins.iter() {
         assert_eq!(slot.source, PluginSource::Builtin);
         assert_eq!(slot.failure, FailurePolicy::FailOpen);
@@ -637,6 +639,21 @@ fn state_semantic_and_telemetry_rules() {
         "[semantic]\nprovider = \"nope\"",
         "semantic.provider",
         "no provider",
+    );
+    assert_error_at(
+        "[semantic]\nmax_bytes = 1000",
+        "semantic.max_bytes",
+        "1 MiB",
+    );
+    assert_error_at(
+        "[semantic]\nmax_namespaces = 0",
+        "semantic.max_namespaces",
+        "greater than 0",
+    );
+    assert_error_at(
+        "[semantic]\nmax_bytes = 1048576\nmax_namespaces = 2000",
+        "semantic.max_namespaces",
+        "one per KiB: 1024",
     );
     assert_error_at(
         "[telemetry]\nlog_level = \"sluice=loud\"",

@@ -279,6 +279,24 @@ fn breaker(at: &str, b: &BreakerConfig) -> Check {
 fn semantic(c: &Config) -> Check {
     let s = &c.semantic;
     not_blank("semantic.model", &s.model)?;
+    if s.max_bytes < 1 << 20 {
+        return fail(
+            "semantic.max_bytes",
+            format!("{} must be at least 1 MiB (1048576)", s.max_bytes),
+        );
+    }
+    positive("semantic.max_namespaces", s.max_namespaces.into())?;
+    // Each namespace needs room for its table slot and its mirror.
+    if u64::from(s.max_namespaces) > s.max_bytes / 1024 {
+        return fail(
+            "semantic.max_namespaces",
+            format!(
+                "{} is more than semantic.max_bytes leaves room for (one per KiB: {})",
+                s.max_namespaces,
+                s.max_bytes / 1024
+            ),
+        );
+    }
     if let Some(d) = s.dimensions {
         positive("semantic.dimensions", d.into())?;
     }

@@ -67,9 +67,7 @@ pub(super) async fn lookup(
             return Ok(None);
         }
     };
-    if let Some(m) = cache.metrics() {
-        m.semantic_index_entries(key.label(), cache.index().len(&key).await);
-    }
+    cache.record_index();
     if hit.score < probe.threshold {
         if hit.score >= probe.threshold - NEAR_MISS_BAND
             && let Some(m) = cache.metrics()

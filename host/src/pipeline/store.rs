@@ -91,11 +91,7 @@ fn store_semantic(pending: Option<SemanticPending>, answer: &Arc<Answer>, ttl: D
             .insert(&key, vector.as_ref().clone(), &text, &answer, ttl)
             .await
         {
-            Ok(_) => {
-                if let Some(m) = cache.metrics() {
-                    m.semantic_index_entries(key.label(), index.len(&key).await);
-                }
-            }
+            Ok(_) => cache.record_index(),
             Err(e) => tracing::warn!(error = %e, "semantic store failed"),
         }
     });

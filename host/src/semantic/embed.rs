@@ -10,7 +10,7 @@
 //! [`Cached`] wraps either and remembers the vectors of recent texts.
 
 use std::borrow::Cow;
-use std::num::NonZeroUsize;
+use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
+use crate::cache::bounded::ByteLru;
+use crate::cache::footprint;
 use crate::upstream::{UpstreamBody, UpstreamRequest, Upstreams};
 
 /// Why a text could not be embedded. The semantic cache then steps aside.
@@ -236,19 +238,34 @@ impl Embedder for LocalEmbedder {
 
 // === cache ===
 
-/// Remembers the vectors of the most recently embedded texts.
+/// Remembers the vectors of the most recently embedded texts, in at most a
+/// given number of bytes.
 pub struct Cached {
     inner: Box<dyn Embedder>,
-    recent: Mutex<lru::LruCache<blake3::Hash, Arc<Vec<f32>>>>,
+    recent: Mutex<ByteLru<blake3::Hash, Arc<Vec<f32>>>>,
+}
+
+/// What a remembered vector of `len` numbers holds: the `Arc`'d `Vec` and
+/// its buffer.
+fn vector_bytes(len: usize) -> usize {
+    footprint::alloc_size(2 * size_of::<usize>() + size_of::<Vec<f32>>())
+        + footprint::vec::<f32>(len)
 }
 
 impl Cached {
-    pub fn new(inner: Box<dyn Embedder>, capacity: usize) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+    /// Remembers vectors in at most `max_bytes`.
+    pub fn new(inner: Box<dyn Embedder>, max_bytes: usize) -> Self {
+        // The table is sized as if vectors had 16 numbers (the smallest
+        // embedders' size is 256 and up).
         Self {
             inner,
-            recent: Mutex::new(lru::LruCache::new(capacity)),
+            recent: Mutex::new(ByteLru::new(max_bytes, vector_bytes(16))),
         }
+    }
+
+    /// Bytes held by remembered vectors and their table.
+    pub fn bytes(&self) -> usize {
+        self.recent.lock().bytes()
     }
 
     /// The embedding of `text`, and whether it came from the cache.
@@ -258,7 +275,8 @@ impl Cached {
             return Ok((v.clone(), true));
         }
         let v = Arc::new(self.inner.embed(text).await?);
-        self.recent.lock().put(key, v.clone());
+        let bytes = vector_bytes(v.capacity());
+        self.recent.lock().put(key, v.clone(), bytes);
         Ok((v, false))
     }
 
@@ -289,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn identical_texts_are_embedded_once() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let cached = Cached::new(Box::new(Counting(calls.clone())), 4);
+        let cached = Cached::new(Box::new(Counting(calls.clone())), 4096);
         let (a, hit_a) = cached.embed("hello").await.unwrap();
         let (b, hit_b) = cached.embed("hello").await.unwrap();
         assert_eq!(a, b);

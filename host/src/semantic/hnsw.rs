@@ -9,6 +9,8 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
+use crate::cache::footprint;
+
 /// Links per node on upper layers.
 const M: usize = 16;
 /// Links per node on layer 0 (denser, as the paper recommends).
@@ -62,6 +64,8 @@ impl PartialOrd for Scored {
 #[derive(Debug, Default)]
 pub struct Graph {
     links: Vec<Vec<Vec<u32>>>,
+    /// Bytes of every node's layer and link lists (not the outer list).
+    node_bytes: usize,
     entry: Option<u32>,
     top: usize,
     rng: u64,
@@ -85,6 +89,15 @@ impl Graph {
         self.links.is_empty()
     }
 
+    /// Bytes the graph holds (see [`crate::cache::footprint`]).
+    pub fn bytes(&self) -> usize {
+        footprint::vec::<Vec<Vec<u32>>>(self.links.capacity()) + self.node_bytes
+    }
+
+    fn link_bytes(&self, node: u32, layer: usize) -> usize {
+        footprint::vec::<u32>(self.links[node as usize][layer].capacity())
+    }
+
     fn random_level(&mut self) -> usize {
         // xorshift64*: deterministic, good enough for level draws.
         self.rng ^= self.rng >> 12;
@@ -102,6 +115,7 @@ impl Graph {
         debug_assert_eq!(node as usize, self.links.len());
         let level = self.random_level();
         self.links.push(vec![Vec::new(); level + 1]);
+        self.node_bytes += footprint::vec::<Vec<u32>>(level + 1);
         let Some(mut ep) = self.entry else {
             self.entry = Some(node);
             self.top = level;
@@ -117,12 +131,15 @@ impl Graph {
             let max = if layer == 0 { M0 } else { M };
             let chosen: Vec<u32> = found.iter().take(M).map(|s| s.node).collect();
             for &n in &chosen {
+                let before = self.link_bytes(n, layer);
                 self.links[n as usize][layer].push(node);
                 if self.links[n as usize][layer].len() > max {
                     self.prune(vectors, dim, n, layer, max);
                 }
+                self.node_bytes = self.node_bytes + self.link_bytes(n, layer) - before;
             }
             self.links[node as usize][layer] = chosen;
+            self.node_bytes += self.link_bytes(node, layer);
             eps = found.iter().map(|s| s.node).collect();
         }
         if level > self.top {

@@ -12,16 +12,27 @@
 //! [`IndexSettings::sync_every`] of a write. The size bound is by sequence:
 //! only the last `max_entries` numbers are live; storing entry `n` deletes
 //! entry `n - max_entries`, and nodes drop it from their mirror.
+//!
+//! What a node keeps is bounded in bytes ([`IndexSettings::max_bytes`]) and
+//! in namespaces ([`IndexSettings::max_namespaces`]): each mirror counts
+//! what it holds ([`Mirror::bytes`]), and when the sum passes the bound the
+//! least recently used namespaces are dropped whole; a namespace too large
+//! for the bound alone keeps only its newest entries. When the state is this
+//! process's memory, the stored entries and answers are counted with their
+//! mirror and deleted with it, so the bound covers them too.
 
-use std::collections::{HashMap, HashSet};
+use std::mem::size_of;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::hnsw::{Graph, Scored, dot};
-use crate::cache::Answer;
+use super::mirror::{Mirror, STATE_KEY_BYTES};
+use crate::cache::{Answer, footprint};
 use crate::state::{State, StateError};
 
 /// The state namespace of every semantic key.
@@ -39,6 +50,12 @@ pub struct IndexSettings {
     pub exact_up_to: usize,
     /// Candidate list size of an HNSW search.
     pub ef_search: usize,
+    /// Bound on what this node keeps for the index, in bytes (see the
+    /// module documentation).
+    pub max_bytes: usize,
+    /// Namespaces this node mirrors at once; the least recently used one is
+    /// dropped to make room.
+    pub max_namespaces: usize,
 }
 
 impl Default for IndexSettings {
@@ -48,6 +65,8 @@ impl Default for IndexSettings {
             sync_every: Duration::from_millis(250),
             exact_up_to: 2048,
             ef_search: 64,
+            max_bytes: 56 << 20,
+            max_namespaces: 4096,
         }
     }
 }
@@ -88,135 +107,6 @@ pub struct Hit {
     pub score: f32,
     pub prompt: String,
     pub stored_at_ms: u64,
-}
-
-/// What a node mirrors of one entry.
-#[derive(Debug, Clone)]
-struct Meta {
-    seq: u64,
-    prompt: Arc<str>,
-    stored_at_ms: u64,
-    expires_ms: u64,
-    live: bool,
-}
-
-/// One namespace's in-memory search structure.
-#[derive(Debug, Default)]
-struct Mirror {
-    dim: usize,
-    vectors: Vec<f32>,
-    meta: Vec<Meta>,
-    by_seq: HashMap<u64, u32>,
-    live: usize,
-    graph: Option<Graph>,
-    /// Highest sequence number read from the counter.
-    seen: u64,
-    /// Numbers the counter passed whose entry was not there yet (a writer
-    /// between its counter increment and its write), with when first missed.
-    pending: HashMap<u64, Instant>,
-    synced: Option<Instant>,
-    /// A background sync is running.
-    syncing: bool,
-}
-
-impl Mirror {
-    fn add(&mut self, seq: u64, entry: Entry, settings: &IndexSettings) {
-        if self.by_seq.contains_key(&seq) {
-            return;
-        }
-        if self.meta.is_empty() {
-            self.dim = entry.vector.len();
-        }
-        if entry.vector.len() != self.dim || self.dim == 0 {
-            return; // another embedder's vector: cannot be compared
-        }
-        let node = self.meta.len() as u32;
-        self.vectors.extend_from_slice(&entry.vector);
-        self.meta.push(Meta {
-            seq,
-            prompt: entry.prompt.into(),
-            stored_at_ms: entry.stored_at_ms,
-            expires_ms: entry.expires_ms,
-            live: true,
-        });
-        self.by_seq.insert(seq, node);
-        self.live += 1;
-        match &mut self.graph {
-            Some(g) => g.insert(&self.vectors, self.dim, node),
-            None if self.live > settings.exact_up_to => self.rebuild(settings),
-            None => {}
-        }
-    }
-
-    fn remove(&mut self, seq: u64) {
-        if let Some(node) = self.by_seq.remove(&seq) {
-            self.meta[node as usize].live = false;
-            self.live -= 1;
-        }
-    }
-
-    /// Drops dead nodes and rebuilds the graph when it pays.
-    fn compact(&mut self, settings: &IndexSettings) {
-        let dead = self.meta.len() - self.live;
-        if dead > 1024 && dead > self.live {
-            self.rebuild(settings);
-        }
-    }
-
-    fn rebuild(&mut self, settings: &IndexSettings) {
-        let dim = self.dim;
-        let mut vectors = Vec::with_capacity(self.live * dim);
-        let mut meta = Vec::with_capacity(self.live);
-        let mut by_seq = HashMap::with_capacity(self.live);
-        for (i, m) in self.meta.iter().enumerate() {
-            if m.live {
-                by_seq.insert(m.seq, meta.len() as u32);
-                vectors.extend_from_slice(&self.vectors[i * dim..(i + 1) * dim]);
-                meta.push(m.clone());
-            }
-        }
-        self.vectors = vectors;
-        self.meta = meta;
-        self.by_seq = by_seq;
-        self.graph = (self.live > settings.exact_up_to).then(|| {
-            let mut g = Graph::new();
-            for node in 0..self.meta.len() as u32 {
-                g.insert(&self.vectors, dim, node);
-            }
-            g
-        });
-    }
-
-    /// The live, unexpired entry closest to `q`.
-    fn best(&self, q: &[f32], now_ms: u64, settings: &IndexSettings) -> Option<Hit> {
-        if q.len() != self.dim || self.live == 0 {
-            return None;
-        }
-        let usable = |m: &Meta| m.live && m.expires_ms > now_ms;
-        let best = match &self.graph {
-            Some(g) => g
-                .search(&self.vectors, self.dim, q, settings.ef_search)
-                .into_iter()
-                .find(|s| usable(&self.meta[s.node as usize])),
-            None => self
-                .meta
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| usable(m))
-                .map(|(i, _)| Scored {
-                    score: dot(q, &self.vectors[i * self.dim..(i + 1) * self.dim]),
-                    node: i as u32,
-                })
-                .max(),
-        }?;
-        let m = &self.meta[best.node as usize];
-        Some(Hit {
-            seq: m.seq,
-            score: best.score,
-            prompt: m.prompt.to_string(),
-            stored_at_ms: m.stored_at_ms,
-        })
-    }
 }
 
 /// An entry as stored under `{h}:v:{seq}`.
@@ -278,95 +168,90 @@ const PENDING_GRACE: Duration = Duration::from_secs(2);
 /// Concurrent reads while catching up with a namespace.
 const READ_CONCURRENCY: usize = 32;
 
-/// Reads what other nodes appended to `key`'s namespace since the last sync
-/// into `mirror`. The mirror is locked only to plan and to apply, never
-/// across a round trip, so lookups keep answering from it meanwhile.
-async fn sync(
-    state: &State,
-    settings: &IndexSettings,
-    key: &IndexKey,
-    mirror: &tokio::sync::Mutex<Mirror>,
-) -> Result<(), StateError> {
-    let head = state
-        .get(STATE_NS, &key.key("seq"))
-        .await?
-        .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let max = settings.max_entries.max(1);
-    let oldest = head.saturating_sub(max) + 1;
-    let wanted = {
-        let mut m = mirror.lock().await;
-        // Evicted by the size bound.
-        let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
-        for seq in evicted {
-            m.remove(seq);
-        }
-        let now = now_ms();
-        let expired: Vec<u64> = m
-            .meta
-            .iter()
-            .filter(|e| e.live && e.expires_ms <= now)
-            .map(|e| e.seq)
-            .collect();
-        for seq in expired {
-            m.remove(seq);
-        }
-        m.pending
-            .retain(|s, since| *s >= oldest && since.elapsed() < PENDING_GRACE);
-        let mut wanted: Vec<u64> = m.pending.keys().copied().collect();
-        wanted.extend(oldest.max(m.seen + 1)..=head);
-        m.seen = m.seen.max(head);
-        wanted
-    };
-    let reads = futures::stream::iter(wanted)
-        .map(|seq| async move {
-            let got = state.get(STATE_NS, &key.key(&format!("v:{seq}"))).await;
-            (seq, got)
-        })
-        .buffer_unordered(READ_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    let mut m = mirror.lock().await;
-    for (seq, got) in reads {
-        match got? {
-            Some(bytes) => {
-                m.pending.remove(&seq);
-                if let Some(entry) = decode_entry(&bytes) {
-                    m.add(seq, entry, settings);
-                }
-            }
-            None => {
-                m.pending.entry(seq).or_insert_with(Instant::now);
-            }
-        }
-    }
-    m.compact(settings);
-    m.synced = Some(Instant::now());
-    Ok(())
+/// Live entries, namespaces and bytes this node keeps for the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub entries: usize,
+    pub namespaces: usize,
+    pub bytes: usize,
+}
+
+/// One mirrored namespace.
+#[derive(Default)]
+struct Namespace {
+    mirror: tokio::sync::Mutex<Mirror>,
+    /// Bytes and live entries last counted for it in [`Namespaces`]; only
+    /// changed under that lock.
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    /// Dropped from [`Namespaces`]: whoever still holds it must not count it.
+    evicted: AtomicBool,
+}
+
+/// The mirrored namespaces, least recently used first, and their sums.
+struct Namespaces {
+    lru: LruCache<IndexKey, Arc<Namespace>>,
+    bytes: usize,
+    entries: usize,
+}
+
+/// What the index shares with its background tasks.
+struct Inner {
+    state: State,
+    settings: IndexSettings,
+    /// The state is this process's memory: the index's entries there are
+    /// counted with their mirror, and deleted when it drops them.
+    local: bool,
+    /// What a namespace costs besides its mirror's contents.
+    namespace_bytes: usize,
+    namespaces: Mutex<Namespaces>,
 }
 
 /// The index over the shared state, with this node's mirrors.
 pub struct SemanticIndex {
-    state: State,
-    settings: IndexSettings,
-    mirrors: Mutex<HashMap<IndexKey, Arc<tokio::sync::Mutex<Mirror>>>>,
+    inner: Arc<Inner>,
 }
 
 impl SemanticIndex {
     pub fn new(state: State, settings: IndexSettings) -> Self {
+        let local = !state.is_shared();
+        let cap = NonZeroUsize::new(settings.max_namespaces).unwrap_or(NonZeroUsize::MIN);
+        // Per namespace: its Arc'd mirror, list node and key text, and in
+        // the in-process state its counter.
+        let namespace_bytes =
+            footprint::alloc_size(2 * size_of::<usize>() + size_of::<Namespace>())
+                + footprint::alloc_size(size_of::<IndexKey>() + 3 * size_of::<usize>())
+                + footprint::alloc_size(32)
+                + if local { STATE_KEY_BYTES + 8 } else { 0 };
+        // The table is allocated for `max_namespaces` up front, and counted.
+        let table = footprint::hash_table(cap.get(), 2 * size_of::<usize>());
         Self {
-            state,
-            settings,
-            mirrors: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                state,
+                settings,
+                local,
+                namespace_bytes,
+                namespaces: Mutex::new(Namespaces {
+                    lru: LruCache::new(cap),
+                    bytes: table,
+                    entries: 0,
+                }),
+            }),
         }
     }
 
     pub fn settings(&self) -> &IndexSettings {
-        &self.settings
+        &self.inner.settings
     }
 
-    fn mirror(&self, key: &IndexKey) -> Arc<tokio::sync::Mutex<Mirror>> {
-        self.mirrors.lock().entry(key.clone()).or_default().clone()
+    /// Live entries, namespaces and bytes this node keeps for the index.
+    pub fn stats(&self) -> IndexStats {
+        let ns = self.inner.namespaces.lock();
+        IndexStats {
+            entries: ns.entries,
+            namespaces: ns.lru.len(),
+            bytes: ns.bytes,
+        }
     }
 
     /// The closest live entry to `vector` in `key`'s namespace, from this
@@ -374,44 +259,49 @@ impl SemanticIndex {
     /// lookup of a namespace on this node, which reads it once. A mirror
     /// older than `sync_every` is brought up to date in the background.
     pub async fn search(&self, key: &IndexKey, vector: &[f32]) -> Result<Option<Hit>, StateError> {
-        let mirror = self.mirror(key);
-        if mirror.lock().await.synced.is_none() {
+        let ns = self.inner.namespace(key);
+        if ns.mirror.lock().await.synced.is_none() {
             // A namespace this node has never read: one catch-up, then
             // every later lookup answers from memory.
-            sync(&self.state, &self.settings, key, &mirror).await?;
+            self.inner.sync(key, &ns).await?;
         }
-        let mut m = mirror.lock().await;
+        let mut m = ns.mirror.lock().await;
         let stale = m
             .synced
-            .is_none_or(|t| t.elapsed() >= self.settings.sync_every);
+            .is_none_or(|t| t.elapsed() >= self.inner.settings.sync_every);
         if stale && !m.syncing {
             m.syncing = true;
-            let (state, settings, key) = (self.state.clone(), self.settings, key.clone());
-            let mirror = mirror.clone();
+            let (inner, key, ns) = (self.inner.clone(), key.clone(), ns.clone());
             tokio::spawn(async move {
-                if let Err(e) = sync(&state, &settings, &key, &mirror).await {
+                if let Err(e) = inner.sync(&key, &ns).await {
                     tracing::debug!(error = %e, "semantic index sync failed; retried on the next lookup");
                 }
-                mirror.lock().await.syncing = false;
+                ns.mirror.lock().await.syncing = false;
             });
         }
-        Ok(m.best(vector, now_ms(), &self.settings))
+        Ok(m.best(vector, now_ms(), &self.inner.settings))
     }
 
     /// Brings this node's mirror of `key` up to date now (tools and tests;
     /// lookups do it in the background).
     pub async fn sync_now(&self, key: &IndexKey) -> Result<(), StateError> {
-        sync(&self.state, &self.settings, key, &self.mirror(key)).await
+        let ns = self.inner.namespace(key);
+        self.inner.sync(key, &ns).await
     }
 
     /// Entries this node mirrors for `key` (live, possibly expired).
     pub async fn len(&self, key: &IndexKey) -> usize {
-        self.mirror(key).lock().await.live
+        let ns = self.inner.namespaces.lock().lru.peek(key).cloned();
+        match ns {
+            Some(ns) => ns.mirror.lock().await.live,
+            None => 0,
+        }
     }
 
     /// The answer stored with entry `seq`, if it is still there.
     pub async fn answer(&self, key: &IndexKey, seq: u64) -> Result<Option<Answer>, StateError> {
         let raw = self
+            .inner
             .state
             .get(STATE_NS, &key.key(&format!("a:{seq}")))
             .await?;
@@ -430,7 +320,9 @@ impl SemanticIndex {
         answer: &Answer,
         ttl: Duration,
     ) -> Result<u64, StateError> {
-        let seq = self.state.incr(STATE_NS, &key.key("seq"), 1, None).await?;
+        let inner = &self.inner;
+        let state = &inner.state;
+        let seq = state.incr(STATE_NS, &key.key("seq"), 1, None).await?;
         let seq = u64::try_from(seq).unwrap_or(0);
         let stored_at_ms = now_ms();
         let entry = Entry {
@@ -440,60 +332,252 @@ impl SemanticIndex {
             expires_ms: stored_at_ms.saturating_add(ttl.as_millis() as u64),
         };
         // The answer first: a node that reads the entry finds its answer.
-        let answer_key = key.key(&format!("a:{seq}"));
-        let entry_key = key.key(&format!("v:{seq}"));
-        self.state
-            .set(STATE_NS, &answer_key, &answer.encode(ttl), Some(ttl))
+        let (answer, encoded) = (answer.encode(ttl), encode_entry(&entry));
+        let held = inner.held(encoded.len()) + inner.held(answer.len());
+        state
+            .set(STATE_NS, &key.key(&format!("a:{seq}")), &answer, Some(ttl))
             .await?;
-        self.state
-            .set(STATE_NS, &entry_key, &encode_entry(&entry), Some(ttl))
+        state
+            .set(STATE_NS, &key.key(&format!("v:{seq}")), &encoded, Some(ttl))
             .await?;
-        let max = self.settings.max_entries.max(1);
+        drop((answer, encoded));
+        let max = inner.settings.max_entries.max(1);
         if seq > max {
-            let old = seq - max;
             // Best effort: the TTL removes it anyway, and mirrors skip it.
-            let _ = self
-                .state
-                .delete(STATE_NS, &key.key(&format!("v:{old}")))
-                .await;
-            let _ = self
-                .state
-                .delete(STATE_NS, &key.key(&format!("a:{old}")))
-                .await;
+            inner.delete_entries(key, &[seq - max]).await;
         }
         // This node sees its own write at once.
-        let mirror = self.mirror(key);
-        let mut m = mirror.lock().await;
-        m.add(seq, entry, &self.settings);
-        if seq == m.seen + 1 {
-            // Nothing unseen in between: the next sync need not re-read it.
-            m.seen = seq;
+        let ns = inner.namespace(key);
+        {
+            let mut m = ns.mirror.lock().await;
+            if m.by_seq.contains_key(&seq) {
+                // The counter started again (the namespace was dropped and
+                // its keys deleted meanwhile): what the mirror has is stale.
+                *m = Mirror::default();
+            }
+            m.add(seq, entry, held, &inner.settings);
+            if seq == m.seen + 1 {
+                // Nothing unseen in between: the next sync need not re-read it.
+                m.seen = seq;
+            }
+            let oldest = seq.saturating_sub(max) + 1;
+            let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
+            for s in evicted {
+                m.remove(s);
+            }
+            if ns.evicted.load(Ordering::Relaxed) {
+                // Dropped while this was stored: nobody counts it any more.
+                let seqs = m.live_seqs();
+                *m = Mirror::default();
+                drop(m);
+                inner.delete_dropped(key, &seqs).await;
+                return Ok(seq);
+            }
+            inner.count(&ns, &m);
         }
-        let oldest = seq.saturating_sub(max) + 1;
-        let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
-        for s in evicted {
-            m.remove(s);
-        }
+        inner.enforce(key, &ns).await;
         Ok(seq)
     }
+}
 
-    /// Live entries per namespace this node mirrors, by [`IndexKey::label`].
-    pub fn sizes(&self) -> Vec<(String, usize)> {
-        let mirrors: Vec<(IndexKey, Arc<tokio::sync::Mutex<Mirror>>)> = self
-            .mirrors
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        mirrors
-            .into_iter()
-            .filter_map(|(k, m)| m.try_lock().ok().map(|m| (k.label().to_owned(), m.live)))
-            .collect()
+impl Inner {
+    /// `key`'s namespace, now the most recently used; a new one may push the
+    /// least recently used out.
+    fn namespace(self: &Arc<Self>, key: &IndexKey) -> Arc<Namespace> {
+        let mut namespaces = self.namespaces.lock();
+        if let Some(ns) = namespaces.lru.get(key) {
+            return ns.clone();
+        }
+        let ns = Arc::new(Namespace::default());
+        ns.bytes.store(self.namespace_bytes, Ordering::Relaxed);
+        namespaces.bytes += self.namespace_bytes;
+        if let Some((old_key, old)) = namespaces.lru.push(key.clone(), ns.clone()) {
+            self.evict(&mut namespaces, old_key, old);
+        }
+        ns
     }
 
-    /// Namespaces this node mirrors.
-    pub fn namespaces(&self) -> HashSet<IndexKey> {
-        self.mirrors.lock().keys().cloned().collect()
+    /// Bytes an entry's value of `len` bytes holds in the in-process state.
+    fn held(&self, len: usize) -> usize {
+        if self.local {
+            STATE_KEY_BYTES + footprint::alloc_size(len)
+        } else {
+            0
+        }
+    }
+
+    /// Records what `ns`'s mirror `m` now holds in the sums.
+    fn count(&self, ns: &Namespace, m: &Mirror) {
+        let bytes = self.namespace_bytes + m.bytes();
+        let mut namespaces = self.namespaces.lock();
+        if ns.evicted.load(Ordering::Relaxed) {
+            return;
+        }
+        namespaces.bytes = namespaces.bytes + bytes - ns.bytes.swap(bytes, Ordering::Relaxed);
+        namespaces.entries =
+            namespaces.entries + m.live - ns.entries.swap(m.live, Ordering::Relaxed);
+    }
+
+    /// Drops namespace `key` from the sums and, in the background, its
+    /// mirror and (in-process state) its stored entries and counter.
+    fn evict(self: &Arc<Self>, namespaces: &mut Namespaces, key: IndexKey, ns: Arc<Namespace>) {
+        ns.evicted.store(true, Ordering::Relaxed);
+        namespaces.bytes -= ns.bytes.swap(0, Ordering::Relaxed);
+        namespaces.entries -= ns.entries.swap(0, Ordering::Relaxed);
+        // Its memory goes now, unless someone is using it (then as soon as
+        // they are done).
+        let dropped = ns.mirror.try_lock().ok().map(|mut m| {
+            let seqs = m.live_seqs();
+            *m = Mirror::default();
+            seqs
+        });
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let seqs = match dropped {
+                Some(seqs) => seqs,
+                None => {
+                    let mut m = ns.mirror.lock().await;
+                    let seqs = m.live_seqs();
+                    *m = Mirror::default();
+                    seqs
+                }
+            };
+            drop(ns);
+            inner.delete_dropped(&key, &seqs).await;
+            // Its counter too, unless the namespace came back meanwhile.
+            let back = inner.namespaces.lock().lru.contains(&key);
+            if inner.local && !back {
+                let _ = inner.state.delete(STATE_NS, &key.key("seq")).await;
+            }
+        });
+    }
+
+    /// Deletes the stored entries `seqs` of `key` that this node dropped,
+    /// when the state is in-process; a shared state keeps them for the
+    /// other nodes.
+    async fn delete_dropped(&self, key: &IndexKey, seqs: &[u64]) {
+        if self.local {
+            self.delete_entries(key, seqs).await;
+        }
+    }
+
+    /// Deletes stored entries `seqs` of `key` (best effort: their TTL
+    /// removes them anyway).
+    async fn delete_entries(&self, key: &IndexKey, seqs: &[u64]) {
+        for seq in seqs {
+            for kind in ["v", "a"] {
+                let _ = self
+                    .state
+                    .delete(STATE_NS, &key.key(&format!("{kind}:{seq}")))
+                    .await;
+            }
+        }
+    }
+
+    /// Brings the sums back under `max_bytes` after `key`'s namespace grew:
+    /// drops the least recently used other namespaces, then, if `key`'s
+    /// alone is too large, its oldest entries.
+    async fn enforce(self: &Arc<Self>, key: &IndexKey, ns: &Arc<Namespace>) {
+        let max = self.settings.max_bytes;
+        {
+            let mut namespaces = self.namespaces.lock();
+            while namespaces.bytes > max {
+                match namespaces.lru.peek_lru() {
+                    Some((k, _)) if k != key => {}
+                    _ => break,
+                }
+                if let Some((k, old)) = namespaces.lru.pop_lru() {
+                    self.evict(&mut namespaces, k, old);
+                }
+            }
+            if namespaces.bytes <= max {
+                return;
+            }
+        }
+        let mut m = ns.mirror.lock().await;
+        loop {
+            let (total, own) = {
+                let namespaces = self.namespaces.lock();
+                (namespaces.bytes, ns.bytes.load(Ordering::Relaxed))
+            };
+            if total <= max || m.live == 0 || ns.evicted.load(Ordering::Relaxed) {
+                return;
+            }
+            // Room for this namespace, and a quarter to spare so trimming
+            // (a rebuild) is not repeated on every insert.
+            let room = (max - (total - own)).saturating_sub(self.namespace_bytes) * 3 / 4;
+            let keep = (m.live as u128 * room as u128 / m.bytes().max(1) as u128) as usize;
+            let keep = keep.min(m.live - 1);
+            let dropped = m.keep_newest(keep, &self.settings);
+            self.count(ns, &m);
+            self.delete_dropped(key, &dropped).await;
+        }
+    }
+
+    /// Reads what other nodes appended to `key`'s namespace since the last
+    /// sync into its mirror. The mirror is locked only to plan and to apply,
+    /// never across a round trip, so lookups keep answering from it
+    /// meanwhile.
+    async fn sync(self: &Arc<Self>, key: &IndexKey, ns: &Arc<Namespace>) -> Result<(), StateError> {
+        let (state, settings) = (&self.state, &self.settings);
+        let head = state
+            .get(STATE_NS, &key.key("seq"))
+            .await?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let max = settings.max_entries.max(1);
+        let oldest = head.saturating_sub(max) + 1;
+        let wanted = {
+            let mut m = ns.mirror.lock().await;
+            if head < m.seen {
+                // The counter started again: what the mirror has is stale.
+                *m = Mirror::default();
+            }
+            // Evicted by the size bound.
+            let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
+            for seq in evicted {
+                m.remove(seq);
+            }
+            for seq in m.expired(now_ms()) {
+                m.remove(seq);
+            }
+            m.pending
+                .retain(|s, since| *s >= oldest && since.elapsed() < PENDING_GRACE);
+            let mut wanted: Vec<u64> = m.pending.keys().copied().collect();
+            wanted.extend(oldest.max(m.seen + 1)..=head);
+            m.seen = m.seen.max(head);
+            wanted
+        };
+        let reads = futures::stream::iter(wanted)
+            .map(|seq| async move {
+                let got = state.get(STATE_NS, &key.key(&format!("v:{seq}"))).await;
+                (seq, got)
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        {
+            let mut m = ns.mirror.lock().await;
+            for (seq, got) in reads {
+                match got? {
+                    Some(bytes) => {
+                        m.pending.remove(&seq);
+                        let held = self.held(bytes.len());
+                        if let Some(entry) = decode_entry(&bytes) {
+                            m.add(seq, entry, held, settings);
+                        }
+                    }
+                    None => {
+                        m.pending.entry(seq).or_insert_with(Instant::now);
+                    }
+                }
+            }
+            m.compact(settings);
+            m.synced = Some(Instant::now());
+            self.count(ns, &m);
+        }
+        self.enforce(key, ns).await;
+        Ok(())
     }
 }
 
@@ -516,6 +600,151 @@ mod tests {
         let mut huge = bytes.clone();
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_entry(&huge), None);
+    }
+
+    fn vector(i: usize) -> Vec<f32> {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut v: Vec<f32> = (0..64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        crate::semantic::embed::normalise(&mut v);
+        v
+    }
+
+    fn answer(i: usize) -> Answer {
+        Answer::json(
+            crate::policy::Route::Chat,
+            bytes::Bytes::from(format!("{{\"answer\":\"number {i}\"}}")),
+            crate::policy::TokenCount::new(1, 1),
+        )
+    }
+
+    const TTL: Duration = Duration::from_secs(600);
+
+    /// Lets the index's background evictions run (one thread: they run
+    /// when this task yields).
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_namespace_is_dropped_with_its_stored_entries() {
+        let settings = IndexSettings {
+            max_namespaces: 3,
+            ..IndexSettings::default()
+        };
+        let state = State::memory();
+        let index = SemanticIndex::new(state.clone(), settings);
+        let keys: Vec<IndexKey> = (0..5).map(|i| IndexKey::new("t", &i.to_string())).collect();
+        for (i, key) in keys.iter().enumerate() {
+            index
+                .insert(key, vector(i), "p", &answer(i), TTL)
+                .await
+                .expect("insert");
+            // Using namespace 0 keeps it the most recently used.
+            index.search(&keys[0], &vector(0)).await.expect("search");
+        }
+        settle().await;
+        let stats = index.stats();
+        assert_eq!((stats.namespaces, stats.entries), (3, 3), "{stats:?}");
+        // Namespaces 1 and 2 went, with their entry, answer and counter.
+        for key in &keys[1..3] {
+            assert_eq!(index.len(key).await, 0);
+            assert!(index.answer(key, 1).await.expect("get").is_none());
+            assert!(
+                state
+                    .get(STATE_NS, &key.key("seq"))
+                    .await
+                    .expect("get")
+                    .is_none()
+            );
+        }
+        for key in [&keys[0], &keys[3], &keys[4]] {
+            assert_eq!(index.len(key).await, 1);
+            assert!(index.answer(key, 1).await.expect("get").is_some());
+        }
+        // A dropped namespace starts again empty, and works.
+        let seq = index
+            .insert(&keys[1], vector(9), "p", &answer(9), TTL)
+            .await
+            .expect("insert");
+        assert_eq!(seq, 1);
+        let hit = index.search(&keys[1], &vector(9)).await.expect("search");
+        assert!(hit.is_some_and(|h| h.score > 0.999));
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_over_many_namespaces_and_counts_what_is_held() {
+        let before = crate::cache::footprint::counting::live();
+        let state = State::memory();
+        let settings = IndexSettings {
+            max_bytes: 256 * 1024,
+            max_namespaces: 1024,
+            ..IndexSettings::default()
+        };
+        let index = SemanticIndex::new(state.clone(), settings);
+        let mut peak = 0;
+        for i in 0..2_000 {
+            let key = IndexKey::new("t", &format!("system prompt {i}"));
+            index
+                .insert(&key, vector(i), &format!("prompt {i}"), &answer(i), TTL)
+                .await
+                .expect("insert");
+            peak = peak.max(index.stats().bytes);
+            // Dropped namespaces' entries are deleted in the background.
+            settle().await;
+        }
+        let stats = index.stats();
+        assert!(peak <= settings.max_bytes, "peak {peak}");
+        assert!(stats.namespaces > 50, "{stats:?}");
+        assert!(stats.namespaces < 2_000, "{stats:?}");
+        // What the index and the state hold now, measured: the count covers
+        // it but for the memory backend's expiry records of deleted keys
+        // (dropped when they fall due) and its own tables.
+        let measured =
+            usize::try_from(crate::cache::footprint::counting::live() - before).expect("held");
+        assert!(
+            stats.bytes * 3 >= measured * 2,
+            "counted {} of {measured} measured",
+            stats.bytes
+        );
+        assert!(
+            stats.bytes <= measured + measured / 4,
+            "counted {} of {measured}",
+            stats.bytes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_namespace_larger_than_the_bound_keeps_its_newest_entries() {
+        let settings = IndexSettings {
+            max_bytes: 200 * 1024,
+            max_namespaces: 16,
+            exact_up_to: 64,
+            ..IndexSettings::default()
+        };
+        let index = SemanticIndex::new(State::memory(), settings);
+        let key = IndexKey::new("t", "ns");
+        for i in 0..1_000 {
+            index
+                .insert(&key, vector(i), &format!("prompt {i}"), &answer(i), TTL)
+                .await
+                .expect("insert");
+            assert!(index.stats().bytes <= settings.max_bytes, "after {i}");
+        }
+        let live = index.len(&key).await;
+        assert!((50..1_000).contains(&live), "{live} entries kept");
+        let hit = index.search(&key, &vector(999)).await.expect("search");
+        assert_eq!(hit.map(|h| h.seq), Some(1_000));
+        // A dropped entry's answer is gone from the in-process state.
+        assert!(index.answer(&key, 1).await.expect("get").is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod embed;
 pub mod hnsw;
 pub mod index;
+mod mirror;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,11 @@ use crate::telemetry::Metrics;
 use crate::upstream::Upstreams;
 
 pub use embed::{Cached, EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
-pub use index::{Hit, IndexKey, IndexSettings, SemanticIndex};
+pub use index::{Hit, IndexKey, IndexSettings, IndexStats, SemanticIndex};
 
-/// Texts whose embeddings are remembered per node.
-const EMBED_CACHE_ENTRIES: usize = 4096;
+/// The share of `[semantic] max_bytes` that remembers recent embeddings
+/// (one part in this many); the index has the rest.
+const EMBED_CACHE_SHARE: usize = 8;
 /// How far under the threshold a best score counts as a near miss.
 pub const NEAR_MISS_BAND: f32 = 0.05;
 /// Deadline of one `openai` embedding call.
@@ -37,14 +39,23 @@ pub struct SemanticCache {
 }
 
 impl SemanticCache {
+    /// A semantic cache holding at most `max_bytes` on this node: an eighth
+    /// for recent embeddings, the rest for the index (`settings.max_bytes`
+    /// is set from it).
     pub fn new(
         embedder: Box<dyn Embedder>,
         state: State,
+        max_bytes: usize,
         settings: IndexSettings,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
+        let embed_bytes = max_bytes / EMBED_CACHE_SHARE;
+        let settings = IndexSettings {
+            max_bytes: max_bytes - embed_bytes,
+            ..settings
+        };
         Self {
-            embedder: Cached::new(embedder, EMBED_CACHE_ENTRIES),
+            embedder: Cached::new(embedder, embed_bytes),
             index: SemanticIndex::new(state, settings),
             metrics,
         }
@@ -96,10 +107,15 @@ impl SemanticCache {
     ) -> Result<SemanticCache, EmbedError> {
         let embedder = SemanticCache::embedder_from_config(config, upstreams)?;
         tracing::info!(embedder = embedder.kind(), "semantic cache ready");
+        let s = &config.semantic;
         Ok(SemanticCache::new(
             embedder,
             state,
-            IndexSettings::default(),
+            usize::try_from(s.max_bytes).unwrap_or(usize::MAX),
+            IndexSettings {
+                max_namespaces: s.max_namespaces as usize,
+                ..IndexSettings::default()
+            },
             metrics,
         ))
     }
@@ -120,5 +136,18 @@ impl SemanticCache {
 
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.as_ref()
+    }
+
+    /// Brings the index's gauges up to date.
+    pub fn record_index(&self) {
+        if let Some(m) = &self.metrics {
+            let s = self.index.stats();
+            m.semantic_index(s.entries, s.namespaces, s.bytes);
+        }
+    }
+
+    /// Bytes the embeddings cache holds.
+    pub fn embed_cache_bytes(&self) -> usize {
+        self.embedder.bytes()
     }
 }

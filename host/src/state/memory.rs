@@ -94,6 +94,20 @@ impl Shard {
         self.expiries.push(Reverse((at, key.to_owned())));
     }
 
+    /// Removes `key`. Its expiry record, if any, is left to fall due, unless
+    /// such stale records outnumber the live entries: then they are dropped
+    /// at once, so deleting keys with long TTLs does not accumulate them.
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let removed = self.map.remove(key)?;
+        if removed.heap_at.is_some() && self.expiries.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.expiries
+                .retain(|Reverse((at, k))| map.get(k).is_some_and(|e| e.heap_at == Some(*at)));
+            self.expiries.shrink_to_fit();
+        }
+        Some(removed)
+    }
+
     fn purge(&mut self, now: Instant) {
         for _ in 0..PURGE_PER_WRITE {
             match self.expiries.peek() {
@@ -154,7 +168,7 @@ impl MemoryBackend {
     pub(crate) fn delete(&self, key: &str) -> Result<bool, StateError> {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
-        Ok(shard.map.remove(key).is_some_and(|e| e.live(now)))
+        Ok(shard.remove(key).is_some_and(|e| e.live(now)))
     }
 
     /// Deletes `key` if it holds `token`; whether it did.
@@ -164,7 +178,7 @@ impl MemoryBackend {
         if shard.get(key, now).map(|e| e.value.as_slice()) != Some(token) {
             return Ok(false);
         }
-        shard.map.remove(key);
+        shard.remove(key);
         Ok(true)
     }
 
@@ -449,5 +463,20 @@ mod tests {
             m.set(&key, b"v", Some(Duration::from_secs(60))).unwrap();
         }
         assert_eq!(m.shard(&key).lock().expiries.len(), 1);
+    }
+
+    #[test]
+    fn deleted_keys_do_not_keep_their_expiry_records() {
+        let m = MemoryBackend::new().unwrap();
+        for i in 0..10_000 {
+            let key = keys::kv_key("ns", &i.to_string());
+            m.set(&key, b"v", Some(Duration::from_secs(3600))).unwrap();
+            m.delete(&key).unwrap();
+        }
+        let records: usize = m.shards.iter().map(|s| s.lock().expiries.len()).sum();
+        assert!(
+            records < 16 * 65,
+            "{records} expiry records of deleted keys"
+        );
     }
 }

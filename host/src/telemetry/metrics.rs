@@ -163,7 +163,9 @@ pub struct Metrics {
 struct SemanticSeries {
     near_misses: Counter,
     embed_duration: HistogramFamily<Vec<(String, String)>>,
-    index_entries: Family<Vec<(String, String)>, Gauge>,
+    index_entries: Gauge,
+    index_namespaces: Gauge,
+    index_bytes: Gauge,
 }
 
 impl SemanticSeries {
@@ -182,16 +184,33 @@ impl SemanticSeries {
             Unit::Seconds,
             embed_duration.clone(),
         );
-        let index_entries = Family::<Vec<(String, String)>, Gauge>::default();
+        // Totals, not per namespace: namespaces come and go with clients'
+        // prompts, and a series each would grow without bound.
+        let index_entries = Gauge::default();
         registry.register(
             "semantic_index_entries",
-            "Live entries of a semantic index namespace on this node",
+            "Live entries of the semantic index on this node, over all namespaces",
             index_entries.clone(),
+        );
+        let index_namespaces = Gauge::default();
+        registry.register(
+            "semantic_index_namespaces",
+            "Semantic index namespaces this node keeps in memory",
+            index_namespaces.clone(),
+        );
+        let index_bytes = Gauge::default();
+        registry.register_with_unit(
+            "semantic_index",
+            "Memory this node holds for the semantic index ([semantic] max_bytes bounds it)",
+            Unit::Bytes,
+            index_bytes.clone(),
         );
         Self {
             near_misses,
             embed_duration,
             index_entries,
+            index_namespaces,
+            index_bytes,
         }
     }
 }
@@ -511,12 +530,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// A semantic namespace (an opaque label) now holds `entries` here.
-    pub fn semantic_index_entries(&self, namespace: &str, entries: usize) {
-        self.semantic
-            .index_entries
-            .get_or_create(&vec![("namespace".to_owned(), namespace.to_owned())])
-            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    /// The semantic index now holds `entries` live entries in `namespaces`
+    /// namespaces, and `bytes` of memory, on this node.
+    pub fn semantic_index(&self, entries: usize, namespaces: usize, bytes: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let s = &self.semantic;
+        s.index_entries.set(gauge(entries));
+        s.index_namespaces.set(gauge(namespaces));
+        s.index_bytes.set(gauge(bytes));
     }
 
     // === tenants ===

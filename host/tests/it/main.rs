@@ -19,6 +19,7 @@ mod gateway_flow;
 mod hardening;
 mod hardening_http;
 mod loadgen_smoke;
+mod memory_caches;
 mod memory_parse;
 mod mock_upstream;
 mod multinode_coalescing;

@@ -70,7 +70,7 @@ fn indexed(gw: &TestGateway) -> i64 {
         .metrics
         .encode()
         .lines()
-        .filter(|l| l.starts_with("sluice_semantic_index_entries{"))
+        .filter(|l| l.starts_with("sluice_semantic_index_entries "))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
         .sum()
 }
