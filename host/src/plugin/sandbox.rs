@@ -1,5 +1,7 @@
 //! What each plugin instance runs inside: its store data, memory guard,
-//! capability-less WASI context and captured stdout/stderr.
+//! capability-less WASI context and captured stdout/stderr; and the clock
+//! of each call, which time-slices its guest code on the runtime's slow
+//! lanes and enforces its deadline.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
