@@ -38,8 +38,9 @@ impl<'de> Deserialize<'de> for PluginSource {
 pub struct PluginLimits {
     /// Linear memory cap per instance (StoreLimits).
     pub memory_mib: u32,
-    /// Deadline per call, init included (epoch interruption: measured in
-    /// wall-clock ticks, so it also bounds time a starved machine adds).
+    /// Deadline per call, init included: the time the call runs, checked at
+    /// 1 ms epoch ticks (time it spends yielded to other requests does not
+    /// count; time a starved machine adds does).
     pub deadline_ms: u64,
     /// Largest value (string, list) the host accepts back from one call.
     pub max_return_bytes: u32,

@@ -1,5 +1,6 @@
 //! The one wasmtime engine: its sandbox configuration, the epoch ticker that
-//! enforces CPU deadlines, and the on-disk cache of compiled components.
+//! time-slices guests and enforces their deadlines, and the on-disk cache of
+//! compiled components.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// One epoch tick. Deadlines are rounded up to whole ticks.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// One epoch tick: the longest a guest runs before it yields its thread,
+/// and the precision of deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Engine-wide sandbox sizing.
 #[derive(Debug, Clone)]

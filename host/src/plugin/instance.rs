@@ -10,9 +10,8 @@ use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower
 use wasmtime::{Store, Trap};
 
 use super::bindings::exports::sluice::policy as ex;
-use super::engine::EPOCH_TICK;
 use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
-use super::sandbox::{HostEnv, Limits, StoreData};
+use super::sandbox::{CallClock, HostEnv, Limits, StoreData};
 use super::{convert, imports};
 use crate::policy::{
     Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, SemanticCandidate,
@@ -122,15 +121,15 @@ struct Exports {
 }
 
 /// Runs one export on a fresh instance of `$plugin`: instantiate (with
-/// `init`), look the export up, call `$func` with `$params` (without a fiber
-/// when the plugin imports nothing that may wait), classify a failure, flush
-/// the guest's output; `$then` turns the raw answer into the result. A macro
-/// because the call borrows the store across an await.
+/// `init`), look the export up, call `$func` with `$params`, classify a
+/// failure, flush the guest's output; `$then` turns the raw answer into the
+/// result. A macro because the call borrows the store across an await.
 macro_rules! on_fresh_instance {
-    ($plugin:ident, $idx:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {
+    ($plugin:ident, $idx:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {{
+        let clock = CallClock::start($plugin.runtime.slow_lanes());
         $plugin
-            .run(async {
-                let mut call = $plugin.begin().await?;
+            .run(&clock, async {
+                let mut call = $plugin.begin(&clock).await?;
                 let $guest = $idx
                     .load(&mut call.store, &call.instance)
                     .map_err(|e| CallError::Trap(first_line(&e)))?;
@@ -147,7 +146,7 @@ macro_rules! on_fresh_instance {
                 out
             })
             .await
-    };
+    }};
 }
 
 /// A loaded, initialised plugin component.
@@ -157,10 +156,9 @@ pub struct Plugin {
     exports: Exports,
     env: Arc<HostEnv>,
     limits: Limits,
-    deadline_ticks: u64,
-    /// Imports nothing that may wait (see [`imports::may_wait`]): instances
-    /// are created and called synchronously, with no fiber and no timer.
-    fiberless: bool,
+    /// Imports something that may wait on I/O (see [`imports::may_wait`]):
+    /// a timer bounds its calls too, since the epoch stops only guest code.
+    may_wait: bool,
     info: ComponentInfo,
     loaded_at: std::time::SystemTime,
     stats: PluginStats,
@@ -196,17 +194,14 @@ impl Plugin {
                 .then(|| ex::retry::GuestIndices::new(&pre))
                 .transpose()?,
         };
-        let fiberless = !info.imports.iter().any(|name| imports::may_wait(name));
-        let deadline_ticks =
-            (limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1;
+        let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
         Ok(Self {
             runtime,
             pre,
             exports,
             env,
             limits,
-            deadline_ticks,
-            fiberless,
+            may_wait,
             info,
             loaded_at: std::time::SystemTime::now(),
             stats: PluginStats::default(),
@@ -246,28 +241,30 @@ impl Plugin {
     /// Instantiates once and runs `init`: the load-time check that the
     /// component links, starts and accepts its config.
     pub(crate) async fn smoke_test(&self) -> Result<(), PluginError> {
-        match self.begin().await {
+        match self
+            .begin(&CallClock::start(self.runtime.slow_lanes()))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(CallError::InitRejected(msg)) => Err(PluginError::InitRejected(msg)),
             Err(e) => Err(PluginError::InitFailed(e.to_string())),
         }
     }
 
-    /// A fresh instance with its deadline and memory cap set, initialised
-    /// with the plugin's config.
-    async fn begin(&self) -> Result<Call, CallError> {
+    /// A fresh instance with its deadline (on `clock`) and memory cap set,
+    /// initialised with the plugin's config.
+    async fn begin(&self, clock: &CallClock) -> Result<Call, CallError> {
         let mut store = Store::new(
             self.runtime.engine(),
             StoreData::new(self.env.clone(), &self.limits),
         );
         store.limiter(|d| &mut d.memory);
-        store.set_epoch_deadline(self.deadline_ticks);
-        let instantiated = if self.fiberless {
-            self.pre.instantiate(&mut store)
-        } else {
-            self.pre.instantiate_async(&mut store).await
-        };
-        let instance = match instantiated {
+        // Every tick the guest runs through goes to the callback: it pauses
+        // the guest (which so never holds a worker thread for more than a
+        // tick) or, at the deadline, traps.
+        store.epoch_deadline_callback(clock.time_slices(self.limits.deadline));
+        store.set_epoch_deadline(1);
+        let instance = match self.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => {
                 // Pool exhaustion and instantiation traps look alike; the
@@ -298,7 +295,8 @@ impl Plugin {
         Ok(Call { store, instance })
     }
 
-    /// Calls `func` directly when the plugin is fiberless, else on a fiber.
+    /// Calls `func` on a fiber, so the guest can yield at epoch ticks and
+    /// wait in host imports.
     async fn invoke<P, R>(
         &self,
         store: &mut Store<StoreData>,
@@ -309,30 +307,29 @@ impl Plugin {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift + 'static,
     {
-        if self.fiberless {
-            func.call(store, params)
-        } else {
-            func.call_async(store, params).await
-        }
+        func.call_async(store, params).await
     }
 
-    /// Bounds `work` (one call on a fresh instance) in time, then logs and
-    /// counts its outcome.
+    /// Bounds `work` (one call on a fresh instance, timed by `clock`), then
+    /// logs and counts its outcome.
     async fn run<R>(
         &self,
+        clock: &CallClock,
         work: impl std::future::Future<Output = Result<R, CallError>>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
-        let result = if self.fiberless {
-            // Never suspends: the epoch deadline alone bounds it.
-            work.await
-        } else {
-            // Belt and braces: the epoch deadline stops guest code; this
-            // bounds time spent suspended in host imports too.
+        let result = if self.may_wait {
+            // The epoch callback stops guest code; this bounds time spent
+            // suspended in host imports too.
             let budget = self.limits.deadline * 2 + Duration::from_millis(50);
-            tokio::time::timeout(budget, work)
+            clock
+                .bound(budget, work)
                 .await
                 .unwrap_or(Err(CallError::Deadline(self.limits.deadline)))
+        } else {
+            // Suspends only to pause at ticks: the epoch callback alone
+            // bounds it.
+            work.await
         };
         let took = started.elapsed();
         self.stats.record(took, result.is_err());

@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
 use super::instance::Plugin;
-use super::sandbox::{HostEnv, Limits, PluginMetrics, StoreData};
+use super::sandbox::{HostEnv, Limits, PluginMetrics, SlowLanes, StoreData};
 use super::{WIT_PACKAGE, WIT_VERSION};
 use crate::policy::Slot;
 use crate::state::State;
@@ -99,11 +99,13 @@ struct Inner {
     max_memory_bytes: usize,
     state: State,
     metrics: Option<Arc<dyn PluginMetrics>>,
+    slow_lanes: SlowLanes,
     _ticker: EpochTicker,
 }
 
 impl PluginRuntime {
-    /// Builds the engine and linker and starts the epoch ticker.
+    /// Builds the engine and linker and starts the epoch ticker. Slow calls
+    /// get one turn per worker of the tokio runtime this is called on.
     pub fn new(
         settings: EngineSettings,
         state: State,
@@ -122,6 +124,7 @@ impl PluginRuntime {
                 max_memory_bytes: settings.max_memory_bytes,
                 state,
                 metrics,
+                slow_lanes: SlowLanes::per_worker(),
                 _ticker: ticker,
             }),
         })
@@ -129,6 +132,10 @@ impl PluginRuntime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    pub(crate) fn slow_lanes(&self) -> &SlowLanes {
+        &self.inner.slow_lanes
     }
 
     /// Compiles (or loads from cache) and describes a component without

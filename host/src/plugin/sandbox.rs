@@ -1,16 +1,20 @@
 //! What each plugin instance runs inside: its store data, memory guard,
-//! capability-less WASI context and captured stdout/stderr.
+//! capability-less WASI context and captured stdout/stderr; and the clock
+//! of each call, which time-slices its guest code on the runtime's slow
+//! lanes and enforces its deadline.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
-use wasmtime::ResourceLimiter;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -31,7 +35,8 @@ pub trait PluginMetrics: Send + Sync {
 pub struct Limits {
     /// Linear memory cap per instance, in bytes.
     pub memory_bytes: usize,
-    /// Deadline for one call (init included), in wall-clock epoch ticks.
+    /// Deadline for one call (init included): the time it is active, not
+    /// the time it gives to other tasks (see [`CallClock`]).
     pub deadline: Duration,
     /// Largest text (cache key, semantic text, reason) accepted back.
     pub max_answer_bytes: usize,
@@ -43,6 +48,126 @@ impl Default for Limits {
             memory_bytes: 16 << 20,
             deadline: Duration::from_millis(50),
             max_answer_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Turns at running guest code past its first epoch tick: one per worker
+/// thread of the runtime, shared by every plugin call. A call that outlasts
+/// a tick waits for a turn (off the run queue) and keeps it until it ends,
+/// yielding at every tick; so each worker runs at most one slow guest
+/// between its other tasks, however many slow calls are in flight, and the
+/// rest queue. Calls that end within a tick never take a turn.
+#[derive(Clone)]
+pub(crate) struct SlowLanes(Arc<Semaphore>);
+
+impl SlowLanes {
+    /// One lane per worker of the current tokio runtime (one per core
+    /// outside a runtime).
+    pub(crate) fn per_worker() -> Self {
+        let workers = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_workers())
+            .or_else(|_| std::thread::available_parallelism().map(usize::from))
+            .unwrap_or(1);
+        Self(Arc::new(Semaphore::new(workers.max(1))))
+    }
+}
+
+/// The clock of one call: how long it has been active, meaning its time
+/// less the time it spent yielded or waiting for a turn. Deadlines count
+/// active time: what the call would have used had it held its thread
+/// throughout. Time waiting in a host import is active time.
+#[derive(Clone)]
+pub(crate) struct CallClock {
+    started: Instant,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    yielded_ns: AtomicU64,
+    lanes: SlowLanes,
+    /// Taken at the first tick; released when the call ends.
+    turn: OnceLock<OwnedSemaphorePermit>,
+}
+
+impl CallClock {
+    /// A clock for a call starting now.
+    pub(crate) fn start(lanes: &SlowLanes) -> Self {
+        Self {
+            started: Instant::now(),
+            shared: Arc::new(Shared {
+                yielded_ns: AtomicU64::new(0),
+                lanes: lanes.clone(),
+                turn: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// How long the call has been active.
+    pub(crate) fn active(&self) -> Duration {
+        let yielded = Duration::from_nanos(self.shared.yielded_ns.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(yielded)
+    }
+
+    /// Gives the thread up once: waits for a turn if the call has none yet,
+    /// then yields. Neither counts as active time.
+    async fn pause(self) {
+        let at = Instant::now();
+        if self.shared.turn.get().is_none() {
+            // The semaphore is never closed.
+            if let Ok(turn) = self.shared.lanes.0.clone().acquire_owned().await {
+                let _ = self.shared.turn.set(turn);
+            }
+        }
+        // Tokio's yield lets every other ready task run first (a plain wake
+        // would put this one straight back in front).
+        tokio::task::yield_now().await;
+        let ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.yielded_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// A store's epoch callback: at every epoch tick the guest runs
+    /// through, it pauses ([`SlowLanes`]), so a slow guest shares its worker
+    /// thread with other requests a tick at a time; once the call has been
+    /// active for `deadline` it traps instead (`Trap::Interrupt`, reported
+    /// as a deadline).
+    pub(crate) fn time_slices(
+        &self,
+        deadline: Duration,
+    ) -> impl FnMut(StoreContextMut<'_, StoreData>) -> wasmtime::Result<UpdateDeadline>
+    + Send
+    + Sync
+    + 'static {
+        let clock = self.clone();
+        move |_| {
+            if clock.active() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(clock.clone().pause()),
+            ))
+        }
+    }
+
+    /// Runs `work` until it ends (`Some`) or the call has been active for
+    /// `budget` (`None`): bounds time spent waiting in host imports, where
+    /// no epoch tick reaches the guest.
+    pub(crate) async fn bound<R>(
+        &self,
+        budget: Duration,
+        work: impl Future<Output = R>,
+    ) -> Option<R> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let left = budget.saturating_sub(self.active());
+            if left.is_zero() {
+                return None;
+            }
+            // Re-armed with what is left after time spent paused.
+            if let Ok(r) = tokio::time::timeout(left, &mut work).await {
+                return Some(r);
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ mod mock_upstream;
 mod multinode_coalescing;
 mod multinode_redis;
 mod plugin_sandbox;
+mod plugin_yield;
 mod polyglot_throttle;
 mod polyglot_tutorial;
 mod redis_faults_gateway;

@@ -3,9 +3,9 @@
 //!
 //! The hostile fixture (plugins/testing/hostile) is built from source by
 //! host/build.rs; its behaviour is chosen by its config. It comes in two
-//! builds: a WASI one that imports state (called on a fiber) and a
-//! `fiberless` one that imports nothing that may wait (called directly, as
-//! the reference plugins are); the misbehaviours run against both.
+//! builds: a WASI one that imports state (its calls may wait on host
+//! imports, under a timer) and a `fiberless` one that imports nothing that
+//! may wait (as the reference plugins do); the misbehaviours run against both.
 
 use std::time::{Duration, Instant};
 
