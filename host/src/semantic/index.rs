@@ -603,17 +603,7 @@ mod tests {
     }
 
     fn vector(i: usize) -> Vec<f32> {
-        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut v: Vec<f32> = (0..64)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        crate::semantic::embed::normalise(&mut v);
-        v
+        crate::semantic::test_vector(i as u64, 64)
     }
 
     fn answer(i: usize) -> Answer {

@@ -215,16 +215,7 @@ mod tests {
     use super::*;
 
     fn entry(i: usize, dim: usize) -> Entry {
-        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut vector: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        crate::semantic::embed::normalise(&mut vector);
+        let vector = crate::semantic::test_vector(i as u64, dim);
         Entry {
             vector,
             prompt: format!("prompt number {i}"),

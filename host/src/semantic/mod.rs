@@ -151,3 +151,23 @@ impl SemanticCache {
         self.embedder.bytes()
     }
 }
+
+/// A deterministic pseudo-random unit vector of `dim` dimensions (xorshift
+/// from `seed`), for the index's tests.
+#[cfg(test)]
+pub(crate) fn test_vector(seed: u64, dim: usize) -> Vec<f32> {
+    let mut x = seed
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .max(1);
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    embed::normalise(&mut v);
+    v
+}

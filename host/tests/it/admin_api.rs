@@ -207,12 +207,7 @@ async fn list_upload_refuse_and_roll_back() {
     // Unknown slots are 404s; the reload counters are on /metrics.
     let (status, _) = upload(&base, "nope", plugin("sluice_plugin_throttle"), None).await;
     assert_eq!(status, 404);
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::support::scrape::metrics_text(gw.url("/metrics")).await;
     assert!(
         metrics.contains("sluice_plugin_reloads_total{slot=\"throttle\",result=\"refused\"} 3"),
         "{metrics}"

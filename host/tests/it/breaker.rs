@@ -42,15 +42,8 @@ async fn chat(client: &reqwest::Client, gw: &TestGateway, prompt: &str) -> reqwe
 
 /// The value of one series in `/metrics` (`name{labels}` as exposed).
 async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+    let text = crate::support::scrape::metrics_text(gw.url("/metrics")).await;
+    crate::support::scrape::sample(&text, series)
         .unwrap_or_else(|| panic!("{series} not in /metrics"))
 }
 

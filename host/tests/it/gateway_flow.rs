@@ -518,12 +518,7 @@ async fn request_ids_are_honoured_and_health_endpoints_answer() {
         .await
         .expect("json");
     assert_eq!(models["object"], "list");
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::support::scrape::metrics_text(gw.url("/metrics")).await;
     assert!(metrics.contains("sluice_requests_total"), "{metrics}");
     assert!(metrics.contains("sluice_plugin_calls_total"), "{metrics}");
 }
@@ -566,12 +561,7 @@ async fn a_broken_plugin_follows_its_slots_failure_policy() {
         // The gateway keeps serving.
         let again = post(&gw, "/v1/chat/completions", None, &chat("again")).await;
         assert_eq!(again.status(), expected, "{failure} {mode}, second request");
-        let metrics = reqwest::get(gw.url("/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = crate::support::scrape::metrics_text(gw.url("/metrics")).await;
         assert!(
             metrics
                 .lines()

@@ -388,7 +388,11 @@ async fn a_client_sending_a_body_past_the_limit_reads_the_413() {
 #[tokio::test]
 async fn the_admin_apis_413_is_json() {
     let up = mock();
-    let gw = gateway(&up, &format!("admin_token = \"{TOKEN}\"")).await;
+    let gw = gateway(
+        &up,
+        &format!("admin_token = \"{TOKEN}\"\nadmin_on_listen = true"),
+    )
+    .await;
     let mut s = TcpStream::connect(gw.addr).await.expect("connect");
     let head = format!(
         "POST /admin/plugins/throttle HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",

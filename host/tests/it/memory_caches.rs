@@ -114,12 +114,7 @@ async fn send(
 }
 
 async fn metrics(node: &Node) -> String {
-    reqwest::get(node.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    crate::support::scrape::metrics_text(node.url("/metrics")).await
 }
 
 /// The value of the unlabelled series `name` in `text`.

@@ -168,12 +168,7 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 /// Sum of the `sluice_plugin_calls_total` series of the throttle slot with
 /// `result`.
 async fn throttle_calls(node: &Node, result: &str) -> u64 {
-    let text = reqwest::get(node.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::support::scrape::metrics_text(node.url("/metrics")).await;
     text.lines()
         .filter(|l| {
             l.starts_with("sluice_plugin_calls_total")

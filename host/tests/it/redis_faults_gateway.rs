@@ -77,15 +77,8 @@ async fn readyz(gw: &TestGateway) -> (u16, String) {
 
 /// A sample's value from the Prometheus text at /metrics.
 async fn metric(gw: &TestGateway, name: &str) -> f64 {
-    let text = reqwest::get(gw.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    let text = crate::support::scrape::metrics_text(gw.url("/metrics")).await;
+    crate::support::scrape::sample(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// Polls `/readyz` until its status is `want`; returns how long it took.

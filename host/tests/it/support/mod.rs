@@ -7,3 +7,4 @@ pub mod gateway;
 pub mod node;
 pub mod polyglot;
 pub mod redis;
+pub mod scrape;
