@@ -239,7 +239,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("reaching the admin API")?;
     if resp.status().is_success() {
-        let body: Value = resp.json().await.context("reading the answer")?;
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        let body: Value = serde_json::from_slice(&bytes).context("reading the answer")?;
         if let Some(message) = body["node"]["message"].as_str() {
             eprintln!("warning: {message}");
         }
