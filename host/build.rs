@@ -53,6 +53,9 @@ const BUILTIN: &[(&str, &str)] = &[
 /// and wrappers meant for native host code (coverage, sanitizers, clippy's
 /// workspace wrapper) break or slow a wasm build, and target / target-dir
 /// overrides would send it to the wrong place or onto the outer build's lock.
+/// The variable naming the rustup toolchain that builds the plugins.
+const PLUGINS_TOOLCHAIN: &str = "SLUICE_PLUGINS_TOOLCHAIN";
+
 const CLEARED_ENV: &[&str] = &[
     "RUSTFLAGS",
     "CARGO_ENCODED_RUSTFLAGS",
@@ -79,9 +82,17 @@ fn main() -> ExitCode {
 
     watch_sources(&plugins, &root.join("wit"));
 
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    // `SLUICE_PLUGINS_TOOLCHAIN` builds the plugins with another rustup
+    // toolchain than the host's: cargo-fuzz builds the host with nightly,
+    // which may lack the wasm32 targets the stable toolchain has.
+    println!("cargo::rerun-if-env-changed={PLUGINS_TOOLCHAIN}");
+    let toolchain = env::var_os(PLUGINS_TOOLCHAIN);
+    let rustc = match &toolchain {
+        Some(_) => "rustc".into(),
+        None => env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
+    };
     for target in [CORE_TARGET, WASI_TARGET] {
-        if !target_installed(&rustc, target) {
+        if !target_installed(&rustc, toolchain.as_ref(), target) {
             println!(
                 "cargo::error=the Rust target {target} is not installed; run `rustup target add {target}` (scripts/setup does)"
             );
@@ -192,9 +203,14 @@ fn componentize(core: &Path, out: &Path) -> Result<(), String> {
     fs::write(out, component).map_err(|e| e.to_string())
 }
 
-/// Whether the standard library for `target` is installed for `rustc`.
-fn target_installed(rustc: &OsString, target: &str) -> bool {
-    let output = Command::new(rustc)
+/// Whether the standard library for `target` is installed for `rustc`
+/// (of rustup's `toolchain`, when given).
+fn target_installed(rustc: &OsString, toolchain: Option<&OsString>, target: &str) -> bool {
+    let mut cmd = Command::new(rustc);
+    if let Some(toolchain) = toolchain {
+        cmd.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    let output = cmd
         .args(["--print", "target-libdir", "--target", target])
         .output();
     match output {
@@ -216,8 +232,15 @@ fn build_plugins(
     packages: &[String],
     features: &[&str],
 ) -> Result<(), String> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let toolchain = env::var_os(PLUGINS_TOOLCHAIN);
+    let cargo = match &toolchain {
+        Some(_) => "cargo".into(),
+        None => env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+    };
     let mut cmd = Command::new(cargo);
+    if let Some(toolchain) = toolchain {
+        cmd.env("RUSTUP_TOOLCHAIN", toolchain).env_remove("RUSTC");
+    }
     cmd.current_dir(plugins)
         .args(["build", "--release", "--target", target])
         .arg("--target-dir")
