@@ -230,15 +230,7 @@ async fn admin_listen_moves_the_admin_api_off_the_main_listener() {
         .await
         .expect("get");
     assert_eq!(main.status(), 404);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sluice::admin::serve(
-        listener,
-        gw.gw.clone(),
-        std::future::pending(),
-    ));
+    let admin = format!("http://{}", gw.spawn_admin_listener().await);
     assert_eq!(slot(&list(&admin).await, "retry")["source"], "builtin");
     let chat = reqwest::Client::new()
         .post(format!("{admin}/v1/chat/completions"))

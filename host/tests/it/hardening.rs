@@ -171,15 +171,7 @@ async fn metrics_are_behind_their_token_or_on_the_admin_listener() {
         404,
         "no /admin on the public listener"
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sluice::admin::serve(
-        listener,
-        gw.gw.clone(),
-        std::future::pending(),
-    ));
+    let admin = format!("http://{}", gw.spawn_admin_listener().await);
     let scrape = client
         .get(format!("{admin}/metrics"))
         .send()

@@ -110,15 +110,7 @@ async fn slow_heads_neither_delay_others_nor_outlive_the_header_timeout() {
     let timeout = Duration::from_millis(1500);
     let gw = gateway(&up, "header_read_timeout_ms = 1500").await;
     // The admin API on a listener of its own gets the same limits.
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin_addr = admin.local_addr().expect("addr");
-    tokio::spawn(sluice::admin::serve(
-        admin,
-        gw.gw.clone(),
-        std::future::pending(),
-    ));
+    let admin_addr = gw.spawn_admin_listener().await;
 
     let mut slow = Vec::new();
     for i in 0..500 {

@@ -76,6 +76,21 @@ impl TestGateway {
     pub fn base_url(&self) -> String {
         self.url("/v1")
     }
+
+    /// Serves this gateway's admin listener (as `server.admin_listen`
+    /// would) on a free port, until the test ends; its address.
+    pub async fn spawn_admin_listener(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the admin listener");
+        let addr = listener.local_addr().expect("admin listener address");
+        tokio::spawn(sluice::admin::serve(
+            listener,
+            self.gw.clone(),
+            std::future::pending(),
+        ));
+        addr
+    }
 }
 
 impl Drop for TestGateway {
