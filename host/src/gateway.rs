@@ -33,6 +33,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// What the API and admin listeners count about their connections.
+    pub connections: crate::listener::ListenerStats,
 }
 
 impl Gateway {
@@ -92,6 +94,7 @@ impl Gateway {
             upstreams,
             retry_budget,
             metrics,
+            connections: Default::default(),
         }))
     }
 

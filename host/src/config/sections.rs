@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// A keep-alive connection with no request in flight for this long is
     /// closed (a response being streamed is in flight: never cut).
     pub idle_timeout_ms: u64,
+    /// A response write that makes no progress for this long (the client
+    /// stopped reading) closes the connection (a stall timeout, per write,
+    /// as nginx's `send_timeout`).
+    pub write_stall_timeout_ms: u64,
     /// Open client connections per listener; past it a new connection
     /// gets a 503 and is closed. Lowered at start to what the open-file
     /// limit allows.
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            write_stall_timeout_ms: 30_000,
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 32 * 1024,
@@ -155,6 +160,11 @@ impl ServerConfig {
     /// [`Self::idle_timeout_ms`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`Self::write_stall_timeout_ms`] as a duration.
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
     }
 }
 

@@ -467,6 +467,7 @@ fn server_rules() {
         "header_read_timeout_ms",
         "body_read_timeout_ms",
         "idle_timeout_ms",
+        "write_stall_timeout_ms",
         "max_connections",
         "max_headers",
     ] {

@@ -74,6 +74,7 @@ fn server(c: &Config) -> Check {
     positive("server.header_read_timeout_ms", s.header_read_timeout_ms)?;
     positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
     positive("server.idle_timeout_ms", s.idle_timeout_ms)?;
+    positive("server.write_stall_timeout_ms", s.write_stall_timeout_ms)?;
     positive("server.max_connections", s.max_connections as u64)?;
     positive("server.max_headers", s.max_headers as u64)?;
     if s.max_header_bytes < super::MIN_HEADER_BYTES {

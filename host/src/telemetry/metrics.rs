@@ -154,6 +154,7 @@ pub struct Metrics {
     state_fallbacks: Counter,
     state_degraded: Gauge,
     edge: super::edge::EdgeMetrics,
+    connections: super::connections::ConnectionMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
 }
@@ -444,6 +445,7 @@ impl Metrics {
             state_degraded.clone(),
         );
         let edge = super::edge::EdgeMetrics::register(&mut registry);
+        let connections = super::connections::ConnectionMetrics::register(&mut registry);
         let coalesced = Counter::default();
         registry.register(
             "coalesced_requests",
@@ -468,6 +470,7 @@ impl Metrics {
             plugin_custom,
             state_fallbacks,
             edge,
+            connections,
             state_degraded,
             coalesced,
             semantic,
@@ -617,6 +620,13 @@ impl Metrics {
     /// Copies a shared state's lease and settle counters in (at scrape time).
     pub fn sync_edge(&self, stats: &crate::state::EdgeStats) {
         self.edge.sync(stats);
+    }
+
+    /// Copies the API and admin listeners' connection counters in (at
+    /// scrape time).
+    pub fn sync_connections(&self, listeners: &crate::listener::ListenerStats) {
+        self.connections.sync("api", &listeners.api.read());
+        self.connections.sync("admin", &listeners.admin.read());
     }
 
     /// One request made `round_trips` Redis round trips on its path.
