@@ -494,7 +494,7 @@ pub enum EmbedderKind {
 }
 
 /// `[semantic]`: the semantic cache.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SemanticConfig {
     pub enabled: bool,
@@ -516,6 +516,13 @@ pub struct SemanticConfig {
     /// Namespaces kept in memory at once; the least recently used is
     /// dropped to make room.
     pub max_namespaces: u32,
+    /// A client re-sending the exact request this many seconds or less
+    /// after it was answered by a semantic hit contradicts that hit (the
+    /// entry then requires a higher score); 0: only the explicit
+    /// `x-sluice-semantic-feedback: wrong` header does.
+    pub reask_window_seconds: u64,
+    /// How far above a contradicted score an entry's requirement rises.
+    pub learn_margin: f32,
 }
 
 impl Default for SemanticConfig {
@@ -529,6 +536,8 @@ impl Default for SemanticConfig {
             dimensions: None,
             max_bytes: 64 * MIB,
             max_namespaces: 4096,
+            reask_window_seconds: 120,
+            learn_margin: 0.01,
         }
     }
 }

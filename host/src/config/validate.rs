@@ -287,6 +287,12 @@ fn semantic(c: &Config) -> Check {
         );
     }
     positive("semantic.max_namespaces", s.max_namespaces.into())?;
+    if !(0.0..=1.0).contains(&s.learn_margin) {
+        return fail(
+            "semantic.learn_margin",
+            format!("{} must be between 0 and 1", s.learn_margin),
+        );
+    }
     // Each namespace needs room for its table slot and its mirror.
     if u64::from(s.max_namespaces) > s.max_bytes / 1024 {
         return fail(

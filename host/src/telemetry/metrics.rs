@@ -163,6 +163,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct SemanticSeries {
     near_misses: Counter,
+    contradictions: Counter,
+    distrusted: Counter,
     embed_duration: HistogramFamily<Vec<(String, String)>>,
     index_entries: Gauge,
     index_namespaces: Gauge,
@@ -176,6 +178,18 @@ impl SemanticSeries {
             "semantic_near_misses",
             "Semantic lookups whose best candidate scored just under the threshold",
             near_misses.clone(),
+        );
+        let contradictions = Counter::default();
+        registry.register(
+            "semantic_contradictions",
+            "Semantic hits a client contradicted (feedback header or re-ask); each raises its entry's required score",
+            contradictions.clone(),
+        );
+        let distrusted = Counter::default();
+        registry.register(
+            "semantic_distrusted",
+            "Semantic candidates refused because their entry, once contradicted, requires a higher score",
+            distrusted.clone(),
         );
         let embed_duration: HistogramFamily<Vec<(String, String)>> =
             Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
@@ -208,6 +222,8 @@ impl SemanticSeries {
         );
         Self {
             near_misses,
+            contradictions,
+            distrusted,
             embed_duration,
             index_entries,
             index_namespaces,
@@ -523,6 +539,16 @@ impl Metrics {
     /// A semantic lookup's best score fell just under the threshold.
     pub fn semantic_near_miss(&self) {
         self.semantic.near_misses.inc();
+    }
+
+    /// A client contradicted a semantic hit.
+    pub fn semantic_contradiction(&self) {
+        self.semantic.contradictions.inc();
+    }
+
+    /// A semantic candidate refused by its entry's learned requirement.
+    pub fn semantic_distrusted(&self) {
+        self.semantic.distrusted.inc();
     }
 
     /// One prompt embedded by `embedder` in `took`.
