@@ -46,6 +46,9 @@ pub(super) fn build(dir: &Path, manifest: &Manifest, out: &Path) -> Result<(), A
         "-O2",
         "-std=c11",
         "-Wall",
+        // A warning in a policy (a string assigned to an integer, a
+        // missing return) is a bug on the request path: refuse it.
+        "-Werror",
         "-Wno-unused-function",
         // wasi-libc exports `cabi_realloc`-free reactors; the bindings
         // define it, and nothing else needs exporting.
