@@ -25,7 +25,7 @@ mod templates;
 
 pub use builder::{BuildOutput, build};
 pub use project::{Lang, MANIFEST_FILE, Manifest};
-pub use scaffold::scaffold;
+pub use scaffold::{sample_request, scaffold};
 
 use std::path::PathBuf;
 
