@@ -204,6 +204,18 @@ mod tests {
     }
 
     #[test]
+    fn logging_is_rate_limited_per_version() {
+        let log = GuestLog::new(Slot::Throttle, "0123456789abcdef");
+        assert_eq!(log.version, "0123456789ab");
+        let text = "line\n".repeat(LINES_PER_WINDOW as usize + 5);
+        let _ = log.finish(&text, 0, Ok(()));
+        log.failed(&CallError::Trap("t".into()));
+        let w = log.window.lock();
+        assert_eq!(w.lines, LINES_PER_WINDOW);
+        assert_eq!(w.suppressed, 6);
+    }
+
+    #[test]
     fn a_long_output_is_cut_to_its_tail() {
         let long = "x".repeat(5000) + "\nlast words";
         let e = with_output_tail(
