@@ -68,6 +68,12 @@ pub(super) fn build(dir: &Path, manifest: &Manifest, out: &Path) -> Result<(), A
     std::fs::write(out, component).map_err(io_err(out))
 }
 
+/// Writes the C bindings of `world` into `out` (for `sluice plugin bindings`).
+pub(super) fn bindings(wit: &str, world: &str, out: &Path) -> Result<(), AuthoringError> {
+    let (resolve, world) = resolve(wit, world)?;
+    write_bindings(&resolve, world, out)
+}
+
 /// Parses the WIT and picks `world`.
 fn resolve(wit: &str, world: &str) -> Result<(Resolve, WorldId), AuthoringError> {
     let mut resolve = Resolve::new();

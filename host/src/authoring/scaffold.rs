@@ -39,7 +39,7 @@ pub fn scaffold(
         ("wit/policy.wit".to_owned(), POLICY_WIT.to_owned()),
         (
             ".gitignore".to_owned(),
-            "/build/\n/target/\n/node_modules/\n".to_owned(),
+            "/build/\n/target/\n/node_modules/\n/bindings/\n__pycache__/\n".to_owned(),
         ),
     ];
     files.extend(templates::files(name, kind, lang));

@@ -25,6 +25,9 @@ pub enum PluginCommand {
     New(project::NewArgs),
     /// Build a policy project to a component and check it.
     Build(project::BuildArgs),
+    /// Write a project's generated bindings for editors and its own tests
+    /// (Python: bindings/, C: build/bindings/).
+    Bindings(project::BuildArgs),
     /// Check that a file is a usable plugin: kinds, imports, size, compile time.
     Check {
         file: PathBuf,
@@ -82,6 +85,7 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::New(args) => project::new(args),
         PluginCommand::Build(args) => project::build(args).await,
+        PluginCommand::Bindings(args) => project::bindings(args),
         PluginCommand::Check { file, json } => inspect::check(&file, json).await,
         PluginCommand::Test {
             file,
