@@ -31,6 +31,11 @@ templates![
     "rust/cache_key.rs",
     "rust/semantic.rs",
     "rust/retry.rs",
+    "rust/test_header.rs",
+    "rust/test_throttle.rs",
+    "rust/test_cache_key.rs",
+    "rust/test_semantic.rs",
+    "rust/test_retry.rs",
     "python/app.py",
     "python/throttle.py",
     "python/cache_key.py",
@@ -90,7 +95,12 @@ pub(super) fn files(name: &str, kind: Slot, lang: Lang) -> Vec<(String, String)>
                     "Cargo.toml".into(),
                     render(template("rust/Cargo.toml"), &[("name", name)]),
                 ),
-                ("src/lib.rs".into(), render(&lib, &[("body", body("rs"))])),
+                (
+                    "src/lib.rs".into(),
+                    render(&lib, &[("body", body("rs"))])
+                        + template("rust/test_header.rs")
+                        + template(&format!("rust/test_{}.rs", kind.name())),
+                ),
             ]
         }
         Lang::Python => {

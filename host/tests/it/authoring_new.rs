@@ -124,6 +124,27 @@ fn a_rust_scaffold_builds_as_generated() {
             let decision = decide(&wasm, kind);
             assert_eq!(decision["admit"]["buckets"][0]["key"], "t:anonymous:rpm");
         }
+        // The scaffold's own tests, natively, with cargo's runner.
+        let manifest = wasm
+            .parent()
+            .and_then(Path::parent)
+            .expect("project dir")
+            .join("Cargo.toml");
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.arg("test")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target);
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().expect("cargo test");
+        assert!(out.status.success(), "cargo test ({kind}): {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("test result: ok. 3 passed"),
+            "{}",
+            text(&out)
+        );
     }
 }
 
