@@ -598,3 +598,88 @@ async fn rebuilding_while_a_gateway_watches_never_exposes_a_partial_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A C throttle that charges every tenant but one, on which it aborts.
+const C_FAILS_ON_ONE_TENANT: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "throttle_plugin.h"
+
+bool exports_sluice_policy_lifecycle_init(throttle_plugin_string_t *config, throttle_plugin_string_t *err) {
+    (void)err;
+    throttle_plugin_string_free(config);
+    return true;
+}
+
+void exports_sluice_policy_throttle_admit(exports_sluice_policy_throttle_request_t *req,
+                                          exports_sluice_policy_throttle_admission_t *ret) {
+    if (req->tenant.len == 6 && memcmp(req->tenant.ptr, "globex", 6) == 0) {
+        fprintf(stderr, "no rule for tenant globex\n");
+        abort();
+    }
+    ret->tag = EXPORTS_SLUICE_POLICY_THROTTLE_ADMISSION_CHARGE;
+    ret->val.charge.ptr = NULL;
+    ret->val.charge.len = 0;
+    exports_sluice_policy_throttle_request_free(req);
+}
+
+void exports_sluice_policy_throttle_settle(exports_sluice_policy_throttle_request_t *req,
+                                           exports_sluice_policy_throttle_usage_t *usage,
+                                           exports_sluice_policy_throttle_list_bucket_t *ret) {
+    (void)usage;
+    ret->ptr = NULL;
+    ret->len = 0;
+    exports_sluice_policy_throttle_request_free(req);
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_failing_on_a_recent_real_request_is_refused() {
+    let dir = project(
+        "fails-on-globex",
+        "c",
+        "src/policy.c",
+        Some(C_FAILS_ON_ONE_TENANT),
+        |t| t,
+    );
+    let candidate =
+        std::fs::read(sluice::authoring::build(&dir).expect("build").wasm).expect("read");
+    let up = mock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugin = tmp.path().join("throttle.wasm");
+    std::fs::write(
+        &plugin,
+        std::fs::read(rust_throttle()).expect("rust throttle"),
+    )
+    .expect("write");
+    let config = format!(
+        "{}\n[[tenants]]\nname = \"globex\"\ntier = \"pro\"\nkeys = [\"sk-globex\"]\n",
+        gateway_config(&up, &plugin)
+    );
+    let gw = TestGateway::start(&config).await;
+    let good = serving_hash(&gw);
+    // The built-in samples alone do not trip it...
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-globex")
+        .json(&serde_json::json!({"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // ...the request globex just made does.
+    let tmp_file = plugin.with_extension("tmp");
+    std::fs::write(&tmp_file, &candidate).expect("write");
+    std::fs::rename(&tmp_file, &plugin).expect("rename");
+    within("refused", || !gw.gw.plugins.refused().is_empty()).await;
+    let reason = gw.gw.plugins.refused()[0].reason.clone();
+    assert!(
+        reason.contains("recent request 1 (tenant \"globex\""),
+        "{reason}"
+    );
+    assert!(reason.contains("no rule for tenant globex"), "{reason}");
+    assert!(!reason.contains("sk-globex"), "{reason}");
+    assert_eq!(serving_hash(&gw), good);
+}
