@@ -16,8 +16,9 @@ pub struct BuildOutput {
     pub lang: Lang,
 }
 
-/// Builds the project in `dir` to a component. Tool output goes to this
-/// process's stderr so an author sees compiler errors as they are.
+/// Builds the project in `dir` to a component, replacing the output
+/// atomically (temp file and rename). Tool output goes to this process's
+/// stderr so an author sees compiler errors as they are.
 pub fn build(dir: &Path) -> Result<BuildOutput, AuthoringError> {
     // Tools run inside the project; absolute paths keep every argument valid there.
     let dir = &std::path::absolute(dir).map_err(io_err(dir))?;
@@ -26,11 +27,23 @@ pub fn build(dir: &Path) -> Result<BuildOutput, AuthoringError> {
     let out = manifest.output(dir);
     let build_dir = dir.join("build");
     std::fs::create_dir_all(&build_dir).map_err(io_err(&build_dir))?;
-    match manifest.lang {
-        Lang::Rust => super::rust::build(dir, &manifest, &out)?,
-        Lang::C => super::c::build(dir, &manifest, &out)?,
-        Lang::Python => super::python::build(dir, &manifest, &out)?,
-        Lang::Js => super::js::build(dir, &manifest, &out)?,
+    // Tools write a temp file beside the output, renamed over it once
+    // complete: a gateway watching the output never reads half a component.
+    let tmp = build_dir.join(format!(
+        ".{}.{}.tmp.wasm",
+        manifest.name,
+        std::process::id()
+    ));
+    let built = match manifest.lang {
+        Lang::Rust => super::rust::build(dir, &manifest, &tmp),
+        Lang::C => super::c::build(dir, &manifest, &tmp),
+        Lang::Python => super::python::build(dir, &manifest, &tmp),
+        Lang::Js => super::js::build(dir, &manifest, &tmp),
+    }
+    .and_then(|()| std::fs::rename(&tmp, &out).map_err(io_err(&out)));
+    if let Err(e) = built {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     Ok(BuildOutput {
         wasm: out,

@@ -46,6 +46,9 @@ pub(super) fn build(dir: &Path, manifest: &Manifest, out: &Path) -> Result<(), A
         "-O2",
         "-std=c11",
         "-Wall",
+        // A warning in a policy (a string assigned to an integer, a
+        // missing return) is a bug on the request path: refuse it.
+        "-Werror",
         "-Wno-unused-function",
         // wasi-libc exports `cabi_realloc`-free reactors; the bindings
         // define it, and nothing else needs exporting.
@@ -63,6 +66,12 @@ pub(super) fn build(dir: &Path, manifest: &Manifest, out: &Path) -> Result<(), A
     let module = std::fs::read(&core).map_err(io_err(&core))?;
     let component = componentize(module, &resolve, world)?;
     std::fs::write(out, component).map_err(io_err(out))
+}
+
+/// Writes the C bindings of `world` into `out` (for `sluice plugin bindings`).
+pub(super) fn bindings(wit: &str, world: &str, out: &Path) -> Result<(), AuthoringError> {
+    let (resolve, world) = resolve(wit, world)?;
+    write_bindings(&resolve, world, out)
 }
 
 /// Parses the WIT and picks `world`.

@@ -14,6 +14,7 @@
 //! - Python: `componentize-py`;
 //! - JavaScript: componentize-js.
 
+mod bindings;
 mod builder;
 mod c;
 mod js;
@@ -23,9 +24,10 @@ mod rust;
 mod scaffold;
 mod templates;
 
+pub use bindings::bindings;
 pub use builder::{BuildOutput, build};
 pub use project::{Lang, MANIFEST_FILE, Manifest};
-pub use scaffold::scaffold;
+pub use scaffold::{sample_request, scaffold};
 
 use std::path::PathBuf;
 

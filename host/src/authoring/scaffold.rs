@@ -39,10 +39,14 @@ pub fn scaffold(
         ("wit/policy.wit".to_owned(), POLICY_WIT.to_owned()),
         (
             ".gitignore".to_owned(),
-            "/build/\n/target/\n/node_modules/\n".to_owned(),
+            "/build/\n/target/\n/node_modules/\n/bindings/\n__pycache__/\n".to_owned(),
         ),
     ];
     files.extend(templates::files(name, kind, lang));
+    files.push(("samples/request.json".to_owned(), sample_request(kind)));
+    if kind == Slot::Throttle {
+        files.push(("samples/scenario.json".to_owned(), SCENARIO.to_owned()));
+    }
     let mut written = Vec::with_capacity(files.len());
     for (rel, contents) in files {
         let path = dir.join(&rel);
@@ -54,3 +58,34 @@ pub fn scaffold(
     }
     Ok(written)
 }
+
+/// A `sluice plugin test` input for `kind`, written by `sluice plugin new`
+/// as `samples/request.json` (docs/plugin-test.md has every field).
+pub fn sample_request(kind: Slot) -> String {
+    let extra = match kind {
+        Slot::Throttle => {
+            ",\n  \"usage\": {\"prompt_tokens\": 12, \"completion_tokens\": 40, \"cached\": false}"
+        }
+        Slot::Retry => {
+            ",\n  \"attempt\": {\"number\": 1, \"outcome\": \"status\", \"code\": 503, \"retry_after_ms\": null}"
+        }
+        Slot::Semantic => {
+            ",\n  \"candidate\": {\"score\": 0.95, \"prompt\": \"hello there\", \"age_seconds\": 30}"
+        }
+        Slot::CacheKey => "",
+    };
+    format!(
+        "{{\n  \"route\": \"chat\",\n  \"tenant\": \"acme\",\n  \"tier\": \"free\",\n  \"model\": \"gpt-4o-mini\",\n  \"max_tokens\": 64,\n  \"messages\": [{{\"role\": \"user\", \"text\": \"hello\"}}]{extra}\n}}\n"
+    )
+}
+
+/// A `sluice plugin test --scenario` input for a throttle: four requests
+/// of one tenant, then one of another.
+const SCENARIO: &str = r#"[
+  {"tenant": "acme", "tier": "free"},
+  {"tenant": "acme", "tier": "free"},
+  {"tenant": "acme", "tier": "free"},
+  {"tenant": "acme", "tier": "free"},
+  {"tenant": "globex", "tier": "free"}
+]
+"#;

@@ -31,11 +31,21 @@ templates![
     "rust/cache_key.rs",
     "rust/semantic.rs",
     "rust/retry.rs",
+    "rust/test_header.rs",
+    "rust/test_throttle.rs",
+    "rust/test_cache_key.rs",
+    "rust/test_semantic.rs",
+    "rust/test_retry.rs",
     "python/app.py",
     "python/throttle.py",
     "python/cache_key.py",
     "python/semantic.py",
     "python/retry.py",
+    "python/test_header.py",
+    "python/test_throttle.py",
+    "python/test_cache_key.py",
+    "python/test_semantic.py",
+    "python/test_retry.py",
     "c/header.c",
     "c/throttle.c",
     "c/cache_key.c",
@@ -47,6 +57,11 @@ templates![
     "js/cache_key.js",
     "js/semantic.js",
     "js/retry.js",
+    "js/test_header.js",
+    "js/test_throttle.js",
+    "js/test_cache_key.js",
+    "js/test_semantic.js",
+    "js/test_retry.js",
 ];
 
 fn template(path: &str) -> &'static str {
@@ -80,7 +95,12 @@ pub(super) fn files(name: &str, kind: Slot, lang: Lang) -> Vec<(String, String)>
                     "Cargo.toml".into(),
                     render(template("rust/Cargo.toml"), &[("name", name)]),
                 ),
-                ("src/lib.rs".into(), render(&lib, &[("body", body("rs"))])),
+                (
+                    "src/lib.rs".into(),
+                    render(&lib, &[("body", body("rs"))])
+                        + template("rust/test_header.rs")
+                        + template(&format!("rust/test_{}.rs", kind.name())),
+                ),
             ]
         }
         Lang::Python => {
@@ -88,7 +108,12 @@ pub(super) fn files(name: &str, kind: Slot, lang: Lang) -> Vec<(String, String)>
                 template("python/app.py"),
                 &[("name", name), ("kind", iface)],
             );
-            vec![("app.py".into(), render(&app, &[("body", body("py"))]))]
+            let test = render(template("python/test_header.py"), &[("name", name)])
+                + template(&format!("python/test_{}.py", kind.name()));
+            vec![
+                ("app.py".into(), render(&app, &[("body", body("py"))])),
+                ("test_app.py".into(), test),
+            ]
         }
         Lang::C => {
             let world = format!("{}_plugin", kind.name());
@@ -98,8 +123,11 @@ pub(super) fn files(name: &str, kind: Slot, lang: Lang) -> Vec<(String, String)>
         }
         Lang::Js => {
             let app = render(template("js/header.js"), &[("name", name), ("kind", iface)]);
+            let test = render(template("js/test_header.js"), &[("name", name)])
+                + template(&format!("js/test_{}.js", kind.name()));
             vec![
                 ("app.js".into(), app + body("js")),
+                ("test/app.test.js".into(), test),
                 (
                     "package.json".into(),
                     render(template("js/package.json"), &[("name", name)]),

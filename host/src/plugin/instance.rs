@@ -10,6 +10,7 @@ use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower
 use wasmtime::{Store, Trap};
 
 use super::bindings::exports::sluice::policy as ex;
+use super::output::GuestLog;
 use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
 use super::sandbox::{CallClock, HostEnv, Limits, StoreData};
 use super::{convert, imports};
@@ -142,8 +143,7 @@ macro_rules! on_fresh_instance {
                         raw.map_err(|e| classify(&call.store, &e, $plugin.limits.deadline))?;
                     $then
                 })();
-                $plugin.flush_output(&call.store);
-                out
+                $plugin.finish(&call.store, out)
             })
             .await
     }};
@@ -162,6 +162,7 @@ pub struct Plugin {
     info: ComponentInfo,
     loaded_at: std::time::SystemTime,
     stats: PluginStats,
+    log: GuestLog,
 }
 
 /// One fresh instance, alive for one call.
@@ -195,7 +196,9 @@ impl Plugin {
                 .transpose()?,
         };
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
+        let log = GuestLog::new(env.slot, &info.hash);
         Ok(Self {
+            log,
             runtime,
             pre,
             exports,
@@ -245,7 +248,9 @@ impl Plugin {
             .begin(&CallClock::start(self.runtime.slow_lanes()))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(call) => self
+                .finish(&call.store, Ok(()))
+                .map_err(|e| PluginError::InitFailed(e.to_string())),
             Err(CallError::InitRejected(msg)) => Err(PluginError::InitRejected(msg)),
             Err(e) => Err(PluginError::InitFailed(e.to_string())),
         }
@@ -269,18 +274,20 @@ impl Plugin {
             Err(e) => {
                 // Pool exhaustion and instantiation traps look alike; the
                 // classification below tells them apart.
-                return Err(match classify(&store, &e, self.limits.deadline) {
+                let err = match classify(&store, &e, self.limits.deadline) {
                     CallError::Trap(msg) if e.downcast_ref::<Trap>().is_none() => {
                         CallError::Unavailable(msg)
                     }
                     other => other,
-                });
+                };
+                return self.finish(&store, Err(err));
             }
         };
         if let Some(idx) = &self.exports.lifecycle {
-            let guest = idx
-                .load(&mut store, &instance)
-                .map_err(|e| CallError::Trap(first_line(&e)))?;
+            let guest = match idx.load(&mut store, &instance) {
+                Ok(g) => g,
+                Err(e) => return Err(CallError::Trap(first_line(&e))),
+            };
             let config = (&*self.env.config_json,);
             match self
                 .invoke(&mut store, guest.func_init(), config)
@@ -288,8 +295,11 @@ impl Plugin {
                 .map(|(a,)| a)
             {
                 Ok(Ok(())) => {}
-                Ok(Err(msg)) => return Err(CallError::InitRejected(msg)),
-                Err(e) => return Err(classify(&store, &e, self.limits.deadline)),
+                Ok(Err(msg)) => return self.finish(&store, Err(CallError::InitRejected(msg))),
+                Err(e) => {
+                    let err = classify(&store, &e, self.limits.deadline);
+                    return self.finish(&store, Err(err));
+                }
             }
         }
         Ok(Call { store, instance })
@@ -341,38 +351,60 @@ impl Plugin {
             );
         }
         if let Err(e) = &result {
-            tracing::warn!(slot = %self.env.slot, error = %e, "plugin call failed");
+            self.log.failed(e);
         }
         result
     }
 
-    fn flush_output(&self, store: &Store<StoreData>) {
+    /// Hands the guest's output of this call to the log (or the
+    /// collector); a failure's message gains the output's tail.
+    fn finish<R>(
+        &self,
+        store: &Store<StoreData>,
+        outcome: Result<R, CallError>,
+    ) -> Result<R, CallError> {
         let (bytes, dropped) = store.data().output.take();
         if bytes.is_empty() && dropped == 0 {
-            return;
+            return outcome;
         }
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "sluice::plugin", slot = %self.env.slot, "{line}");
-        }
-        if dropped > 0 {
-            tracing::warn!(target: "sluice::plugin", slot = %self.env.slot, dropped, "plugin output over the capture limit was dropped");
+        self.log
+            .finish(&String::from_utf8_lossy(&bytes), dropped, outcome)
+    }
+
+    /// From now on keep what the guest prints, and why calls fail, for
+    /// [`Self::take_output`] instead of logging it (`sluice plugin test`).
+    pub fn collect_output(&self) {
+        self.log.collect();
+    }
+
+    /// The lines collected since the last take (see [`Self::collect_output`]).
+    pub fn take_output(&self) -> Vec<String> {
+        self.log.take_collected()
+    }
+
+    /// Keeps an answered request among the slot's recent ones.
+    fn record<R>(&self, req: &PolicyRequest, out: &Result<R, CallError>) {
+        if out.is_ok() {
+            self.runtime.recent().offer(self.env.slot, req);
         }
     }
 
     /// `cache-key.derive`.
     pub async fn derive_cache_key(&self, req: &PolicyRequest) -> Result<CacheDecision, CallError> {
         let idx = export(&self.exports.cache_key, Slot::CacheKey)?;
+        let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        on_fresh_instance!(self, idx, |guest| guest.func_derive(), (&req,), |d| {
+        let out = on_fresh_instance!(self, idx, |guest| guest.func_derive(), (&req,), |d| {
             let d = convert::cache_decision(d);
             match &d {
                 CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
                 CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
             }
             Ok(d)
-        })
+        });
+        self.record(view, &out);
+        out
     }
 
     /// `semantic.prepare`.
@@ -381,9 +413,10 @@ impl Plugin {
         req: &PolicyRequest,
     ) -> Result<Option<SemanticProbe>, CallError> {
         let idx = export(&self.exports.semantic, Slot::Semantic)?;
+        let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        on_fresh_instance!(self, idx, |guest| guest.func_prepare(), (&req,), |p| {
+        let out = on_fresh_instance!(self, idx, |guest| guest.func_prepare(), (&req,), |p| {
             let p = p.map(convert::probe);
             if let Some(p) = &p {
                 check_text("semantic text", &p.text, max)?;
@@ -396,7 +429,9 @@ impl Plugin {
                 }
             }
             Ok(p)
-        })
+        });
+        self.record(view, &out);
+        out
     }
 
     /// `semantic.accept`.
@@ -420,16 +455,19 @@ impl Plugin {
     /// `throttle.admit`.
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
         let idx = export(&self.exports.throttle, Slot::Throttle)?;
+        let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
+        let out = on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
             let a = convert::admission(a).map_err(CallError::BadAnswer)?;
             match &a {
                 Admission::Charge { buckets } => check_buckets(buckets)?,
                 Admission::Reject { message, .. } => check_text("reject message", message, max)?,
             }
             Ok(a)
-        })
+        });
+        self.record(view, &out);
+        out
     }
 
     /// `throttle.settle`.
@@ -455,9 +493,10 @@ impl Plugin {
         attempt: &Attempt,
     ) -> Result<RetryVerdict, CallError> {
         let idx = export(&self.exports.retry, Slot::Retry)?;
+        let view = req;
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
-        on_fresh_instance!(
+        let out = on_fresh_instance!(
             self,
             idx,
             |guest| guest.func_decide(),
@@ -475,7 +514,9 @@ impl Plugin {
                 }
                 Ok(v)
             }
-        )
+        );
+        self.record(view, &out);
+        out
     }
 }
 

@@ -18,6 +18,8 @@ mod convert;
 mod engine;
 mod imports;
 mod instance;
+mod output;
+mod recent;
 mod runtime;
 mod sandbox;
 mod slot;
@@ -25,8 +27,9 @@ mod slot;
 pub(crate) use convert::request as request_view;
 pub use engine::{EngineSettings, default_cache_dir};
 pub use instance::{CallError, Plugin, PluginStats};
+pub use recent::{RECENT_PER_SLOT, SAMPLE_ID_PREFIX};
 pub use runtime::{ComponentInfo, LoadOptions, PluginError, PluginRuntime};
-pub use sandbox::{Limits, PluginMetrics};
+pub use sandbox::{Access, Limits, PluginMetrics, import_access};
 pub use slot::SlotPlugin;
 
 /// The WIT package every plugin is built against.

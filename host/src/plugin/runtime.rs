@@ -12,6 +12,7 @@ use wasmtime::component::{Component, Linker};
 use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
 use super::instance::Plugin;
+use super::recent::RecentRequests;
 use super::sandbox::{HostEnv, Limits, PluginMetrics, SlowLanes, StoreData};
 use super::{WIT_PACKAGE, WIT_VERSION};
 use crate::policy::Slot;
@@ -100,6 +101,7 @@ struct Inner {
     state: State,
     metrics: Option<Arc<dyn PluginMetrics>>,
     slow_lanes: SlowLanes,
+    recent: RecentRequests,
     _ticker: EpochTicker,
 }
 
@@ -125,6 +127,7 @@ impl PluginRuntime {
                 state,
                 metrics,
                 slow_lanes: SlowLanes::per_worker(),
+                recent: RecentRequests::default(),
                 _ticker: ticker,
             }),
         })
@@ -136,6 +139,16 @@ impl PluginRuntime {
 
     pub(crate) fn slow_lanes(&self) -> &SlowLanes {
         &self.inner.slow_lanes
+    }
+
+    pub(crate) fn recent(&self) -> &RecentRequests {
+        &self.inner.recent
+    }
+
+    /// The last few real requests `slot`'s plugins answered (credentials
+    /// stripped), oldest first: samples to verify a new version against.
+    pub fn recent_requests(&self, slot: Slot) -> Vec<crate::policy::PolicyRequest> {
+        self.inner.recent.of(slot)
     }
 
     /// Compiles (or loads from cache) and describes a component without

@@ -350,3 +350,45 @@ impl AsyncWrite for CapturedOutput {
         Poll::Ready(Ok(()))
     }
 }
+
+/// What the sandbox gives a component for one import it declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Works as declared.
+    Granted,
+    /// Works, but goes somewhere else (stdout and stderr: the log).
+    Captured,
+    /// Links, but every use is refused or sees nothing.
+    Denied,
+}
+
+/// What the capability-less sandbox grants for the import `name`, and why:
+/// the host API, read-only clocks and random numbers are granted;
+/// stdout/stderr are captured to the log; sockets, files, environment and
+/// arguments are denied (they link, so std-using guests start, but a
+/// socket is refused, there are no preopened directories, and the
+/// environment and arguments are empty).
+pub fn import_access(name: &str) -> (Access, &'static str) {
+    let iface = name.split('@').next().unwrap_or(name);
+    match iface {
+        i if i.starts_with("sluice:policy/") => (Access::Granted, "the gateway's policy API"),
+        "wasi:cli/stdout" | "wasi:cli/stderr" => (
+            Access::Captured,
+            "to the gateway log (WARN) and `plugin test` output",
+        ),
+        "wasi:cli/stdin" => (Access::Denied, "empty"),
+        "wasi:cli/environment" => (Access::Denied, "no environment variables, no arguments"),
+        i if i.starts_with("wasi:cli/terminal") => (Access::Denied, "not a terminal"),
+        "wasi:cli/exit" => (Access::Granted, "ends the call, as a trap"),
+        i if i.starts_with("wasi:clocks/") => (Access::Granted, "read-only clock"),
+        i if i.starts_with("wasi:random/") => (Access::Granted, "random numbers"),
+        i if i.starts_with("wasi:io/") => (Access::Granted, "streams of the imports above"),
+        i if i.starts_with("wasi:filesystem/") => (Access::Denied, "no preopened directories"),
+        i if i.starts_with("wasi:sockets/") => (
+            Access::Denied,
+            "no network: TCP, UDP and name lookup are refused",
+        ),
+        _ => (Access::Denied, "linked, not granted"),
+    }
+}

@@ -2,7 +2,10 @@
 //! came from, and every way a new one arrives.
 //!
 //! A new version of a slot's plugin is loaded (compiled, linked, `init`-ed
-//! with its config and smoke-tested) off the request path, then swapped in
+//! with its config and smoke-tested), verified against sample requests
+//! ([`verify`]: built-in ones and the slot's recent real requests; a trap,
+//! limit or invalid answer where the serving version answers refuses it)
+//! off the request path, then swapped in
 //! atomically; requests in flight keep the version they pinned. A version
 //! that fails any step is refused: logged, counted in
 //! `sluice_plugin_reloads_total{result="refused"}`, kept in a short list the
@@ -26,6 +29,7 @@ pub mod files;
 pub mod follow;
 pub mod load;
 pub mod releases;
+mod verify;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -275,7 +279,8 @@ impl PluginVersions {
     }
 
     /// Loads `wasm` for `kind` with `config` (None: the slot's config) and
-    /// the slot's limits, without installing it. A failure is recorded as a
+    /// the slot's limits, and verifies it against sample requests (see
+    /// [`verify`]), without installing it. A failure is recorded as a
     /// refusal of `origin`.
     pub async fn prepare(
         &self,
@@ -293,10 +298,20 @@ impl PluginVersions {
             config: config.unwrap_or(slot_cfg.config),
             limits,
         };
-        self.runtime
+        let candidate = self
+            .runtime
             .load(wasm, opts)
             .await
-            .map_err(|e| self.refuse(kind, wasm, origin, e.to_string()))
+            .map_err(|e| self.refuse(kind, wasm, origin, e.to_string()))?;
+        // Before it serves: the samples the serving version answers, the
+        // candidate must answer too.
+        let mut samples = verify::builtin();
+        samples.extend(verify::recent(self.runtime.recent_requests(kind)));
+        let serving = self.serving[kind].current();
+        verify::verify(&candidate, &serving, kind, &samples)
+            .await
+            .map_err(|reason| self.refuse(kind, wasm, origin, reason))?;
+        Ok(candidate)
     }
 
     /// Installs a prepared plugin: from now on new requests use it.

@@ -124,6 +124,27 @@ fn a_rust_scaffold_builds_as_generated() {
             let decision = decide(&wasm, kind);
             assert_eq!(decision["admit"]["buckets"][0]["key"], "t:anonymous:rpm");
         }
+        // The scaffold's own tests, natively, with cargo's runner.
+        let manifest = wasm
+            .parent()
+            .and_then(Path::parent)
+            .expect("project dir")
+            .join("Cargo.toml");
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.arg("test")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target);
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().expect("cargo test");
+        assert!(out.status.success(), "cargo test ({kind}): {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("test result: ok. 3 passed"),
+            "{}",
+            text(&out)
+        );
     }
 }
 
@@ -207,4 +228,55 @@ fn new_refuses_bad_names_kinds_and_occupied_dirs() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs `program args` in `dir`; panics with its output unless it succeeds.
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", text(&out));
+    out
+}
+
+#[test]
+fn python_and_js_scaffolds_pass_their_own_tests_in_their_own_runner() {
+    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for lang in ["python", "js"] {
+            let dir = tmp.path().join(lang);
+            let dir_arg = dir.to_str().expect("utf-8");
+            let out = sluice(
+                &[
+                    "plugin",
+                    "new",
+                    "my-policy",
+                    "--kind",
+                    kind,
+                    "--lang",
+                    lang,
+                    "--dir",
+                    dir_arg,
+                ],
+                &[],
+            );
+            assert!(out.status.success(), "plugin new: {}", text(&out));
+            let sample = std::fs::read_to_string(dir.join("samples/request.json")).expect("sample");
+            serde_json::from_str::<serde_json::Value>(&sample).expect("the sample is JSON");
+            if lang == "python" {
+                let out = sluice(&["plugin", "bindings", dir_arg], &[]);
+                assert!(out.status.success(), "plugin bindings: {}", text(&out));
+                assert!(dir.join("bindings/wit_world/__init__.py").is_file());
+                let out = run_in(&dir, "python3", &["-m", "unittest", "-v"]);
+                let report = String::from_utf8_lossy(&out.stderr);
+                assert!(report.contains("Ran 3 tests"), "{kind}: {report}");
+            } else {
+                let out = run_in(&dir, "node", &["--test"]);
+                let report = String::from_utf8_lossy(&out.stdout);
+                assert!(report.contains("# pass 3"), "{kind}: {report}");
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod admin_api;
 mod architecture;
+mod authoring_mistakes;
 mod authoring_new;
 mod breaker;
 mod cli;

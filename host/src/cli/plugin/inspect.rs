@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use super::input::{self, TestInput};
 use crate::config::PluginLimits;
-use crate::plugin::{EngineSettings, LoadOptions, PluginRuntime};
-use crate::policy::{
-    Attempt, AttemptOutcome, PolicyRequest, Route, SemanticCandidate, Slot, Usage,
+use crate::plugin::{
+    Access, CallError, EngineSettings, LoadOptions, Plugin, PluginRuntime, import_access,
 };
+use crate::policy::{Admission, ChargeResult, Slot};
 use crate::state::State;
 
 fn runtime() -> anyhow::Result<PluginRuntime> {
@@ -38,8 +39,21 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
         eprintln!("{}: not a usable plugin: {e}", file.display());
         return Ok(ExitCode::FAILURE);
     }
+    let sandbox: Vec<(&str, Access, &str)> = info
+        .imports
+        .iter()
+        .map(|i| {
+            let (access, what) = import_access(i);
+            (i.as_str(), access, what)
+        })
+        .collect();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        let mut v = serde_json::to_value(&info)?;
+        v["sandbox"] = sandbox
+            .iter()
+            .map(|(i, access, what)| json!({"import": i, "access": access, "what": what}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let kinds: Vec<_> = info.kinds.iter().map(|k| k.interface()).collect();
         println!("{}: ok", file.display());
@@ -51,89 +65,84 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
             info.compile_time.as_secs_f64() * 1000.0,
             if info.from_cache { " (from cache)" } else { "" }
         );
-        println!("  imports:");
-        for i in &info.imports {
-            println!("    {i}");
+        println!(
+            "  imports declared by the component, and what the sandbox grants for each \
+             (a language runtime declares more than it may use):"
+        );
+        for (label, wanted) in [
+            ("granted", Access::Granted),
+            ("captured", Access::Captured),
+            ("denied", Access::Denied),
+        ] {
+            let group: Vec<_> = sandbox.iter().filter(|(_, a, _)| *a == wanted).collect();
+            if group.is_empty() {
+                continue;
+            }
+            println!("    {label}:");
+            for (import, _, what) in group {
+                println!("      {import}  ({what})");
+            }
         }
+        println!(
+            "  the sandbox denies sockets, files, environment variables and arguments \
+             whatever the component declares"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the policy view from either a raw API body or a view as JSON.
-fn policy_request(input: &Value) -> anyhow::Result<PolicyRequest> {
-    let is_view = input.get("route").is_some() || input.get("tenant").is_some();
-    if is_view {
-        let mut req: PolicyRequest =
-            serde_json::from_value(input.clone()).context("input is not a policy request view")?;
-        if req.id.is_empty() {
-            req.id = "test".into();
-        }
-        return Ok(req);
-    }
-    let route = if input.get("system").is_some()
-        || input
-            .get("model")
-            .and_then(Value::as_str)
-            .is_some_and(|m| m.starts_with("claude"))
-    {
-        Route::AnthropicMessages
-    } else if input.get("input").is_some() {
-        Route::Embeddings
-    } else {
-        Route::Chat
-    };
-    let bytes = serde_json::to_vec(input)?;
-    let parsed = crate::api::parse(route, &bytes).context("input body")?;
-    Ok(PolicyRequest {
-        id: "test".into(),
-        route,
-        provider: "test".into(),
-        model: parsed.model,
-        streaming: parsed.stream,
-        max_tokens: parsed.max_tokens,
-        estimated_prompt_tokens: parsed.estimated_prompt_tokens,
-        temperature: parsed.temperature,
-        messages: parsed.messages,
-        params: parsed.params,
-        tenant: "anonymous".into(),
-        tier: "anonymous".into(),
-        key_id: None,
-        client_ip: "127.0.0.1".into(),
-        headers: Vec::new(),
-    })
+/// What `sluice plugin test` runs: one input, or a scenario of several.
+pub struct TestArgs<'a> {
+    pub file: &'a Path,
+    pub kind: &'a str,
+    /// One request (see [`super::input`]); None: the kind's sample.
+    pub input: Option<&'a Path>,
+    /// A list of requests run in order against the same buckets.
+    pub scenario: Option<&'a Path>,
+    pub config: Option<&'a Path>,
+    pub limits: &'a PluginLimits,
 }
 
-/// Runs one call of `kind` under `limits` and prints the decision.
-pub async fn test(
-    file: &Path,
-    kind: &str,
-    input: &Path,
-    config: Option<&Path>,
-    limits: &PluginLimits,
-) -> anyhow::Result<ExitCode> {
-    let kind = Slot::parse(kind).with_context(|| {
-        format!("unknown kind {kind:?}: expected cache-key, semantic, throttle or retry")
+fn read_json(path: &Path, what: &str) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{what} {} is not JSON", path.display()))
+}
+
+/// Runs one call of `kind` (or a scenario) under `limits` and prints the
+/// decisions; what the guest printed goes to stderr, each line prefixed
+/// `guest: `.
+pub async fn test(args: TestArgs<'_>) -> anyhow::Result<ExitCode> {
+    let file = args.file;
+    let kind = Slot::parse(args.kind).with_context(|| {
+        format!(
+            "unknown kind {:?}: expected cache-key, semantic, throttle or retry",
+            args.kind
+        )
     })?;
     let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let input: Value = serde_json::from_slice(
-        &std::fs::read(input).with_context(|| format!("reading {}", input.display()))?,
-    )
-    .context("input is not JSON")?;
-    let config = match config {
-        Some(p) => serde_json::from_slice(
-            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .context("config is not JSON")?,
+    let scenario = match args.scenario {
+        Some(path) => Some(input::parse_scenario(read_json(path, "scenario")?)?),
+        None => None,
+    };
+    let single = match (args.input, &scenario) {
+        (Some(path), _) => input::parse_input(read_json(path, "input")?)?,
+        (None, _) => input::parse_input(serde_json::from_str(&crate::authoring::sample_request(
+            kind,
+        ))?)?,
+    };
+    let config = match args.config {
+        Some(p) => read_json(p, "config")?,
         None => json!({}),
     };
     // The engine's memory ceiling must admit the requested cap.
-    let limits = crate::versions::load::sandbox_limits(limits);
+    let limits = crate::versions::load::sandbox_limits(args.limits);
     let defaults = EngineSettings::default();
     let settings = EngineSettings {
         max_memory_bytes: defaults.max_memory_bytes.max(limits.memory_bytes),
         ..defaults
     };
-    let rt = PluginRuntime::new(settings, State::memory(), None)?;
+    let state = State::memory();
+    let rt = PluginRuntime::new(settings, state.clone(), None)?;
     let mut opts = LoadOptions::new(kind);
     opts.require = vec![kind];
     opts.config = config;
@@ -145,62 +154,13 @@ pub async fn test(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let req = policy_request(&input)?;
-    let decision = match kind {
-        Slot::CacheKey => plugin.derive_cache_key(&req).await.map(|d| json!(d)),
-        Slot::Throttle => match plugin.throttle_admit(&req).await {
-            Ok(admission) => {
-                let usage = Usage {
-                    prompt_tokens: req.estimated_prompt_tokens,
-                    completion_tokens: req.max_tokens.unwrap_or(0),
-                    estimated_prompt_tokens: req.estimated_prompt_tokens,
-                    cached: false,
-                };
-                plugin
-                    .throttle_settle(&req, &usage)
-                    .await
-                    .map(|settle| json!({"admit": admission, "settle": settle}))
-            }
-            Err(e) => Err(e),
-        },
-        Slot::Semantic => match plugin.semantic_prepare(&req).await {
-            Ok(probe) => {
-                let candidate: Option<SemanticCandidate> = input
-                    .get("candidate")
-                    .map(|c| serde_json::from_value(c.clone()))
-                    .transpose()
-                    .context("candidate")?;
-                match candidate {
-                    Some(c) => plugin
-                        .semantic_accept(&req, &c)
-                        .await
-                        .map(|accept| json!({"prepare": probe, "accept": accept})),
-                    None => Ok(json!({"prepare": probe})),
-                }
-            }
-            Err(e) => Err(e),
-        },
-        Slot::Retry => {
-            let attempt: Attempt = match input.get("attempt") {
-                Some(a) => serde_json::from_value(a.clone()).context("attempt")?,
-                None => Attempt {
-                    number: 1,
-                    elapsed_ms: 0,
-                    provider: req.provider.clone(),
-                    model: req.model.clone(),
-                    outcome: AttemptOutcome::Status {
-                        code: 503,
-                        retry_after_ms: None,
-                    },
-                },
-            };
-            plugin
-                .retry_decide(&req, &attempt)
-                .await
-                .map(|v| json!({"attempt": attempt, "verdict": v}))
-        }
-    };
-    match decision {
+    plugin.collect_output();
+    if let Some(requests) = scenario {
+        return run_scenario(file, &plugin, &state, kind, &requests).await;
+    }
+    let decision = decide(&plugin, kind, &single).await;
+    print_guest_output(&plugin);
+    match decision? {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
@@ -210,6 +170,124 @@ pub async fn test(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// What the guest printed since the last call, on stderr.
+fn print_guest_output(plugin: &Plugin) {
+    for line in plugin.take_output() {
+        eprintln!("guest: {line}");
+    }
+}
+
+/// The calls of one `kind` for one input, as one JSON value.
+async fn decide(
+    plugin: &Plugin,
+    kind: Slot,
+    input: &TestInput,
+) -> anyhow::Result<Result<Value, CallError>> {
+    let req = input.request()?;
+    Ok(match kind {
+        Slot::CacheKey => plugin.derive_cache_key(&req).await.map(|d| json!(d)),
+        Slot::Throttle => match plugin.throttle_admit(&req).await {
+            Ok(admission) => plugin
+                .throttle_settle(&req, &input.usage(&req))
+                .await
+                .map(|settle| json!({"admit": admission, "settle": settle})),
+            Err(e) => Err(e),
+        },
+        Slot::Semantic => match plugin.semantic_prepare(&req).await {
+            Ok(probe) => match input.candidate() {
+                Some(c) => plugin
+                    .semantic_accept(&req, &c)
+                    .await
+                    .map(|accept| json!({"prepare": probe, "accept": accept})),
+                None => Ok(json!({"prepare": probe})),
+            },
+            Err(e) => Err(e),
+        },
+        Slot::Retry => {
+            let attempt = input.attempt(&req)?;
+            plugin
+                .retry_decide(&req, &attempt)
+                .await
+                .map(|v| json!({"attempt": attempt, "verdict": v}))
+        }
+    })
+}
+
+/// Runs `requests` in order. A throttle's buckets are charged against
+/// in-memory buckets as the gateway would (admit, then settle), so a
+/// refusal shows as `429`; other kinds print each decision.
+async fn run_scenario(
+    file: &Path,
+    plugin: &Plugin,
+    state: &State,
+    kind: Slot,
+    requests: &[TestInput],
+) -> anyhow::Result<ExitCode> {
+    // The namespace the gateway charges a throttle's buckets in.
+    let ns = format!("plugin:{}", plugin.slot());
+    let mut failed = false;
+    for (i, input) in requests.iter().enumerate() {
+        let n = i + 1;
+        let req = input.request()?;
+        let line = if kind == Slot::Throttle {
+            match plugin.throttle_admit(&req).await {
+                Err(e) => Err(e),
+                Ok(Admission::Reject {
+                    status, message, ..
+                }) => Ok(format!("{status} rejected by the policy: {message}")),
+                Ok(Admission::Charge { buckets }) => {
+                    let charged = if buckets.is_empty() {
+                        ChargeResult {
+                            admitted: true,
+                            ..ChargeResult::default()
+                        }
+                    } else {
+                        state.charge(&ns, &buckets).await?
+                    };
+                    let left = charged
+                        .buckets
+                        .iter()
+                        .map(|b| format!("{} {}/{} left", b.key, b.remaining, b.limit))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if charged.admitted {
+                        match plugin.throttle_settle(&req, &input.usage(&req)).await {
+                            Ok(corrections) => {
+                                if !corrections.is_empty() {
+                                    state.settle(&ns, &corrections).await?;
+                                }
+                                Ok(format!("admit ({left})"))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        Ok(format!(
+                            "429 retry-after {:.1}s ({left})",
+                            charged.retry_after_ms as f64 / 1000.0
+                        ))
+                    }
+                }
+            }
+        } else {
+            decide(plugin, kind, input).await?.map(|v| v.to_string())
+        };
+        print_guest_output(plugin);
+        match line {
+            Ok(line) => println!("#{n} tenant={} {line}", req.tenant),
+            Err(e) => {
+                failed = true;
+                println!("#{n} tenant={} call failed: {e}", req.tenant);
+                eprintln!("{}: request {n} failed: {e}{}", file.display(), hint(&e));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// What to try when a call ran out of time.

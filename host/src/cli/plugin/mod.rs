@@ -7,6 +7,7 @@
 //! - `push`, `rollback`, `status` ([`release`]): fleet releases through a
 //!   node's admin API or straight to Redis.
 
+mod input;
 mod inspect;
 mod project;
 mod release;
@@ -24,6 +25,9 @@ pub enum PluginCommand {
     New(project::NewArgs),
     /// Build a policy project to a component and check it.
     Build(project::BuildArgs),
+    /// Write a project's generated bindings for editors and its own tests
+    /// (Python: bindings/, C: build/bindings/).
+    Bindings(project::BuildArgs),
     /// Check that a file is a usable plugin: kinds, imports, size, compile time.
     Check {
         file: PathBuf,
@@ -31,21 +35,27 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run one call in the sandbox and print the decision as JSON.
+    /// Run one call in the sandbox and print the decision as JSON; what the
+    /// plugin prints or raises goes to stderr (`guest: ...`).
     Test {
         file: PathBuf,
         /// Plugin kind to call: cache-key, semantic, throttle, retry.
         #[arg(long)]
         kind: String,
-        /// A request: an OpenAI/Anthropic body or a policy request view (JSON).
+        /// A request (JSON; fields in docs/plugin-test.md, unknown ones
+        /// refused); default: a sample request of the kind.
+        #[arg(long, conflicts_with = "scenario")]
+        input: Option<PathBuf>,
+        /// A JSON array of requests run in order; a throttle's buckets are
+        /// charged in memory as the gateway would, so refusals show as 429.
         #[arg(long)]
-        input: PathBuf,
+        scenario: Option<PathBuf>,
         /// The plugin's config (JSON file); default `{}`.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Deadline of each call, `init` included, in milliseconds (a slot's
         /// `deadline_ms`). Python and JavaScript components start their
-        /// interpreter in every fresh instance: give them 200 or more.
+        /// interpreter in every fresh instance: give them 500.
         #[arg(
             long,
             value_name = "MS",
@@ -75,11 +85,13 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::New(args) => project::new(args),
         PluginCommand::Build(args) => project::build(args).await,
+        PluginCommand::Bindings(args) => project::bindings(args),
         PluginCommand::Check { file, json } => inspect::check(&file, json).await,
         PluginCommand::Test {
             file,
             kind,
             input,
+            scenario,
             config,
             deadline_ms,
             memory_mib,
@@ -89,7 +101,15 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 memory_mib,
                 ..PluginLimits::default()
             };
-            inspect::test(&file, &kind, &input, config.as_deref(), &limits).await
+            inspect::test(inspect::TestArgs {
+                file: &file,
+                kind: &kind,
+                input: input.as_deref(),
+                scenario: scenario.as_deref(),
+                config: config.as_deref(),
+                limits: &limits,
+            })
+            .await
         }
         PluginCommand::Push(args) => release::push(args).await,
         PluginCommand::Rollback(args) => release::rollback(args).await,

@@ -54,6 +54,14 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         files.len()
     );
     println!("next: sluice plugin build {}", dir.display());
+    match lang {
+        Lang::Python => println!(
+            "tests: sluice plugin bindings {0} && (cd {0} && python3 -m unittest)",
+            dir.display()
+        ),
+        Lang::Js => println!("tests: (cd {} && node --test)", dir.display()),
+        Lang::Rust | Lang::C => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,4 +74,15 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("building {}", args.dir.display()))?;
     println!("built {}", output.wasm.display());
     super::inspect::check(&output.wasm, false).await
+}
+
+/// Writes a project's bindings, or says why its language needs none.
+pub fn bindings(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    match crate::authoring::bindings(&args.dir)
+        .with_context(|| format!("writing the bindings of {}", args.dir.display()))?
+    {
+        Ok(out) => println!("wrote {}", out.display()),
+        Err(why) => println!("{why}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 // {{name}}: a sluice {{kind}} policy in C. Build with `sluice plugin build`
 // (bindings are generated into build/bindings/{{world}}.h), try with
-// `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input req.json`.
+// `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input samples/request.json`.
 //
 // Memory: an export owns its arguments (free them with the generated
 // *_free functions); what it returns is malloc'ed and freed by the

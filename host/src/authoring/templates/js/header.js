@@ -1,6 +1,6 @@
 // {{name}}: a sluice {{kind}} policy in JavaScript. Build with `sluice plugin build`
 // (componentize-js), try with
-// `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input req.json --deadline-ms 500`
+// `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input samples/request.json --deadline-ms 500`
 // (the JS engine starts in every fresh instance: more than the default 50 ms).
 //
 // WIT types in JavaScript: records are objects with camelCase fields,

@@ -1,7 +1,7 @@
 """{{name}}: a sluice {{kind}} policy.
 
 Build with `sluice plugin build`, try with
-`sluice plugin test build/{{name}}.wasm --kind {{kind}} --input req.json --deadline-ms 500`
+`sluice plugin test build/{{name}}.wasm --kind {{kind}} --input samples/request.json --deadline-ms 500`
 (CPython starts in every fresh instance: more than the default 50 ms).
 """
 

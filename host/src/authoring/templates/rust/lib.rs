@@ -1,5 +1,5 @@
 //! {{name}}: a sluice {{kind}} policy. Build with `sluice plugin build`,
-//! try with `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input req.json`.
+//! try with `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input samples/request.json`.
 
 wit_bindgen::generate!({ world: "{{world}}", path: "wit" });
 
