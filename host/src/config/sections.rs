@@ -216,6 +216,10 @@ pub struct ProviderConfig {
     /// Deadline for one upstream attempt.
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// How long a stream may take to send its first content event; until
+    /// then the client has seen nothing and a failure moves on to the next
+    /// attempt (retry or fallback). Defaults to `timeout_ms`.
+    pub first_token_timeout_ms: Option<u64>,
     /// `anthropic-version` header (Anthropic only).
     pub anthropic_version: String,
     /// How long a key rests after the upstream rate-limits it.
@@ -238,6 +242,7 @@ impl Default for ProviderConfig {
             models: Vec::new(),
             timeout_ms: 60_000,
             connect_timeout_ms: 5_000,
+            first_token_timeout_ms: None,
             anthropic_version: "2023-06-01".to_owned(),
             key_cooldown_ms: 30_000,
             breaker: BreakerOverride::default(),
@@ -256,6 +261,7 @@ impl PartialEq for ProviderConfig {
             && self.models == other.models
             && self.timeout_ms == other.timeout_ms
             && self.connect_timeout_ms == other.connect_timeout_ms
+            && self.first_token_timeout_ms == other.first_token_timeout_ms
             && self.anthropic_version == other.anthropic_version
             && self.key_cooldown_ms == other.key_cooldown_ms
             && self.breaker == other.breaker
@@ -281,6 +287,11 @@ impl ProviderConfig {
     /// [`Self::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`Self::first_token_timeout_ms`] (else `timeout_ms`) as a duration.
+    pub fn first_token_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_token_timeout_ms.unwrap_or(self.timeout_ms))
     }
 
     /// [`Self::connect_timeout_ms`] as a duration.

@@ -96,6 +96,13 @@ pub enum Fault {
     Truncate,
     /// Answer 200 and send half the body, then reset the connection.
     Abort,
+    /// A stream sends its first event (OpenAI's role chunk, Anthropic's
+    /// `message_start`), no content, then resets the connection. A JSON
+    /// answer is treated as [`Fault::Abort`].
+    AbortBeforeContent,
+    /// A stream sends its first event, waits this long, then the rest. A
+    /// JSON answer waits, then answers.
+    StallBeforeContent(Duration),
     /// Close the connection without answering.
     Drop,
 }

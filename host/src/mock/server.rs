@@ -261,7 +261,12 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Drop) => return drop_connection(),
-        Some(f @ (Fault::Truncate | Fault::Abort)) => cut = Some(f),
+        Some(
+            f @ (Fault::Truncate
+            | Fault::Abort
+            | Fault::AbortBeforeContent
+            | Fault::StallBeforeContent(_)),
+        ) => cut = Some(f),
     }
 
     let roll = |rate: f64| rate > 0.0 && rand::random::<f64>() < rate;
@@ -314,6 +319,13 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
         let body = api_json(&answer);
         match cut {
             None => bytes_response(StatusCode::OK, "application/json", body),
+            Some(Fault::StallBeforeContent(d)) => {
+                tokio::time::sleep(d).await;
+                bytes_response(StatusCode::OK, "application/json", body)
+            }
+            Some(Fault::AbortBeforeContent) => {
+                cut_response("application/json", vec![Bytes::from(body)], Fault::Abort)
+            }
             Some(fault) => cut_response("application/json", vec![Bytes::from(body)], fault),
         }
     }
@@ -427,8 +439,27 @@ fn stream_response(
         return response;
     }
     let chunks: Vec<Bytes> = events.iter().map(|e| Bytes::from(e.to_bytes())).collect();
-    if let Some(fault) = cut {
-        return cut_response("text/event-stream", chunks, fault);
+    match cut {
+        Some(Fault::AbortBeforeContent) => {
+            let mut response = Response::new(reset_after(chunks[..1].to_vec()));
+            set_sse_headers(&mut response);
+            return response;
+        }
+        Some(Fault::StallBeforeContent(stall)) => {
+            let stream = futures::stream::iter(chunks.into_iter().enumerate()).then(
+                move |(i, chunk)| async move {
+                    if i == 1 {
+                        tokio::time::sleep(stall).await;
+                    }
+                    Ok::<Bytes, Infallible>(chunk)
+                },
+            );
+            let mut response = Response::new(Body::from_stream(stream));
+            set_sse_headers(&mut response);
+            return response;
+        }
+        Some(fault) => return cut_response("text/event-stream", chunks, fault),
+        None => {}
     }
     let stream =
         futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| async move {
@@ -451,6 +482,21 @@ fn set_sse_headers(response: &mut Response<Body>) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
+/// A body that sends `chunks`, then resets the connection.
+fn reset_after(chunks: Vec<Bytes>) -> Body {
+    let sent = futures::stream::iter(chunks.into_iter().map(Ok));
+    let reset = futures::stream::once(async {
+        // Yield once so hyper flushes the head and the chunks before the
+        // error makes it drop the connection.
+        tokio::task::yield_now().await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "mock upstream aborted the body",
+        ))
+    });
+    Body::from_stream(sent.chain(reset))
+}
+
 /// A 200 whose body stops halfway: cleanly for [`Fault::Truncate`], with a
 /// connection reset for [`Fault::Abort`]. For a single JSON chunk, halfway
 /// is half its bytes; for a stream, half its events.
@@ -463,17 +509,7 @@ fn cut_response(content_type: &'static str, chunks: Vec<Bytes>, fault: Fault) ->
         chunks.truncate(chunks.len() / 2);
     }
     let body = if fault == Fault::Abort {
-        let sent = futures::stream::iter(chunks.into_iter().map(Ok));
-        let reset = futures::stream::once(async {
-            // Yield once so hyper flushes the head and the first half before
-            // the error makes it drop the connection.
-            tokio::task::yield_now().await;
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "mock upstream aborted the body",
-            ))
-        });
-        Body::from_stream(sent.chain(reset))
+        reset_after(chunks)
     } else {
         Body::from(chunks.concat())
     };

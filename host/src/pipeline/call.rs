@@ -2,6 +2,12 @@
 //! plugin decides (retry, fall back, stop), within the host's retry budget,
 //! attempt cap and the request's overall deadline.
 //!
+//! When the policy stops, the model's `[fallbacks]` chain from the config
+//! is tried next, in order; a plugin's fallback and the chain may each go
+//! to a provider of another kind (the request is translated, see
+//! [`crate::translate`]). A stream counts as answered only at its first
+//! content event ([`super::stream::first_content`]).
+//!
 //! A provider whose circuit breaker is open refuses without sending. That
 //! is not an attempt: it is not counted, spends no retry and is not shown
 //! to the retry plugin. The request moves on to the next provider (in
@@ -16,7 +22,8 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
 use crate::telemetry::{UpstreamOutcome, log_safe};
-use crate::upstream::{AttemptFailure, UpstreamRequest, UpstreamResponse};
+use crate::translate::{self, Plan};
+use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 /// Longest pause between attempts a plugin may ask for.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -30,13 +37,10 @@ fn upstream_path(route: Route) -> &'static str {
     }
 }
 
-/// Whether `kind` speaks the wire format of `route`.
+/// Whether a provider of `kind` can serve `route`: natively or through
+/// [`translate`] (OpenAI chat <-> Anthropic messages).
 pub fn provider_speaks(kind: ProviderKind, route: Route) -> bool {
-    matches!(
-        (kind, route),
-        (ProviderKind::Openai, Route::Chat | Route::Embeddings)
-            | (ProviderKind::Anthropic, Route::AnthropicMessages)
-    )
+    translate::plan(route, kind).possible()
 }
 
 /// Calls upstream until an attempt succeeds or the policy stops.
@@ -55,6 +59,8 @@ pub async fn call_upstream(
     let mut refused: Vec<String> = Vec::new();
     let mut soonest = Duration::MAX;
     let mut number = 1;
+    // The configured fallback chain of the requested model.
+    let mut chain = FallbackChain::new(gw, ctx.route, &ctx.model);
     loop {
         let Some(provider_cfg) = gw.config.provider(&provider) else {
             return Err(GatewayError::upstream_failed(format!(
@@ -67,9 +73,14 @@ pub async fn call_upstream(
                 "the request deadline passed before the provider answered",
             ));
         }
+        let plan = translate::plan(ctx.route, provider_cfg.kind);
+        let mut body = ctx.parsed().upstream_body(&model);
+        if plan.translates() {
+            body = translate::request_body(plan, &body)?;
+        }
         let request = UpstreamRequest {
-            path: upstream_path(ctx.route).into(),
-            body: ctx.parsed().upstream_body(&model),
+            path: upstream_path(plan.upstream_route(ctx.route)).into(),
+            body,
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),
             request_id: ctx.id.clone(),
@@ -94,9 +105,26 @@ pub async fn call_upstream(
                     provider = next.to_owned();
                     continue;
                 }
-                None => return Err(circuit_open_error(&refused, &model, soonest)),
+                None => match chain.next(&refused) {
+                    Some((next_provider, next_model)) => {
+                        gw.retry_budget.record_request(&next_provider);
+                        provider = next_provider;
+                        model = next_model;
+                        continue;
+                    }
+                    None => return Err(circuit_open_error(&refused, &model, soonest)),
+                },
             }
         }
+        let result = match result {
+            Ok(response) => {
+                let within = provider_cfg
+                    .first_token_timeout()
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                held_until_content(ctx.route, plan, response, within).await
+            }
+            Err(f) => Err(translated_failure(plan, ctx.route, f)),
+        };
         gw.metrics.upstream_attempt(
             &provider,
             match &result {
@@ -131,7 +159,10 @@ pub async fn call_upstream(
             }
         };
         let (next_provider, next_model, wait_ms) = match verdict {
-            RetryVerdict::Stop => return Err(final_error(failure, number)),
+            RetryVerdict::Stop => match chain.next(&refused) {
+                Some((p, m)) => (p, m, 0),
+                None => return Err(final_error(failure, number)),
+            },
             RetryVerdict::Retry { after_ms } => (provider.clone(), model.clone(), after_ms),
             RetryVerdict::Fallback {
                 model: fallback,
@@ -164,6 +195,84 @@ pub async fn call_upstream(
         provider = next_provider;
         model = next_model;
         number += 1;
+    }
+}
+
+/// A provider's answer in the client's format; a stream is held until
+/// its first content event ([`super::stream::first_content`]), and failing
+/// before it is a failed attempt.
+async fn held_until_content(
+    route: Route,
+    plan: Plan,
+    response: UpstreamResponse,
+    within: Duration,
+) -> Result<UpstreamResponse, AttemptFailure> {
+    let mut response = translated_response(plan, response);
+    if let UpstreamBody::Stream(events) = response.body {
+        let events = super::stream::first_content(route, events, within)
+            .await
+            .map_err(AttemptFailure::from_outcome)?;
+        response.body = UpstreamBody::Stream(events);
+    }
+    Ok(response)
+}
+
+/// A provider's answer in the client's format.
+fn translated_response(plan: Plan, mut response: UpstreamResponse) -> UpstreamResponse {
+    if !plan.translates() {
+        return response;
+    }
+    response.body = match response.body {
+        UpstreamBody::Full(body) if response.status.is_success() => {
+            UpstreamBody::Full(translate::response_body(plan, &body))
+        }
+        UpstreamBody::Full(body) => UpstreamBody::Full(body),
+        UpstreamBody::Stream(events) => {
+            UpstreamBody::Stream(translate::translate_stream(plan, events))
+        }
+    };
+    response
+}
+
+/// A failed attempt whose error body is in the client's format, so a
+/// passed-through 4xx reads as the client's SDK expects.
+fn translated_failure(plan: Plan, route: Route, mut failure: AttemptFailure) -> AttemptFailure {
+    if let (true, Some(code), Some(body)) = (plan.translates(), failure.status(), &failure.body) {
+        failure.body = Some(translate::error_body(route, code, body));
+    }
+    failure
+}
+
+/// The `[fallbacks]` models of the requested model still to try, each
+/// with the provider that serves it (of any kind the route can reach).
+struct FallbackChain<'a> {
+    gw: &'a Gateway,
+    route: Route,
+    models: &'a [String],
+}
+
+impl<'a> FallbackChain<'a> {
+    fn new(gw: &'a Gateway, route: Route, model: &str) -> Self {
+        Self {
+            gw,
+            route,
+            models: gw.config.fallbacks(model),
+        }
+    }
+
+    /// The next (provider, model) whose provider has not refused this
+    /// request; consumes the entries it passes.
+    fn next(&mut self, refused: &[String]) -> Option<(String, String)> {
+        while let Some((model, rest)) = self.models.split_first() {
+            self.models = rest;
+            let target = self.gw.config.providers.iter().find(|p| {
+                p.serves(model) && provider_speaks(p.kind, self.route) && !refused.contains(&p.name)
+            });
+            if let Some(p) = target {
+                return Some((p.name.clone(), model.clone()));
+            }
+        }
+        None
     }
 }
 

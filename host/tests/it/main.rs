@@ -36,5 +36,7 @@ mod sdk_clients;
 mod semantic_cache;
 mod state_faults;
 mod state_suite;
+mod stream_failover;
+mod translation;
 mod upstream_client;
 mod upstream_mock;
