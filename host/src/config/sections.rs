@@ -169,6 +169,11 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Azure OpenAI: OpenAI's format on per-deployment URLs with an
+    /// `api-version` query and an `api-key` header.
+    Azure,
+    /// Google Gemini's native `generateContent` API (translated).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -177,6 +182,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Gemini => "gemini",
         }
     }
 
@@ -187,6 +194,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "https://api.openai.com/v1",
             ProviderKind::Anthropic => "https://api.anthropic.com",
+            // Each Azure resource has its own host: base_url is required.
+            ProviderKind::Azure => "",
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
         }
     }
 }
@@ -222,6 +232,11 @@ pub struct ProviderConfig {
     pub first_token_timeout_ms: Option<u64>,
     /// `anthropic-version` header (Anthropic only).
     pub anthropic_version: String,
+    /// `api-version` query parameter (Azure only).
+    pub api_version: String,
+    /// Model -> deployment name (Azure only); a model not listed is its
+    /// own deployment name.
+    pub deployments: std::collections::BTreeMap<String, String>,
     /// How long a key rests after the upstream rate-limits it.
     pub key_cooldown_ms: u64,
     /// This provider's circuit breaker: fields set here replace those of
@@ -244,6 +259,8 @@ impl Default for ProviderConfig {
             connect_timeout_ms: 5_000,
             first_token_timeout_ms: None,
             anthropic_version: "2023-06-01".to_owned(),
+            api_version: "2024-10-21".to_owned(),
+            deployments: std::collections::BTreeMap::new(),
             key_cooldown_ms: 30_000,
             breaker: BreakerOverride::default(),
             matcher: GlobSet::empty(),
@@ -263,6 +280,8 @@ impl PartialEq for ProviderConfig {
             && self.connect_timeout_ms == other.connect_timeout_ms
             && self.first_token_timeout_ms == other.first_token_timeout_ms
             && self.anthropic_version == other.anthropic_version
+            && self.api_version == other.api_version
+            && self.deployments == other.deployments
             && self.key_cooldown_ms == other.key_cooldown_ms
             && self.breaker == other.breaker
     }
@@ -282,6 +301,11 @@ impl ProviderConfig {
     /// Whether one of this provider's `models` globs matches `model`.
     pub fn serves(&self, model: &str) -> bool {
         self.matcher.is_match(model)
+    }
+
+    /// The Azure deployment serving `model`.
+    pub fn deployment<'a>(&'a self, model: &'a str) -> &'a str {
+        self.deployments.get(model).map_or(model, String::as_str)
     }
 
     /// [`Self::timeout_ms`] as a duration.

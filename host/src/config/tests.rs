@@ -205,7 +205,7 @@ fn a_bad_enum_value_names_the_field_and_the_choices() {
     assert_eq!(err.field_path(), Some("providers[1].kind"), "{shown}");
     assert!(
         shown.starts_with(
-            "providers[1].kind: unknown variant `openia`, expected `openai` or `anthropic`"
+            "providers[1].kind: unknown variant `openia`, expected one of `openai`, `anthropic`, `azure`, `gemini`"
         ),
         "{shown}"
     );

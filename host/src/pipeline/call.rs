@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::RequestCtx;
-use crate::config::ProviderKind;
+use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
@@ -28,13 +28,41 @@ use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamRes
 /// Longest pause between attempts a plugin may ask for.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The path under the provider's base URL (which ends in `/v1`).
-fn upstream_path(route: Route) -> &'static str {
-    match route {
-        Route::Chat => "/chat/completions",
-        Route::Embeddings => "/embeddings",
-        Route::AnthropicMessages => "/messages",
+/// The path (and query) under the provider's base URL for a request of
+/// `route` to `model` (see [`crate::upstream`] for the base URLs).
+fn upstream_path(provider: &ProviderConfig, route: Route, model: &str, stream: bool) -> String {
+    let openai = if route == Route::Embeddings {
+        "embeddings"
+    } else {
+        "chat/completions"
+    };
+    match provider.kind {
+        ProviderKind::Openai => format!("/{openai}"),
+        ProviderKind::Anthropic => "/messages".into(),
+        ProviderKind::Azure => format!(
+            "/openai/deployments/{}/{openai}?api-version={}",
+            path_segment(provider.deployment(model)),
+            path_segment(&provider.api_version)
+        ),
+        ProviderKind::Gemini if stream => format!(
+            "/v1beta/models/{}:streamGenerateContent?alt=sse",
+            path_segment(model)
+        ),
+        ProviderKind::Gemini => format!("/v1beta/models/{}:generateContent", path_segment(model)),
     }
+}
+
+/// `s` percent-encoded for one URL path segment or query value.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Whether a provider of `kind` can serve `route`: natively or through
@@ -79,7 +107,7 @@ pub async fn call_upstream(
             body = translate::request_body(plan, &body)?;
         }
         let request = UpstreamRequest {
-            path: upstream_path(plan.upstream_route(ctx.route)).into(),
+            path: upstream_path(provider_cfg, ctx.route, &model, ctx.parsed().stream).into(),
             body,
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),

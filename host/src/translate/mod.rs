@@ -11,11 +11,14 @@
 //!
 //! - `request.rs`: request bodies both ways;
 //! - `response.rs`: answers, usage, stop reasons and errors both ways;
-//! - `stream.rs`: the incremental SSE translators.
+//! - `stream.rs`: the incremental SSE translators;
+//! - `gemini.rs`: Gemini's native `generateContent` <-> OpenAI (Anthropic
+//!   clients reach Gemini through the OpenAI form).
 //!
 //! What cannot be carried across, and what happens to it, is listed in
 //! docs/translation.md.
 
+mod gemini;
 mod request;
 mod response;
 mod stream;
@@ -29,6 +32,7 @@ use crate::config::ProviderKind;
 use crate::policy::Route;
 use crate::upstream::BodyStream;
 
+pub use gemini::{GeminiToOpenAi, gemini_to_openai_response, openai_to_gemini_request};
 pub use request::{anthropic_to_openai_request, openai_to_anthropic_request};
 pub use response::{
     anthropic_to_openai_response, openai_finish_reason, openai_to_anthropic_response,
@@ -48,6 +52,10 @@ pub enum Plan {
     OpenAiToAnthropic,
     /// An Anthropic messages request to an OpenAI-compatible provider.
     AnthropicToOpenAi,
+    /// An OpenAI chat request to Gemini.
+    OpenAiToGemini,
+    /// An Anthropic messages request to Gemini (through the OpenAI form).
+    AnthropicToGemini,
     /// No translation exists (embeddings to Anthropic).
     Unsupported,
 }
@@ -60,27 +68,21 @@ impl Plan {
 
     /// Whether bodies must be translated.
     pub fn translates(self) -> bool {
-        matches!(self, Plan::OpenAiToAnthropic | Plan::AnthropicToOpenAi)
-    }
-
-    /// The route whose wire format the provider speaks.
-    pub fn upstream_route(self, route: Route) -> Route {
-        match self {
-            Plan::OpenAiToAnthropic => Route::AnthropicMessages,
-            Plan::AnthropicToOpenAi => Route::Chat,
-            Plan::Native | Plan::Unsupported => route,
-        }
+        !matches!(self, Plan::Native | Plan::Unsupported)
     }
 }
 
 /// How `route` reaches a provider of `kind`.
 pub fn plan(route: Route, kind: ProviderKind) -> Plan {
+    use ProviderKind::{Anthropic, Azure, Gemini, Openai};
     match (route, kind) {
-        (Route::Chat | Route::Embeddings, ProviderKind::Openai)
-        | (Route::AnthropicMessages, ProviderKind::Anthropic) => Plan::Native,
-        (Route::Chat, ProviderKind::Anthropic) => Plan::OpenAiToAnthropic,
-        (Route::AnthropicMessages, ProviderKind::Openai) => Plan::AnthropicToOpenAi,
-        (Route::Embeddings, ProviderKind::Anthropic) => Plan::Unsupported,
+        (Route::Chat | Route::Embeddings, Openai | Azure)
+        | (Route::AnthropicMessages, Anthropic) => Plan::Native,
+        (Route::Chat, Anthropic) => Plan::OpenAiToAnthropic,
+        (Route::AnthropicMessages, Openai | Azure) => Plan::AnthropicToOpenAi,
+        (Route::Chat, Gemini) => Plan::OpenAiToGemini,
+        (Route::AnthropicMessages, Gemini) => Plan::AnthropicToGemini,
+        (Route::Embeddings, Anthropic | Gemini) => Plan::Unsupported,
     }
 }
 
@@ -92,6 +94,8 @@ pub fn request_body(plan: Plan, body: &[u8]) -> Result<Bytes, ApiError> {
     let out = match plan {
         Plan::OpenAiToAnthropic => openai_to_anthropic_request(&value)?,
         Plan::AnthropicToOpenAi => anthropic_to_openai_request(&value)?,
+        Plan::OpenAiToGemini => openai_to_gemini_request(&value)?,
+        Plan::AnthropicToGemini => openai_to_gemini_request(&anthropic_to_openai_request(&value)?)?,
         Plan::Native | Plan::Unsupported => return Ok(Bytes::copy_from_slice(body)),
     };
     Ok(Bytes::from(to_json_bytes(&out)))
@@ -107,6 +111,8 @@ pub fn response_body(plan: Plan, body: &[u8]) -> Bytes {
     let out = match plan {
         Plan::OpenAiToAnthropic => anthropic_to_openai_response(&value),
         Plan::AnthropicToOpenAi => openai_to_anthropic_response(&value),
+        Plan::OpenAiToGemini => gemini_to_openai_response(&value),
+        Plan::AnthropicToGemini => openai_to_anthropic_response(&gemini_to_openai_response(&value)),
         Plan::Native | Plan::Unsupported => return Bytes::copy_from_slice(body),
     };
     Bytes::from(to_json_bytes(&out))
@@ -124,6 +130,10 @@ pub fn translate_stream(plan: Plan, upstream: BodyStream) -> BodyStream {
     let translator = match plan {
         Plan::OpenAiToAnthropic => EventTranslator::AnthropicToOpenAi(AnthropicToOpenAi::new()),
         Plan::AnthropicToOpenAi => EventTranslator::OpenAiToAnthropic(OpenAiToAnthropic::new()),
+        Plan::OpenAiToGemini => EventTranslator::GeminiToOpenAi(GeminiToOpenAi::new()),
+        Plan::AnthropicToGemini => {
+            EventTranslator::GeminiToAnthropic(GeminiToOpenAi::new(), OpenAiToAnthropic::new())
+        }
         Plan::Native | Plan::Unsupported => return upstream,
     };
     let state = (
@@ -173,9 +183,10 @@ mod tests {
         );
         assert!(!plan(Route::Embeddings, ProviderKind::Anthropic).possible());
         assert_eq!(
-            Plan::OpenAiToAnthropic.upstream_route(Route::Chat),
-            Route::AnthropicMessages
+            plan(Route::AnthropicMessages, ProviderKind::Gemini),
+            Plan::AnthropicToGemini
         );
+        assert_eq!(plan(Route::Embeddings, ProviderKind::Azure), Plan::Native);
     }
 
     #[test]

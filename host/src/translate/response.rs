@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::{self, error_body};
+use crate::api::error_body;
 use crate::policy::Route;
 
 /// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
@@ -193,10 +193,11 @@ pub(super) fn tool_input(arguments: &str) -> Value {
 
 /// The message of an error body of either shape, else the body's text.
 pub(super) fn error_message(body: &[u8]) -> String {
-    api::parse_error_body(body).map_or_else(
-        || String::from_utf8_lossy(body).trim().to_owned(),
-        |(_, message)| message,
-    )
+    // OpenAI, Anthropic and Gemini all put it at error.message.
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }
 
 /// An error body for the client's `route`, from a provider error of

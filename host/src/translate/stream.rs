@@ -17,6 +17,9 @@ fn text(v: &Value) -> String {
 pub enum EventTranslator {
     AnthropicToOpenAi(AnthropicToOpenAi),
     OpenAiToAnthropic(OpenAiToAnthropic),
+    GeminiToOpenAi(super::GeminiToOpenAi),
+    /// Gemini to OpenAI chunks, then those to Anthropic events.
+    GeminiToAnthropic(super::GeminiToOpenAi, OpenAiToAnthropic),
 }
 
 impl EventTranslator {
@@ -25,6 +28,12 @@ impl EventTranslator {
         match self {
             EventTranslator::AnthropicToOpenAi(t) => t.translate(event),
             EventTranslator::OpenAiToAnthropic(t) => t.translate(event),
+            EventTranslator::GeminiToOpenAi(t) => t.translate(event),
+            EventTranslator::GeminiToAnthropic(first, second) => first
+                .translate(event)
+                .iter()
+                .flat_map(|e| second.translate(e))
+                .collect(),
         }
     }
 }

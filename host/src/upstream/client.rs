@@ -25,6 +25,8 @@ use crate::telemetry::Metrics;
 const MAX_KEY_COOLDOWN_MS: u64 = 60 * 60 * 1000;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -201,7 +203,9 @@ impl Provider {
             .map(|(index, key)| {
                 let value = match config.kind {
                     ProviderKind::Openai => format!("Bearer {}", key.expose()),
-                    ProviderKind::Anthropic => key.expose().to_owned(),
+                    ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Gemini => {
+                        key.expose().to_owned()
+                    }
                 };
                 let mut value = HeaderValue::try_from(value).map_err(|_| BuildError::Key {
                     provider: provider(),
@@ -400,6 +404,8 @@ impl Provider {
             let name = match self.kind {
                 ProviderKind::Openai => AUTHORIZATION,
                 ProviderKind::Anthropic => X_API_KEY,
+                ProviderKind::Azure => API_KEY,
+                ProviderKind::Gemini => X_GOOG_API_KEY,
             };
             headers.insert(name, key.clone());
         }

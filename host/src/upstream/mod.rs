@@ -16,7 +16,12 @@
 //! Paths are appended to the provider's `base_url`, which ends with `/v1`:
 //! OpenAI-style URLs carry it in config; for Anthropic, whose SDK convention
 //! is a base URL without it, `/v1` is added when missing. Either way callers
-//! pass `/chat/completions`, `/embeddings` or `/messages`.
+//! pass `/chat/completions`, `/embeddings` or `/messages`. Azure and Gemini
+//! base URLs are the service's root; callers pass the whole path
+//! (`/openai/deployments/D/chat/completions?api-version=V`,
+//! `/v1beta/models/M:generateContent`). Keys go in `authorization: Bearer`
+//! (OpenAI), `x-api-key` (Anthropic), `api-key` (Azure) or
+//! `x-goog-api-key` (Gemini).
 
 mod body;
 mod breaker;

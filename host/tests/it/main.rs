@@ -28,6 +28,7 @@ mod plugin_sandbox;
 mod plugin_yield;
 mod polyglot_throttle;
 mod polyglot_tutorial;
+mod provider_kinds;
 mod redis_faults_gateway;
 mod reference_plugins;
 mod reload_files;
