@@ -30,9 +30,9 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    AnonymousConfig, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, MIN_HEADER_BYTES,
-    ProviderConfig, ProviderKind, RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig,
-    TenantConfig,
+    AnonymousConfig, Balance, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind,
+    MIN_HEADER_BYTES, ProviderConfig, ProviderKind, RetryConfig, RoutingConfig, SemanticConfig,
+    ServerConfig, TelemetryConfig, TenantConfig,
 };
 
 /// Why a config could not be loaded. Every variant except `Read` and
@@ -103,6 +103,7 @@ pub struct Config {
     /// attempts fail and the retry policy stops (any provider kind: the
     /// request is translated when the fallback speaks another format).
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    pub routing: RoutingConfig,
     pub breaker: BreakerConfig,
     pub semantic: SemanticConfig,
     pub plugins: PluginsConfig,

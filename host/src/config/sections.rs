@@ -242,6 +242,8 @@ pub struct ProviderConfig {
     /// This provider's circuit breaker: fields set here replace those of
     /// `[breaker]`.
     pub breaker: BreakerOverride,
+    /// Share of its model's traffic under `[routing] balance = "weighted"`.
+    pub weight: u32,
     /// `models` compiled; built by [`super::Config::prepare`].
     #[serde(skip)]
     pub(super) matcher: GlobSet,
@@ -261,6 +263,7 @@ impl Default for ProviderConfig {
             anthropic_version: "2023-06-01".to_owned(),
             api_version: "2024-10-21".to_owned(),
             deployments: std::collections::BTreeMap::new(),
+            weight: 1,
             key_cooldown_ms: 30_000,
             breaker: BreakerOverride::default(),
             matcher: GlobSet::empty(),
@@ -282,6 +285,7 @@ impl PartialEq for ProviderConfig {
             && self.anthropic_version == other.anthropic_version
             && self.api_version == other.api_version
             && self.deployments == other.deployments
+            && self.weight == other.weight
             && self.key_cooldown_ms == other.key_cooldown_ms
             && self.breaker == other.breaker
     }
@@ -405,6 +409,33 @@ impl Default for CacheConfig {
             coalesce_across_nodes: true,
         }
     }
+}
+
+// === [routing] ===
+
+/// How a request picks among several providers serving its model (several
+/// deployments of one model: two organisations, Azure and OpenAI, vLLM
+/// replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The first in config order (the others serve when its circuit is open).
+    #[default]
+    First,
+    /// At random in proportion to each provider's `weight`.
+    Weighted,
+    /// Power of two choices over each provider's peak-EWMA latency times
+    /// its requests in flight.
+    LeastLatency,
+}
+
+/// `[routing]`: selection among the providers serving a model. Providers
+/// whose circuit breaker is open are ejected from selection until a probe
+/// may go (see `[breaker]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub balance: Balance,
 }
 
 // === [retry] ===

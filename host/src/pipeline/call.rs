@@ -8,6 +8,10 @@
 //! [`crate::translate`]). A stream counts as answered only at its first
 //! content event ([`super::stream::first_content`]).
 //!
+//! Among several providers serving the model, [`pick`] chooses by
+//! `[routing] balance` (first, weighted, least latency), ejecting those
+//! whose circuit is open.
+//!
 //! A provider whose circuit breaker is open refuses without sending. That
 //! is not an attempt: it is not counted, spends no retry and is not shown
 //! to the retry plugin. The request moves on to the next provider (in
@@ -17,13 +21,13 @@
 use std::time::{Duration, Instant};
 
 use super::RequestCtx;
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{Balance, ProviderConfig, ProviderKind};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
 use crate::telemetry::{UpstreamOutcome, log_safe};
 use crate::translate::{self, Plan};
-use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamResponse, balance};
 
 /// Longest pause between attempts a plugin may ask for.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -79,7 +83,7 @@ pub async fn call_upstream(
     let deadline = ctx.started + gw.request_timeout();
     let retry = ctx.plugins[Slot::Retry].clone();
     let cap = gw.config.retry.max_attempts_cap.max(1);
-    let mut provider = ctx.provider.clone();
+    let mut provider = pick(gw, ctx.route, &ctx.model, &[]).unwrap_or_else(|| ctx.provider.clone());
     let mut model = ctx.model.clone();
     gw.retry_budget.record_request(&provider);
     // Providers whose open circuit refused this request, and the soonest
@@ -127,10 +131,10 @@ pub async fn call_upstream(
             if !refused.contains(&provider) {
                 refused.push(provider);
             }
-            match next_candidate(gw, ctx.route, &model, &refused) {
+            match pick(gw, ctx.route, &model, &refused) {
                 Some(next) => {
-                    gw.retry_budget.record_request(next);
-                    provider = next.to_owned();
+                    gw.retry_budget.record_request(&next);
+                    provider = next;
                     continue;
                 }
                 None => match chain.next(&refused) {
@@ -304,20 +308,47 @@ impl<'a> FallbackChain<'a> {
     }
 }
 
-/// Where an attempt refused by an open circuit goes: the first provider,
-/// in config order, that serves `model` on `route` and has not refused
-/// this request yet.
-fn next_candidate<'a>(
-    gw: &'a Gateway,
-    route: Route,
-    model: &str,
-    refused: &[String],
-) -> Option<&'a str> {
-    gw.config
+/// The provider for an attempt at `model` on `route`, among those serving
+/// it that have not refused this request, by `[routing] balance`: the
+/// first in config order, weighted random, or least latency (two choices
+/// over peak EWMA). Weighted and least-latency choices eject providers
+/// whose circuit is open (until a probe may go); when every candidate is
+/// ejected they choose among all, which then refuse, so the request fails
+/// fast with the circuit's 503.
+fn pick(gw: &Gateway, route: Route, model: &str, refused: &[String]) -> Option<String> {
+    let candidates: Vec<&ProviderConfig> = gw
+        .config
         .providers
         .iter()
-        .find(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
-        .map(|p| p.name.as_str())
+        .filter(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
+        .collect();
+    let balance = gw.config.routing.balance;
+    if balance == Balance::First || candidates.len() <= 1 {
+        return candidates.first().map(|p| p.name.clone());
+    }
+    let healthy: Vec<&ProviderConfig> = candidates
+        .iter()
+        .copied()
+        .filter(|p| gw.upstreams.available(&p.name))
+        .collect();
+    let pool = if healthy.is_empty() {
+        &candidates
+    } else {
+        &healthy
+    };
+    let random = rand::random::<u64>();
+    let index = match balance {
+        Balance::Weighted => {
+            let weights: Vec<u32> = pool.iter().map(|p| p.weight).collect();
+            balance::weighted(&weights, random)
+        }
+        Balance::LeastLatency => {
+            let costs: Vec<f64> = pool.iter().map(|p| gw.upstreams.load(&p.name)).collect();
+            balance::two_choices(&costs, random)
+        }
+        Balance::First => Some(0),
+    };
+    index.map(|i| pool[i].name.clone())
 }
 
 /// Every provider the request could use refused it: 503, come back when

@@ -9,6 +9,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 
+use super::balance::PeakEwma;
 use super::body::{self, IdleTimeout, Read};
 use super::breaker::{Admission, Breaker, CircuitState, Permit};
 use super::clock::{self, Clock};
@@ -115,6 +116,7 @@ struct Provider {
     key_cooldown_ms: u64,
     anthropic_version: HeaderValue,
     breaker: Breaker,
+    latency: PeakEwma,
 }
 
 impl Upstreams {
@@ -177,6 +179,23 @@ impl Upstreams {
                 }
             })
             .collect()
+    }
+
+    /// Whether `provider` takes attempts now: its circuit is not open, or
+    /// its cooldown is over and a probe may go. An unknown name is not.
+    pub fn available(&self, provider: &str) -> bool {
+        self.provider(provider).is_some_and(|p| {
+            let (_, retry_in) = p.breaker.state(self.inner.settings.clock.now_ms());
+            retry_in.is_none_or(|ms| ms == 0)
+        })
+    }
+
+    /// The least-latency balancer's cost of one more attempt at
+    /// `provider` (see [`super::balance::PeakEwma::cost`]).
+    pub fn load(&self, provider: &str) -> f64 {
+        let now = self.inner.settings.clock.now_ms();
+        self.provider(provider)
+            .map_or(f64::MAX, |p| p.latency.cost(now))
     }
 
     fn provider(&self, name: &str) -> Option<&Provider> {
@@ -248,6 +267,7 @@ impl Provider {
             key_cooldown_ms: config.key_cooldown_ms,
             anthropic_version,
             breaker: Breaker::new(config.breaker.apply(&settings.breaker)),
+            latency: PeakEwma::default(),
         })
     }
 
@@ -273,7 +293,11 @@ impl Provider {
         let key = self.keys.pick(now);
         let key_index = key.map(|k| k.index);
 
+        let in_flight = self.latency.start();
+        let started = Instant::now();
         let result = self.attempt(request, key_index, settings).await;
+        drop(in_flight);
+        self.latency.observe(started.elapsed(), clock.now_ms());
 
         // The provider failing, not the request or a key: a 4xx (429
         // included: the key pool handles those) counts as an answer.

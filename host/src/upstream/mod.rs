@@ -9,6 +9,9 @@
 //!   [`UpstreamResponse`] or an [`AttemptFailure`] carrying the
 //!   [`AttemptOutcome`] the retry plugin sees.
 //! - [`RetryBudget`]: the host-side cap on retries per provider.
+//! - [`balance`]: weighted and least-latency (peak EWMA, two choices)
+//!   selection among providers of one model; [`Upstreams::available`] and
+//!   [`Upstreams::load`] feed it.
 //! - [`retry_after_ms`]: `retry-after` / `retry-after-ms` parsing.
 //! - [`Clock`] / [`ManualClock`]: the injectable clock cooldowns, the breaker
 //!   and the budget run on.
@@ -23,6 +26,7 @@
 //! (OpenAI), `x-api-key` (Anthropic), `api-key` (Azure) or
 //! `x-goog-api-key` (Gemini).
 
+pub mod balance;
 mod body;
 mod breaker;
 mod budget;
