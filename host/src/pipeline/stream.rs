@@ -41,7 +41,8 @@ pub struct Tee<E> {
     estimated_prompt_tokens: u32,
     on_finish: Option<FinishHook>,
     route: Route,
-    /// Called once if the stream fails after it started.
+    /// Called once if the stream fails after it started (broken, cut, or
+    /// ended by the provider's own error event).
     on_failure: Option<FailureHook>,
     /// The error event was sent: nothing more follows.
     ended: bool,
@@ -155,6 +156,13 @@ impl<E: std::fmt::Display> Stream for Tee<E> {
                         // client could mistake for a whole answer.
                         let event = self.fail("it ended without its terminator");
                         return Poll::Ready(Some(Ok(event)));
+                    }
+                    if self.accumulator.error().is_some()
+                        && let Some(hook) = self.on_failure.take()
+                    {
+                        // The provider itself ended the stream with an
+                        // error event, which the client got: counted too.
+                        hook();
                     }
                     self.finish(true);
                     return Poll::Ready(None);
