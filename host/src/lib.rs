@@ -30,6 +30,8 @@
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
 //! - [`admin`]: the admin API; [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
+//! - [`translate`]: OpenAI chat <-> Anthropic messages, requests, answers,
+//!   errors and streams, for a provider of the other kind.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
 //!   plugin, bench, eval); [`authoring`]: scaffolding and building policies
 //!   in Rust, C, Python and JavaScript; [`mock`]: a mock provider. The load
@@ -55,5 +57,6 @@ pub mod semantic;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod translate;
 pub mod upstream;
 pub mod versions;

@@ -19,7 +19,7 @@ mod secret;
 mod sections;
 mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSetBuilder};
@@ -30,9 +30,9 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    AnonymousConfig, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, MIN_HEADER_BYTES,
-    ProviderConfig, ProviderKind, RetryConfig, SemanticConfig, ServerConfig, TelemetryConfig,
-    TenantConfig,
+    AnonymousConfig, Balance, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind,
+    MIN_HEADER_BYTES, ProviderConfig, ProviderKind, RetryConfig, RoutingConfig, SemanticConfig,
+    ServerConfig, TelemetryConfig, TenantConfig,
 };
 
 /// Why a config could not be loaded. Every variant except `Read` and
@@ -99,6 +99,11 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub cache: CacheConfig,
     pub retry: RetryConfig,
+    /// `[fallbacks]`: model -> the models to try next, in order, when its
+    /// attempts fail and the retry policy stops (any provider kind: the
+    /// request is translated when the fallback speaks another format).
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    pub routing: RoutingConfig,
     pub breaker: BreakerConfig,
     pub semantic: SemanticConfig,
     pub plugins: PluginsConfig,
@@ -167,6 +172,16 @@ impl Config {
         for (i, provider) in self.providers.iter_mut().enumerate() {
             provider.matcher = compile_models(i, &provider.models)?;
         }
+        for (model, chain) in &self.fallbacks {
+            for (j, next) in chain.iter().enumerate() {
+                if self.route(next).is_none() {
+                    return Err(ConfigError::invalid(
+                        format!("fallbacks.{model}[{j}]"),
+                        format!("no provider serves the model `{next}`"),
+                    ));
+                }
+            }
+        }
         self.tenant_keys = self
             .tenants
             .iter()
@@ -180,6 +195,12 @@ impl Config {
     /// matches, in config order.
     pub fn route(&self, model: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.serves(model))
+    }
+
+    /// The configured fallback models of `model`, in order (none when it
+    /// has no `[fallbacks]` entry).
+    pub fn fallbacks(&self, model: &str) -> &[String] {
+        self.fallbacks.get(model).map_or(&[], Vec::as_slice)
     }
 
     /// The provider named `name` (retry fallbacks name one).

@@ -179,6 +179,11 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Azure OpenAI: OpenAI's format on per-deployment URLs with an
+    /// `api-version` query and an `api-key` header.
+    Azure,
+    /// Google Gemini's native `generateContent` API (translated).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -187,6 +192,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Gemini => "gemini",
         }
     }
 
@@ -197,6 +204,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "https://api.openai.com/v1",
             ProviderKind::Anthropic => "https://api.anthropic.com",
+            // Each Azure resource has its own host: base_url is required.
+            ProviderKind::Azure => "",
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
         }
     }
 }
@@ -226,13 +236,24 @@ pub struct ProviderConfig {
     /// Deadline for one upstream attempt.
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// How long a stream may take to send its first content event; until
+    /// then the client has seen nothing and a failure moves on to the next
+    /// attempt (retry or fallback). Defaults to `timeout_ms`.
+    pub first_token_timeout_ms: Option<u64>,
     /// `anthropic-version` header (Anthropic only).
     pub anthropic_version: String,
+    /// `api-version` query parameter (Azure only).
+    pub api_version: String,
+    /// Model -> deployment name (Azure only); a model not listed is its
+    /// own deployment name.
+    pub deployments: std::collections::BTreeMap<String, String>,
     /// How long a key rests after the upstream rate-limits it.
     pub key_cooldown_ms: u64,
     /// This provider's circuit breaker: fields set here replace those of
     /// `[breaker]`.
     pub breaker: BreakerOverride,
+    /// Share of its model's traffic under `[routing] balance = "weighted"`.
+    pub weight: u32,
     /// `models` compiled; built by [`super::Config::prepare`].
     #[serde(skip)]
     pub(super) matcher: GlobSet,
@@ -248,7 +269,11 @@ impl Default for ProviderConfig {
             models: Vec::new(),
             timeout_ms: 60_000,
             connect_timeout_ms: 5_000,
+            first_token_timeout_ms: None,
             anthropic_version: "2023-06-01".to_owned(),
+            api_version: "2024-10-21".to_owned(),
+            deployments: std::collections::BTreeMap::new(),
+            weight: 1,
             key_cooldown_ms: 30_000,
             breaker: BreakerOverride::default(),
             matcher: GlobSet::empty(),
@@ -266,7 +291,11 @@ impl PartialEq for ProviderConfig {
             && self.models == other.models
             && self.timeout_ms == other.timeout_ms
             && self.connect_timeout_ms == other.connect_timeout_ms
+            && self.first_token_timeout_ms == other.first_token_timeout_ms
             && self.anthropic_version == other.anthropic_version
+            && self.api_version == other.api_version
+            && self.deployments == other.deployments
+            && self.weight == other.weight
             && self.key_cooldown_ms == other.key_cooldown_ms
             && self.breaker == other.breaker
     }
@@ -288,9 +317,19 @@ impl ProviderConfig {
         self.matcher.is_match(model)
     }
 
+    /// The Azure deployment serving `model`.
+    pub fn deployment<'a>(&'a self, model: &'a str) -> &'a str {
+        self.deployments.get(model).map_or(model, String::as_str)
+    }
+
     /// [`Self::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`Self::first_token_timeout_ms`] (else `timeout_ms`) as a duration.
+    pub fn first_token_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_token_timeout_ms.unwrap_or(self.timeout_ms))
     }
 
     /// [`Self::connect_timeout_ms`] as a duration.
@@ -380,6 +419,33 @@ impl Default for CacheConfig {
             coalesce_across_nodes: true,
         }
     }
+}
+
+// === [routing] ===
+
+/// How a request picks among several providers serving its model (several
+/// deployments of one model: two organisations, Azure and OpenAI, vLLM
+/// replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The first in config order (the others serve when its circuit is open).
+    #[default]
+    First,
+    /// At random in proportion to each provider's `weight`.
+    Weighted,
+    /// Power of two choices over each provider's peak-EWMA latency times
+    /// its requests in flight.
+    LeastLatency,
+}
+
+/// `[routing]`: selection among the providers serving a model. Providers
+/// whose circuit breaker is open are ejected from selection until a probe
+/// may go (see `[breaker]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub balance: Balance,
 }
 
 // === [retry] ===

@@ -207,7 +207,7 @@ fn a_bad_enum_value_names_the_field_and_the_choices() {
     assert_eq!(err.field_path(), Some("providers[1].kind"), "{shown}");
     assert!(
         shown.starts_with(
-            "providers[1].kind: unknown variant `openia`, expected `openai` or `anthropic`"
+            "providers[1].kind: unknown variant `openia`, expected one of `openai`, `anthropic`, `azure`, `gemini`"
         ),
         "{shown}"
     );
@@ -341,6 +341,16 @@ fn provider_rules() {
         "[[providers]]\ntimeout_ms = 0",
         "providers[0].timeout_ms",
         "greater than 0",
+    );
+    assert_error_at(
+        "[[providers]]\nfirst_token_timeout_ms = 0",
+        "providers[0].first_token_timeout_ms",
+        "greater than 0",
+    );
+    assert_error_at(
+        "[[providers]]\nmodels = [\"gpt-*\"]\n[fallbacks]\n\"gpt-4o\" = [\"gpt-4o-mini\", \"claude-x\"]",
+        "fallbacks.gpt-4o[1]",
+        "no provider serves the model `claude-x`",
     );
     assert_error_at(
         "[[providers]]\nkeys = [\" \"]",
@@ -927,5 +937,23 @@ fn metrics_label_the_configured_names() {
     assert!(
         text.contains("sluice_throttle_rejects_total{tenant=\"globex\"} 0"),
         "{text}"
+    );
+}
+
+#[test]
+fn fallback_chains_and_first_token_timeouts_are_read() {
+    let c = parse(
+        "[[providers]]\nmodels = [\"gpt-*\"]\ntimeout_ms = 9000\n[[providers]]\nkind = \"anthropic\"\nmodels = [\"claude-*\"]\nfirst_token_timeout_ms = 700\n[fallbacks]\n\"gpt-4o\" = [\"claude-x\", \"gpt-4o-mini\"]",
+    )
+    .unwrap();
+    assert_eq!(c.fallbacks("gpt-4o"), ["claude-x", "gpt-4o-mini"]);
+    assert!(c.fallbacks("gpt-4o-mini").is_empty());
+    assert_eq!(
+        c.providers[0].first_token_timeout(),
+        std::time::Duration::from_millis(9000)
+    );
+    assert_eq!(
+        c.providers[1].first_token_timeout(),
+        std::time::Duration::from_millis(700)
     );
 }

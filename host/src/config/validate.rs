@@ -162,6 +162,10 @@ fn providers(c: &Config) -> Check {
         compile_models(i, &p.models)?;
         positive(&at("timeout_ms"), p.timeout_ms)?;
         positive(&at("connect_timeout_ms"), p.connect_timeout_ms)?;
+        positive(&at("weight"), u64::from(p.weight))?;
+        if let Some(ms) = p.first_token_timeout_ms {
+            positive(&at("first_token_timeout_ms"), ms)?;
+        }
         positive(&at("key_cooldown_ms"), p.key_cooldown_ms)?;
         if p.kind == ProviderKind::Anthropic {
             not_blank(&at("anthropic_version"), &p.anthropic_version)?;

@@ -254,6 +254,63 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// A Gemini `generateContent` answer: `mock answer to: <last user text>`,
+/// or a call of the forced function (`toolConfig` mode `ANY`) with
+/// `{"query": <last user text>}`.
+pub(super) fn gemini_answer(model: &str, req: &Value, id: u64) -> Value {
+    let texts = |content: &Value| -> String {
+        content["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let contents = req["contents"].as_array().cloned().unwrap_or_default();
+    let last_user = contents
+        .iter()
+        .rev()
+        .find(|c| c["role"] == "user" && !texts(c).is_empty())
+        .map(texts)
+        .unwrap_or_default();
+    let prompt_chars: usize = contents
+        .iter()
+        .map(|c| texts(c).chars().count())
+        .sum::<usize>()
+        + texts(&req["systemInstruction"]).chars().count();
+    let config = &req["toolConfig"]["functionCallingConfig"];
+    let forced = (config["mode"] == "ANY").then(|| {
+        config["allowedFunctionNames"][0]
+            .as_str()
+            .or_else(|| req["tools"][0]["functionDeclarations"][0]["name"].as_str())
+            .map(str::to_owned)
+    });
+    let (part, chars) = match forced.flatten() {
+        Some(name) => {
+            let args = json!({ "query": last_user });
+            let chars = name.chars().count() + args.to_string().chars().count();
+            (
+                json!({ "functionCall": { "name": name, "args": args } }),
+                chars,
+            )
+        }
+        None => {
+            let text = format!("mock answer to: {last_user}");
+            let chars = text.chars().count();
+            (json!({ "text": text }), chars)
+        }
+    };
+    let prompt = api::tokens_for_chars(prompt_chars);
+    let completion = api::tokens_for_chars(chars);
+    json!({
+        "candidates": [{ "content": { "role": "model", "parts": [part] }, "finishReason": "STOP", "index": 0 }],
+        "usageMetadata": { "promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": prompt + completion },
+        "modelVersion": model,
+        "responseId": format!("mock-gemini-{id}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

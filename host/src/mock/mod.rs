@@ -4,7 +4,12 @@
 //! Serves `POST /v1/chat/completions` (JSON, or SSE when `stream: true`, with
 //! the usage chunk when `stream_options.include_usage`), `POST /v1/embeddings`
 //! (deterministic unit vectors), `POST /v1/messages` (Anthropic JSON or its
-//! SSE event sequence) and `GET /v1/models`.
+//! SSE event sequence) and `GET /v1/models`; Azure OpenAI's
+//! `POST /openai/deployments/{deployment}/chat/completions?api-version=…`
+//! (key in `api-key`, answered as OpenAI chat) and Gemini's
+//! `POST /v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse` (key in `x-goog-api-key`; only
+//! [`Fault::Status`] faults apply to Gemini).
 //!
 //! Answers are deterministic from the request: the text is
 //! `mock answer to: <last user text>` (cut to `max_tokens * 4` characters when
@@ -96,6 +101,13 @@ pub enum Fault {
     Truncate,
     /// Answer 200 and send half the body, then reset the connection.
     Abort,
+    /// A stream sends its first event (OpenAI's role chunk, Anthropic's
+    /// `message_start`), no content, then resets the connection. A JSON
+    /// answer is treated as [`Fault::Abort`].
+    AbortBeforeContent,
+    /// A stream sends its first event, waits this long, then the rest. A
+    /// JSON answer waits, then answers.
+    StallBeforeContent(Duration),
     /// Close the connection without answering.
     Drop,
 }

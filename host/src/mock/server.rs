@@ -22,7 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::answers::{anthropic_answer, chat_answer, embeddings_answer, unix_now};
+use super::answers::{anthropic_answer, chat_answer, embeddings_answer, gemini_answer, unix_now};
 use super::{Fault, MAX_BODY, MockConfig, Mode, RECENT_REQUESTS, SeenRequest, Shared, route_index};
 use crate::api::{self, ParsedRequest};
 use crate::policy::Route;
@@ -55,6 +55,11 @@ pub(super) async fn run(
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
+        .route("/v1beta/models/{target}", post(gemini))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared.clone());
@@ -205,16 +210,41 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Azure OpenAI: a deployment's chat completions, `api-version` required,
+/// the key in `api-key`; answered as OpenAI chat.
+async fn azure_chat(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(deployment): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let query = query.unwrap_or_default();
+    let path = format!("/openai/deployments/{deployment}/chat/completions?{query}");
+    if !query.split('&').any(|kv| kv.starts_with("api-version=")) {
+        record(&s, Method::POST, &path, &headers, body);
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": { "code": "404", "message": "Resource not found" } }),
+        );
+    }
+    handle_at(s, Route::Chat, &path, headers, body).await
+}
+
 async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    handle_at(s, route, api::route_path(route), headers, body).await
+}
+
+async fn handle_at(
+    s: Arc<Shared>,
+    route: Route,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     s.calls[route_index(route)].fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight::enter(&s);
-    record(
-        &s,
-        Method::POST,
-        api::route_path(route),
-        &headers,
-        body.clone(),
-    );
+    record(&s, Method::POST, path, &headers, body.clone());
 
     // A keep-alive connection may carry a request just as the mock goes
     // down; it must not be answered.
@@ -261,7 +291,12 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Drop) => return drop_connection(),
-        Some(f @ (Fault::Truncate | Fault::Abort)) => cut = Some(f),
+        Some(
+            f @ (Fault::Truncate
+            | Fault::Abort
+            | Fault::AbortBeforeContent
+            | Fault::StallBeforeContent(_)),
+        ) => cut = Some(f),
     }
 
     let roll = |rate: f64| rate > 0.0 && rand::random::<f64>() < rate;
@@ -314,6 +349,13 @@ async fn handle(s: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -
         let body = api_json(&answer);
         match cut {
             None => bytes_response(StatusCode::OK, "application/json", body),
+            Some(Fault::StallBeforeContent(d)) => {
+                tokio::time::sleep(d).await;
+                bytes_response(StatusCode::OK, "application/json", body)
+            }
+            Some(Fault::AbortBeforeContent) => {
+                cut_response("application/json", vec![Bytes::from(body)], Fault::Abort)
+            }
             Some(fault) => cut_response("application/json", vec![Bytes::from(body)], fault),
         }
     }
@@ -353,7 +395,9 @@ fn authorized(config: &MockConfig, route: Route, headers: &HeaderMap) -> bool {
         Route::Chat | Route::Embeddings => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ")),
+            .and_then(|v| v.strip_prefix("Bearer "))
+            // Azure's header.
+            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok())),
     };
     presented == Some(expected.as_str())
 }
@@ -427,8 +471,27 @@ fn stream_response(
         return response;
     }
     let chunks: Vec<Bytes> = events.iter().map(|e| Bytes::from(e.to_bytes())).collect();
-    if let Some(fault) = cut {
-        return cut_response("text/event-stream", chunks, fault);
+    match cut {
+        Some(Fault::AbortBeforeContent) => {
+            let mut response = Response::new(reset_after(chunks[..1].to_vec()));
+            set_sse_headers(&mut response);
+            return response;
+        }
+        Some(Fault::StallBeforeContent(stall)) => {
+            let stream = futures::stream::iter(chunks.into_iter().enumerate()).then(
+                move |(i, chunk)| async move {
+                    if i == 1 {
+                        tokio::time::sleep(stall).await;
+                    }
+                    Ok::<Bytes, Infallible>(chunk)
+                },
+            );
+            let mut response = Response::new(Body::from_stream(stream));
+            set_sse_headers(&mut response);
+            return response;
+        }
+        Some(fault) => return cut_response("text/event-stream", chunks, fault),
+        None => {}
     }
     let stream =
         futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, chunk)| async move {
@@ -451,6 +514,21 @@ fn set_sse_headers(response: &mut Response<Body>) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
+/// A body that sends `chunks`, then resets the connection.
+fn reset_after(chunks: Vec<Bytes>) -> Body {
+    let sent = futures::stream::iter(chunks.into_iter().map(Ok));
+    let reset = futures::stream::once(async {
+        // Yield once so hyper flushes the head and the chunks before the
+        // error makes it drop the connection.
+        tokio::task::yield_now().await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "mock upstream aborted the body",
+        ))
+    });
+    Body::from_stream(sent.chain(reset))
+}
+
 /// A 200 whose body stops halfway: cleanly for [`Fault::Truncate`], with a
 /// connection reset for [`Fault::Abort`]. For a single JSON chunk, halfway
 /// is half its bytes; for a stream, half its events.
@@ -463,17 +541,7 @@ fn cut_response(content_type: &'static str, chunks: Vec<Bytes>, fault: Fault) ->
         chunks.truncate(chunks.len() / 2);
     }
     let body = if fault == Fault::Abort {
-        let sent = futures::stream::iter(chunks.into_iter().map(Ok));
-        let reset = futures::stream::once(async {
-            // Yield once so hyper flushes the head and the first half before
-            // the error makes it drop the connection.
-            tokio::task::yield_now().await;
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "mock upstream aborted the body",
-            ))
-        });
-        Body::from_stream(sent.chain(reset))
+        reset_after(chunks)
     } else {
         Body::from(chunks.concat())
     };
@@ -481,5 +549,117 @@ fn cut_response(content_type: &'static str, chunks: Vec<Bytes>, fault: Fault) ->
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+// === Gemini ===
+
+fn gemini_error(status: u16, message: &str) -> Response<Body> {
+    let name = match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    };
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &json!({ "error": { "code": status, "message": message, "status": name } }),
+    )
+}
+
+/// Gemini's native API: `POST /v1beta/models/{model}:generateContent` (JSON)
+/// and `:streamGenerateContent?alt=sse` (SSE), the key in
+/// `x-goog-api-key`. Scripted [`Fault::Status`] faults apply; other faults
+/// are consumed without effect.
+async fn gemini(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(target): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let _in_flight = InFlight::enter(&s);
+    let path = match &query {
+        Some(q) => format!("/v1beta/models/{target}?{q}"),
+        None => format!("/v1beta/models/{target}"),
+    };
+    record(&s, Method::POST, &path, &headers, body.clone());
+    if let Some(expected) = &s.config.expected_key
+        && headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(expected)
+    {
+        return gemini_error(401, "API key not valid. Please pass a valid API key.");
+    }
+    let fault = s.script.lock().pop_front();
+    if let Some(Fault::Status { status, .. }) = fault {
+        return gemini_error(status, &format!("mock scripted {status}"));
+    }
+    let Some((model, method)) = target.split_once(':') else {
+        return gemini_error(404, "unknown method");
+    };
+    let stream = match method {
+        "generateContent" => false,
+        // Without alt=sse Gemini streams a JSON array; sluice reads SSE.
+        "streamGenerateContent" if query.as_deref() == Some("alt=sse") => true,
+        _ => return gemini_error(404, "unknown method"),
+    };
+    if let Some(status) = model
+        .strip_prefix("mock-error-")
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| (400..=599).contains(s))
+    {
+        return gemini_error(status, &format!("mock error {status}"));
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return gemini_error(400, "Invalid JSON payload received.");
+    };
+    let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let answer = gemini_answer(model, &request, id);
+    if !stream {
+        return json_response(StatusCode::OK, &answer);
+    }
+    // Streamed: the text in two chunks, the last with the finish reason
+    // and usage (Gemini sends no terminator).
+    let candidate = &answer["candidates"][0];
+    let parts = candidate["content"]["parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut chunks = Vec::new();
+    for part in parts {
+        match part.get("text").and_then(Value::as_str) {
+            Some(text) => {
+                let mid = text
+                    .char_indices()
+                    .nth(text.chars().count() / 2)
+                    .map_or(0, |(i, _)| i);
+                for piece in [&text[..mid], &text[mid..]] {
+                    if !piece.is_empty() {
+                        chunks.push(json!({ "text": piece }));
+                    }
+                }
+            }
+            None => chunks.push(part),
+        }
+    }
+    let last = chunks.len().saturating_sub(1);
+    let mut out = Vec::new();
+    for (i, part) in chunks.into_iter().enumerate() {
+        let mut chunk = json!({
+            "candidates": [{ "content": { "role": "model", "parts": [part] }, "index": 0 }],
+            "modelVersion": answer["modelVersion"], "responseId": answer["responseId"],
+        });
+        if i == last {
+            chunk["candidates"][0]["finishReason"] = candidate["finishReason"].clone();
+            chunk["usageMetadata"] = answer["usageMetadata"].clone();
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&api_json(&chunk));
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+    let mut response = Response::new(Body::from(out));
+    set_sse_headers(&mut response);
     response
 }

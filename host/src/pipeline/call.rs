@@ -2,6 +2,16 @@
 //! plugin decides (retry, fall back, stop), within the host's retry budget,
 //! attempt cap and the request's overall deadline.
 //!
+//! When the policy stops, the model's `[fallbacks]` chain from the config
+//! is tried next, in order; a plugin's fallback and the chain may each go
+//! to a provider of another kind (the request is translated, see
+//! [`crate::translate`]). A stream counts as answered only at its first
+//! content event ([`super::stream::first_content`]).
+//!
+//! Among several providers serving the model, [`pick`] chooses by
+//! `[routing] balance` (first, weighted, least latency), ejecting those
+//! whose circuit is open.
+//!
 //! A provider whose circuit breaker is open refuses without sending. That
 //! is not an attempt: it is not counted, spends no retry and is not shown
 //! to the retry plugin. The request moves on to the next provider (in
@@ -11,32 +21,58 @@
 use std::time::{Duration, Instant};
 
 use super::RequestCtx;
-use crate::config::ProviderKind;
+use crate::config::{Balance, ProviderConfig, ProviderKind};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
 use crate::telemetry::{UpstreamOutcome, log_safe};
-use crate::upstream::{AttemptFailure, UpstreamRequest, UpstreamResponse};
+use crate::translate::{self, Plan};
+use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamResponse, balance};
 
 /// Longest pause between attempts a plugin may ask for.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The path under the provider's base URL (which ends in `/v1`).
-fn upstream_path(route: Route) -> &'static str {
-    match route {
-        Route::Chat => "/chat/completions",
-        Route::Embeddings => "/embeddings",
-        Route::AnthropicMessages => "/messages",
+/// The path (and query) under the provider's base URL for a request of
+/// `route` to `model` (see [`crate::upstream`] for the base URLs).
+fn upstream_path(provider: &ProviderConfig, route: Route, model: &str, stream: bool) -> String {
+    let openai = if route == Route::Embeddings {
+        "embeddings"
+    } else {
+        "chat/completions"
+    };
+    match provider.kind {
+        ProviderKind::Openai => format!("/{openai}"),
+        ProviderKind::Anthropic => "/messages".into(),
+        ProviderKind::Azure => format!(
+            "/openai/deployments/{}/{openai}?api-version={}",
+            path_segment(provider.deployment(model)),
+            path_segment(&provider.api_version)
+        ),
+        ProviderKind::Gemini if stream => format!(
+            "/v1beta/models/{}:streamGenerateContent?alt=sse",
+            path_segment(model)
+        ),
+        ProviderKind::Gemini => format!("/v1beta/models/{}:generateContent", path_segment(model)),
     }
 }
 
-/// Whether `kind` speaks the wire format of `route`.
+/// `s` percent-encoded for one URL path segment or query value.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether a provider of `kind` can serve `route`: natively or through
+/// [`translate`] (OpenAI chat <-> Anthropic messages).
 pub fn provider_speaks(kind: ProviderKind, route: Route) -> bool {
-    matches!(
-        (kind, route),
-        (ProviderKind::Openai, Route::Chat | Route::Embeddings)
-            | (ProviderKind::Anthropic, Route::AnthropicMessages)
-    )
+    translate::plan(route, kind).possible()
 }
 
 /// Calls upstream until an attempt succeeds or the policy stops.
@@ -47,7 +83,7 @@ pub async fn call_upstream(
     let deadline = ctx.started + gw.request_timeout();
     let retry = ctx.plugins[Slot::Retry].clone();
     let cap = gw.config.retry.max_attempts_cap.max(1);
-    let mut provider = ctx.provider.clone();
+    let mut provider = pick(gw, ctx.route, &ctx.model, &[]).unwrap_or_else(|| ctx.provider.clone());
     let mut model = ctx.model.clone();
     gw.retry_budget.record_request(&provider);
     // Providers whose open circuit refused this request, and the soonest
@@ -55,6 +91,8 @@ pub async fn call_upstream(
     let mut refused: Vec<String> = Vec::new();
     let mut soonest = Duration::MAX;
     let mut number = 1;
+    // The configured fallback chain of the requested model.
+    let mut chain = FallbackChain::new(gw, ctx.route, &ctx.model);
     loop {
         let Some(provider_cfg) = gw.config.provider(&provider) else {
             return Err(GatewayError::upstream_failed(format!(
@@ -67,9 +105,14 @@ pub async fn call_upstream(
                 "the request deadline passed before the provider answered",
             ));
         }
+        let plan = translate::plan(ctx.route, provider_cfg.kind);
+        let mut body = ctx.parsed().upstream_body(&model);
+        if plan.translates() {
+            body = translate::request_body(plan, &body)?;
+        }
         let request = UpstreamRequest {
-            path: upstream_path(ctx.route).into(),
-            body: ctx.parsed().upstream_body(&model),
+            path: upstream_path(provider_cfg, ctx.route, &model, ctx.parsed().stream).into(),
+            body,
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),
             request_id: ctx.id.clone(),
@@ -88,15 +131,32 @@ pub async fn call_upstream(
             if !refused.contains(&provider) {
                 refused.push(provider);
             }
-            match next_candidate(gw, ctx.route, &model, &refused) {
+            match pick(gw, ctx.route, &model, &refused) {
                 Some(next) => {
-                    gw.retry_budget.record_request(next);
-                    provider = next.to_owned();
+                    gw.retry_budget.record_request(&next);
+                    provider = next;
                     continue;
                 }
-                None => return Err(circuit_open_error(&refused, &model, soonest)),
+                None => match chain.next(&refused) {
+                    Some((next_provider, next_model)) => {
+                        gw.retry_budget.record_request(&next_provider);
+                        provider = next_provider;
+                        model = next_model;
+                        continue;
+                    }
+                    None => return Err(circuit_open_error(&refused, &model, soonest)),
+                },
             }
         }
+        let result = match result {
+            Ok(response) => {
+                let within = provider_cfg
+                    .first_token_timeout()
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                held_until_content(ctx.route, plan, response, within).await
+            }
+            Err(f) => Err(translated_failure(plan, ctx.route, f)),
+        };
         gw.metrics.upstream_attempt(
             &provider,
             match &result {
@@ -131,7 +191,10 @@ pub async fn call_upstream(
             }
         };
         let (next_provider, next_model, wait_ms) = match verdict {
-            RetryVerdict::Stop => return Err(final_error(failure, number)),
+            RetryVerdict::Stop => match chain.next(&refused) {
+                Some((p, m)) => (p, m, 0),
+                None => return Err(final_error(failure, number)),
+            },
             RetryVerdict::Retry { after_ms } => (provider.clone(), model.clone(), after_ms),
             RetryVerdict::Fallback {
                 model: fallback,
@@ -167,20 +230,125 @@ pub async fn call_upstream(
     }
 }
 
-/// Where an attempt refused by an open circuit goes: the first provider,
-/// in config order, that serves `model` on `route` and has not refused
-/// this request yet.
-fn next_candidate<'a>(
+/// A provider's answer in the client's format; a stream is held until
+/// its first content event ([`super::stream::first_content`]), and failing
+/// before it is a failed attempt.
+async fn held_until_content(
+    route: Route,
+    plan: Plan,
+    response: UpstreamResponse,
+    within: Duration,
+) -> Result<UpstreamResponse, AttemptFailure> {
+    let mut response = translated_response(plan, response);
+    if let UpstreamBody::Stream(events) = response.body {
+        let events = super::stream::first_content(route, events, within)
+            .await
+            .map_err(AttemptFailure::from_outcome)?;
+        response.body = UpstreamBody::Stream(events);
+    }
+    Ok(response)
+}
+
+/// A provider's answer in the client's format.
+fn translated_response(plan: Plan, mut response: UpstreamResponse) -> UpstreamResponse {
+    if !plan.translates() {
+        return response;
+    }
+    response.body = match response.body {
+        UpstreamBody::Full(body) if response.status.is_success() => {
+            UpstreamBody::Full(translate::response_body(plan, &body))
+        }
+        UpstreamBody::Full(body) => UpstreamBody::Full(body),
+        UpstreamBody::Stream(events) => {
+            UpstreamBody::Stream(translate::translate_stream(plan, events))
+        }
+    };
+    response
+}
+
+/// A failed attempt whose error body is in the client's format, so a
+/// passed-through 4xx reads as the client's SDK expects.
+fn translated_failure(plan: Plan, route: Route, mut failure: AttemptFailure) -> AttemptFailure {
+    if let (true, Some(code), Some(body)) = (plan.translates(), failure.status(), &failure.body) {
+        failure.body = Some(translate::error_body(route, code, body));
+    }
+    failure
+}
+
+/// The `[fallbacks]` models of the requested model still to try, each
+/// with the provider that serves it (of any kind the route can reach).
+struct FallbackChain<'a> {
     gw: &'a Gateway,
     route: Route,
-    model: &str,
-    refused: &[String],
-) -> Option<&'a str> {
-    gw.config
+    models: &'a [String],
+}
+
+impl<'a> FallbackChain<'a> {
+    fn new(gw: &'a Gateway, route: Route, model: &str) -> Self {
+        Self {
+            gw,
+            route,
+            models: gw.config.fallbacks(model),
+        }
+    }
+
+    /// The next (provider, model) whose provider has not refused this
+    /// request; consumes the entries it passes.
+    fn next(&mut self, refused: &[String]) -> Option<(String, String)> {
+        while let Some((model, rest)) = self.models.split_first() {
+            self.models = rest;
+            let target = self.gw.config.providers.iter().find(|p| {
+                p.serves(model) && provider_speaks(p.kind, self.route) && !refused.contains(&p.name)
+            });
+            if let Some(p) = target {
+                return Some((p.name.clone(), model.clone()));
+            }
+        }
+        None
+    }
+}
+
+/// The provider for an attempt at `model` on `route`, among those serving
+/// it that have not refused this request, by `[routing] balance`: the
+/// first in config order, weighted random, or least latency (two choices
+/// over peak EWMA). Weighted and least-latency choices eject providers
+/// whose circuit is open (until a probe may go); when every candidate is
+/// ejected they choose among all, which then refuse, so the request fails
+/// fast with the circuit's 503.
+fn pick(gw: &Gateway, route: Route, model: &str, refused: &[String]) -> Option<String> {
+    let candidates: Vec<&ProviderConfig> = gw
+        .config
         .providers
         .iter()
-        .find(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
-        .map(|p| p.name.as_str())
+        .filter(|p| p.serves(model) && provider_speaks(p.kind, route) && !refused.contains(&p.name))
+        .collect();
+    let balance = gw.config.routing.balance;
+    if balance == Balance::First || candidates.len() <= 1 {
+        return candidates.first().map(|p| p.name.clone());
+    }
+    let healthy: Vec<&ProviderConfig> = candidates
+        .iter()
+        .copied()
+        .filter(|p| gw.upstreams.available(&p.name))
+        .collect();
+    let pool = if healthy.is_empty() {
+        &candidates
+    } else {
+        &healthy
+    };
+    let random = rand::random::<u64>();
+    let index = match balance {
+        Balance::Weighted => {
+            let weights: Vec<u32> = pool.iter().map(|p| p.weight).collect();
+            balance::weighted(&weights, random)
+        }
+        Balance::LeastLatency => {
+            let costs: Vec<f64> = pool.iter().map(|p| gw.upstreams.load(&p.name)).collect();
+            balance::two_choices(&costs, random)
+        }
+        Balance::First => Some(0),
+    };
+    index.map(|i| pool[i].name.clone())
 }
 
 /// Every provider the request could use refused it: 503, come back when

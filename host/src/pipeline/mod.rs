@@ -230,13 +230,9 @@ fn parse(
         .route(&parsed.model)
         .ok_or_else(|| GatewayError::unknown_model(&parsed.model))?;
     if !call::provider_speaks(provider.kind, ctx.route) {
-        let hint = match provider.kind {
-            crate::config::ProviderKind::Anthropic => "/v1/messages",
-            crate::config::ProviderKind::Openai => "/v1/chat/completions",
-        };
         return Err(GatewayError::bad_request(format!(
-            "The model `{}` is served by provider `{}`, which speaks a different API: use {hint}.",
-            parsed.model, provider.name
+            "The model `{}` is served by provider `{}` ({}), which has no equivalent of this API.",
+            parsed.model, provider.name, provider.kind
         )));
     }
     ctx.provider = provider.name.clone();

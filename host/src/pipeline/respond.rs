@@ -128,6 +128,9 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
             } else {
                 0
             };
+            let provider = ctx.provider.clone();
+            let metrics = gw.metrics.clone();
+            let on_failure = move || metrics.stream_failure(&provider);
             let settle = settle_later(gw, ctx);
             let gw = gw.clone();
             let on_finish = move |done: Finished| {
@@ -144,6 +147,7 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
                 estimated,
                 record_limit,
                 on_finish,
+                on_failure,
             );
             let mut resp = stream_response(Body::from_stream(tee));
             copy_upstream_headers(&upstream.headers, &mut resp);

@@ -125,6 +125,7 @@ struct ProviderSeries {
     /// Indexed by [`CircuitState::index`].
     circuit_transitions: Vec<Counter>,
     circuit_refusals: Counter,
+    stream_failures: Counter,
 }
 
 /// Handles for one tenant's series.
@@ -377,6 +378,12 @@ impl Metrics {
             "Attempts an open circuit breaker refused without sending them (not counted in upstream_attempts), by provider",
             circuit_refusals.clone(),
         );
+        let stream_failures = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "stream_failures",
+            "Streams that failed after their first content event and were ended with an error event, by provider",
+            stream_failures.clone(),
+        );
         let provider_series = |name: &str| {
             let labels = ProviderLabels {
                 provider: name.to_owned(),
@@ -405,6 +412,7 @@ impl Metrics {
                     })
                     .collect(),
                 circuit_refusals: circuit_refusals.get_or_create_owned(&labels),
+                stream_failures: stream_failures.get_or_create_owned(&labels),
             }
         };
         let provider_map = providers
@@ -625,6 +633,12 @@ impl Metrics {
     /// `provider`'s open circuit breaker refused an attempt (nothing sent).
     pub fn circuit_refusal(&self, provider: &str) {
         self.provider(provider).circuit_refusals.inc();
+    }
+
+    /// `provider`'s stream broke (or ended without its terminator) after
+    /// the client had its first event; the client got an error event.
+    pub fn stream_failure(&self, provider: &str) {
+        self.provider(provider).stream_failures.inc();
     }
 
     // === state ===

@@ -9,6 +9,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 
+use super::balance::PeakEwma;
 use super::body::{self, IdleTimeout, Read};
 use super::breaker::{Admission, Breaker, CircuitState, Permit};
 use super::clock::{self, Clock};
@@ -25,6 +26,8 @@ use crate::telemetry::Metrics;
 const MAX_KEY_COOLDOWN_MS: u64 = 60 * 60 * 1000;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -113,6 +116,7 @@ struct Provider {
     key_cooldown_ms: u64,
     anthropic_version: HeaderValue,
     breaker: Breaker,
+    latency: PeakEwma,
 }
 
 impl Upstreams {
@@ -177,6 +181,23 @@ impl Upstreams {
             .collect()
     }
 
+    /// Whether `provider` takes attempts now: its circuit is not open, or
+    /// its cooldown is over and a probe may go. An unknown name is not.
+    pub fn available(&self, provider: &str) -> bool {
+        self.provider(provider).is_some_and(|p| {
+            let (_, retry_in) = p.breaker.state(self.inner.settings.clock.now_ms());
+            retry_in.is_none_or(|ms| ms == 0)
+        })
+    }
+
+    /// The least-latency balancer's cost of one more attempt at
+    /// `provider` (see [`super::balance::PeakEwma::cost`]).
+    pub fn load(&self, provider: &str) -> f64 {
+        let now = self.inner.settings.clock.now_ms();
+        self.provider(provider)
+            .map_or(f64::MAX, |p| p.latency.cost(now))
+    }
+
     fn provider(&self, name: &str) -> Option<&Provider> {
         // A handful of providers: a scan beats hashing the name.
         self.inner.providers.iter().find(|p| p.name == name)
@@ -201,7 +222,9 @@ impl Provider {
             .map(|(index, key)| {
                 let value = match config.kind {
                     ProviderKind::Openai => format!("Bearer {}", key.expose()),
-                    ProviderKind::Anthropic => key.expose().to_owned(),
+                    ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Gemini => {
+                        key.expose().to_owned()
+                    }
                 };
                 let mut value = HeaderValue::try_from(value).map_err(|_| BuildError::Key {
                     provider: provider(),
@@ -244,6 +267,7 @@ impl Provider {
             key_cooldown_ms: config.key_cooldown_ms,
             anthropic_version,
             breaker: Breaker::new(config.breaker.apply(&settings.breaker)),
+            latency: PeakEwma::default(),
         })
     }
 
@@ -269,7 +293,11 @@ impl Provider {
         let key = self.keys.pick(now);
         let key_index = key.map(|k| k.index);
 
+        let in_flight = self.latency.start();
+        let started = Instant::now();
         let result = self.attempt(request, key_index, settings).await;
+        drop(in_flight);
+        self.latency.observe(started.elapsed(), clock.now_ms());
 
         // The provider failing, not the request or a key: a 4xx (429
         // included: the key pool handles those) counts as an answer.
@@ -400,6 +428,8 @@ impl Provider {
             let name = match self.kind {
                 ProviderKind::Openai => AUTHORIZATION,
                 ProviderKind::Anthropic => X_API_KEY,
+                ProviderKind::Azure => API_KEY,
+                ProviderKind::Gemini => X_GOOG_API_KEY,
             };
             headers.insert(name, key.clone());
         }

@@ -9,6 +9,9 @@
 //!   [`UpstreamResponse`] or an [`AttemptFailure`] carrying the
 //!   [`AttemptOutcome`] the retry plugin sees.
 //! - [`RetryBudget`]: the host-side cap on retries per provider.
+//! - [`balance`]: weighted and least-latency (peak EWMA, two choices)
+//!   selection among providers of one model; [`Upstreams::available`] and
+//!   [`Upstreams::load`] feed it.
 //! - [`retry_after_ms`]: `retry-after` / `retry-after-ms` parsing.
 //! - [`Clock`] / [`ManualClock`]: the injectable clock cooldowns, the breaker
 //!   and the budget run on.
@@ -16,8 +19,14 @@
 //! Paths are appended to the provider's `base_url`, which ends with `/v1`:
 //! OpenAI-style URLs carry it in config; for Anthropic, whose SDK convention
 //! is a base URL without it, `/v1` is added when missing. Either way callers
-//! pass `/chat/completions`, `/embeddings` or `/messages`.
+//! pass `/chat/completions`, `/embeddings` or `/messages`. Azure and Gemini
+//! base URLs are the service's root; callers pass the whole path
+//! (`/openai/deployments/D/chat/completions?api-version=V`,
+//! `/v1beta/models/M:generateContent`). Keys go in `authorization: Bearer`
+//! (OpenAI), `x-api-key` (Anthropic), `api-key` (Azure) or
+//! `x-goog-api-key` (Gemini).
 
+pub mod balance;
 mod body;
 mod breaker;
 mod budget;

@@ -125,7 +125,7 @@ fn a_config_file_error_names_the_field_and_line() {
     let err = Config::load(&path).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "providers[0].kind: unknown variant `openia`, expected `openai` or `anthropic` (line 3)"
+        "providers[0].kind: unknown variant `openia`, expected one of `openai`, `anthropic`, `azure`, `gemini` (line 3)"
     );
 }
 

@@ -434,17 +434,17 @@ async fn bad_input_gets_provider_shaped_errors() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], "model_not_found");
-    // A model whose provider speaks another API.
-    let mut body = chat("x");
-    body["model"] = json!("claude-3-5-haiku-latest");
-    let r = post(&gw, "/v1/chat/completions", None, &body).await;
+    // A model whose provider has no equivalent of the route (chat and
+    // messages translate; embeddings have no Anthropic counterpart).
+    let body = json!({ "model": "claude-3-5-haiku-latest", "input": "x" });
+    let r = post(&gw, "/v1/embeddings", None, &body).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.expect("json");
     assert!(
         v["error"]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("/v1/messages")
+            .contains("no equivalent")
     );
     // Unknown route.
     let r = client.post(gw.url("/v1/nope")).send().await.expect("send");
