@@ -44,7 +44,7 @@ use crate::policy::Route;
 
 pub use body::{BodyError, read_body};
 use stats::ConnectionEvent;
-pub use stats::{ConnectionCounts, ConnectionStats, ListenerStats};
+pub use stats::{ConnectionStats, ListenerStats};
 
 /// Connections the admin listener holds at most (it has few clients; a
 /// flood on it cannot take descriptors from the API listener).

@@ -3,9 +3,11 @@
 //! `server.max_connections`, and how many were cut by each timeout. The
 //! listener keeps plain atomics; `/metrics` copies them in when scraped
 //! (`Metrics::sync_connections`), so the listener needs no handle on the
-//! metrics.
+//! metrics, and the reading is telemetry's [`ConnectionCounts`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::telemetry::ConnectionCounts;
 
 /// One listener's connection counters, shared by its connection tasks.
 #[derive(Debug, Default)]
@@ -18,30 +20,6 @@ pub struct ConnectionStats {
     idle_closed: AtomicU64,
     body_stalls: AtomicU64,
     write_stalls: AtomicU64,
-}
-
-/// A reading of [`ConnectionStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConnectionCounts {
-    /// Connections open now (served, not counting refusals).
-    pub open: u64,
-    /// Connections taken under `max_connections`.
-    pub accepted: u64,
-    /// Connections past `max_connections` answered 503.
-    pub refused: u64,
-    /// Connections past `max_connections` closed unanswered (too many
-    /// refusals in progress).
-    pub dropped: u64,
-    /// Connections closed because a request head did not arrive within
-    /// `header_read_timeout_ms`.
-    pub head_timeouts: u64,
-    /// Connections closed after `idle_timeout_ms` without a request.
-    pub idle_closed: u64,
-    /// Request bodies that stalled for `body_read_timeout_ms` (a 408).
-    pub body_stalls: u64,
-    /// Connections closed because a response write made no progress for
-    /// `write_stall_timeout_ms`.
-    pub write_stalls: u64,
 }
 
 /// What happened to a connection, for [`ConnectionStats::record`].

@@ -1,7 +1,6 @@
 //! `sluice_connections_*` series: what each listener did with its
-//! connections. The listener keeps its own counters
-//! ([`crate::listener::ConnectionStats`]); they are copied in when
-//! `/metrics` is scraped.
+//! connections. The listener keeps its own counters and reads them as a
+//! [`ConnectionCounts`]; they are copied in when `/metrics` is scraped.
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +10,30 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::listener::ConnectionCounts;
+/// A reading of a listener's connection counters
+/// (`crate::listener::ConnectionStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Connections open now (served, not counting refusals).
+    pub open: u64,
+    /// Connections taken under `max_connections`.
+    pub accepted: u64,
+    /// Connections past `max_connections` answered 503.
+    pub refused: u64,
+    /// Connections past `max_connections` closed unanswered (too many
+    /// refusals in progress).
+    pub dropped: u64,
+    /// Connections closed because a request head did not arrive within
+    /// `header_read_timeout_ms`.
+    pub head_timeouts: u64,
+    /// Connections closed after `idle_timeout_ms` without a request.
+    pub idle_closed: u64,
+    /// Request bodies that stalled for `body_read_timeout_ms` (a 408).
+    pub body_stalls: u64,
+    /// Connections closed because a response write made no progress for
+    /// `write_stall_timeout_ms`.
+    pub write_stalls: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {

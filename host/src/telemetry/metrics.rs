@@ -664,9 +664,9 @@ impl Metrics {
 
     /// Copies the API and admin listeners' connection counters in (at
     /// scrape time).
-    pub fn sync_connections(&self, listeners: &crate::listener::ListenerStats) {
-        self.connections.sync("api", &listeners.api.read());
-        self.connections.sync("admin", &listeners.admin.read());
+    pub fn sync_connections(&self, api: &super::ConnectionCounts, admin: &super::ConnectionCounts) {
+        self.connections.sync("api", api);
+        self.connections.sync("admin", admin);
     }
 
     /// One request made `round_trips` Redis round trips on its path.

@@ -14,6 +14,7 @@ mod plugin_metrics;
 #[cfg(test)]
 mod tests;
 
+pub use connections::ConnectionCounts;
 pub use labels::{
     ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
 };
