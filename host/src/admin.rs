@@ -20,6 +20,8 @@
 //!   holds none), this node's view of it (`node`: `status` ok, missing or
 //!   regressed, the lineage and version it follows, what to do) and what
 //!   each slot serves (`serving`: source and hash).
+//! - `GET  /admin/spend`: spend records, grouped (see
+//!   [`crate::spend::admin`]).
 
 use std::sync::Arc;
 
@@ -51,6 +53,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}", post(upload))
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
+            .route("/admin/spend", get(crate::spend::admin::spend))
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )

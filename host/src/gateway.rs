@@ -33,6 +33,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// Prices, budgets and spend records.
+    pub spend: crate::spend::Spend,
 }
 
 impl Gateway {
@@ -81,7 +83,10 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
+        let spend = crate::spend::Spend::new(&config, state.clone(), metrics.clone())
+            .context("prices")?;
         Ok(Arc::new(Gateway {
+            spend,
             config: Arc::new(config),
             state,
             plugins,

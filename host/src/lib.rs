@@ -36,6 +36,7 @@
 //!   generator behind `sluice bench` is its own crate, `sluice-loadgen`.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod authoring;
 pub mod cache;
@@ -53,6 +54,7 @@ pub mod policy;
 pub mod scrape;
 pub mod semantic;
 pub mod server;
+pub mod spend;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

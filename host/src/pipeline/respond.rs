@@ -14,6 +14,7 @@ use super::{RequestCtx, throttle};
 use crate::api::{self, SseParser};
 use crate::cache::{Answer, AnswerBody};
 use crate::gateway::Gateway;
+use crate::spend::Settlement;
 use crate::policy::{Route, Slot, TokenCount, Unit, Usage};
 use crate::telemetry::CacheOutcome;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
@@ -116,6 +117,7 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
             let answer = (status.is_success() && plan.wants_answer())
                 .then(|| Arc::new(Answer::json(route, body.clone(), tokens)));
             plan.finish(gw, answer);
+            ctx.spend.failed = !status.is_success();
             spawn_settle(gw, ctx, Usage::of(tokens, estimated, false));
             let mut resp = json_response(status, body);
             copy_upstream_headers(&upstream.headers, &mut resp);
@@ -168,8 +170,17 @@ fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) +
     let charged = ctx.charged;
     let tenant = ctx.caller.tenant.clone();
     let policy = std::mem::take(&mut ctx.policy);
+    let settlement = Settlement {
+        reservation: ctx.spend.reservation.take(),
+        tenant: tenant.clone(),
+        key: ctx.caller.key_id.clone(),
+        provider: ctx.provider.clone(),
+        model: ctx.model.clone(),
+        failed: ctx.spend.failed,
+    };
     move |usage: Usage| {
         tokio::spawn(async move {
+            gw.spend.settle(settlement, usage).await;
             if charged {
                 throttle::settle(&gw, &plugin, &policy, usage, &tenant).await;
             } else if !usage.cached {
@@ -184,13 +195,23 @@ fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) +
 }
 
 fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage) {
+    let (cost, _) = gw
+        .spend
+        .cost(&ctx.provider, &ctx.model, &usage, ctx.spend.failed);
+    ctx.spend.cost = Some(cost);
     settle_later(gw, ctx)(usage);
 }
 
-/// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts` and the
-/// `x-ratelimit-*` headers to every response.
+/// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts`,
+/// `x-sluice-cost-usd` (when the cost is known as the headers leave: not on
+/// streams) and the `x-ratelimit-*` headers to every response.
 pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     let h = resp.headers_mut();
+    if let Some(cost) = ctx.spend.cost
+        && let Ok(v) = HeaderValue::from_str(&usd_text(cost))
+    {
+        h.insert("x-sluice-cost-usd", v);
+    }
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert("x-request-id", v);
     }
@@ -228,6 +249,12 @@ pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     }
 }
 
+/// Nano-USD as decimal USD without trailing zeros: `0.00045`, `0`.
+fn usd_text(nano: crate::spend::Nano) -> String {
+    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn header_name(prefix: &str, suffix: &str) -> http::HeaderName {
     http::HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
         .expect("static header names are valid")
@@ -256,7 +283,15 @@ pub fn openai_duration(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::openai_duration;
+    use super::{openai_duration, usd_text};
+
+    #[test]
+    fn costs_print_as_plain_decimals() {
+        assert_eq!(usd_text(450_000), "0.00045");
+        assert_eq!(usd_text(0), "0");
+        assert_eq!(usd_text(1_500_000_000), "1.5");
+        assert_eq!(usd_text(1), "0.000000001");
+    }
 
     #[test]
     fn durations_read_like_openais() {

@@ -156,6 +156,7 @@ pub struct Metrics {
     edge: super::edge::EdgeMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
+    spend: super::spend::SpendMetrics,
 }
 
 /// The semantic cache's series (hits are a [`CacheOutcome`]).
@@ -390,7 +391,7 @@ impl Metrics {
                 circuit_refusals: circuit_refusals.get_or_create_owned(&labels),
             }
         };
-        let provider_map = providers
+        let provider_map: HashMap<Box<str>, ProviderSeries> = providers
             .into_iter()
             .map(|name| (name.into(), provider_series(name)))
             .collect();
@@ -451,6 +452,11 @@ impl Metrics {
             coalesced.clone(),
         );
         let semantic = SemanticSeries::register(&mut registry);
+        let spend = super::spend::SpendMetrics::register(
+            &mut registry,
+            provider_map.keys().map(|k| &**k),
+            tenant_map.keys().map(|k| &**k),
+        );
 
         Self {
             registry,
@@ -471,7 +477,13 @@ impl Metrics {
             state_degraded,
             coalesced,
             semantic,
+            spend,
         }
+    }
+
+    /// The spend, budget and alert series.
+    pub fn spend(&self) -> &super::spend::SpendMetrics {
+        &self.spend
     }
 
     /// The whole registry in OpenMetrics text (serve with [`CONTENT_TYPE`]).

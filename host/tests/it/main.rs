@@ -10,6 +10,7 @@ mod admin_api;
 mod architecture;
 mod authoring_new;
 mod breaker;
+mod budgets;
 mod cli;
 mod config_load;
 mod edge_state;
