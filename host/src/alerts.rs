@@ -170,7 +170,10 @@ impl Alerts {
             alert.threshold,
             alert.period
         );
-        self.inner.metrics.spend().alert(alert.kind, alert.threshold);
+        self.inner
+            .metrics
+            .spend()
+            .alert(alert.kind, alert.threshold);
         if self.inner.webhooks.is_empty() {
             return;
         }

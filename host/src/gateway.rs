@@ -83,8 +83,8 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
-        let spend = crate::spend::Spend::new(&config, state.clone(), metrics.clone())
-            .context("prices")?;
+        let spend =
+            crate::spend::Spend::new(&config, state.clone(), metrics.clone()).context("prices")?;
         Ok(Arc::new(Gateway {
             spend,
             config: Arc::new(config),

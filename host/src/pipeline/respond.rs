@@ -14,8 +14,8 @@ use super::{RequestCtx, throttle};
 use crate::api::{self, SseParser};
 use crate::cache::{Answer, AnswerBody};
 use crate::gateway::Gateway;
-use crate::spend::Settlement;
 use crate::policy::{Route, Slot, TokenCount, Unit, Usage};
+use crate::spend::Settlement;
 use crate::telemetry::CacheOutcome;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 

@@ -35,18 +35,16 @@ pub async fn spend(
         }
     }
     let today = Date::today();
-    let date = |field: &str| -> Result<Option<Date>, Response> {
-        match q.get(field) {
-            None => Ok(None),
-            Some(v) => Date::parse(v)
-                .map(Some)
-                .ok_or_else(|| bad(field, format!("`{v}` is not a date (YYYY-MM-DD)"))),
+    let mut dates = [None, None];
+    for (slot, field) in dates.iter_mut().zip(["from", "to"]) {
+        if let Some(v) = q.get(field) {
+            match Date::parse(v) {
+                Some(d) => *slot = Some(d),
+                None => return bad(field, format!("`{v}` is not a date (YYYY-MM-DD)")),
+            }
         }
-    };
-    let (from, to) = match (date("from"), date("to")) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
+    }
+    let [from, to] = dates;
     let to = to.unwrap_or(today);
     let from = from.unwrap_or(to);
     if from > to {
@@ -56,7 +54,11 @@ pub async fn spend(
         return bad("to", format!("at most {MAX_QUERY_DAYS} days per query"));
     }
     let mut dims = Vec::new();
-    for part in q.get("group_by").map_or("tenant", String::as_str).split(',') {
+    for part in q
+        .get("group_by")
+        .map_or("tenant", String::as_str)
+        .split(',')
+    {
         let part = part.trim();
         if part.is_empty() {
             continue;

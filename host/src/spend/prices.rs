@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(mini.pattern, "gpt-4o-mini*", "specific before general");
         assert_eq!((mini.input, mini.output), (150_000, 600_000));
         assert_eq!(mini.max_output_tokens, 16384);
-        assert_eq!(t.price("x", "gpt-4o-2024-08-06").unwrap().pattern, "gpt-4o*");
+        assert_eq!(
+            t.price("x", "gpt-4o-2024-08-06").unwrap().pattern,
+            "gpt-4o*"
+        );
         assert!(t.price("x", "claude-sonnet-4-5-20250929").is_some());
         assert!(t.price("x", "claude-3-5-haiku-latest").is_some());
         assert!(t.price("x", "no-such-model").is_none());
@@ -232,9 +235,27 @@ mod tests {
         // $0.0001/M is 0.1 nano-USD a token: one token rounds up to 1.
         let tiny = PriceTable::new(&[entry("tiny", 0.0001, 0.0)]).unwrap();
         let tiny = tiny.price("p", "tiny").unwrap();
-        assert_eq!(tiny.cost(TokenUse { input: 1, ..TokenUse::default() }), 1);
-        assert_eq!(tiny.cost(TokenUse { input: 10, ..TokenUse::default() }), 1);
-        assert_eq!(tiny.cost(TokenUse { input: 11, ..TokenUse::default() }), 2);
+        assert_eq!(
+            tiny.cost(TokenUse {
+                input: 1,
+                ..TokenUse::default()
+            }),
+            1
+        );
+        assert_eq!(
+            tiny.cost(TokenUse {
+                input: 10,
+                ..TokenUse::default()
+            }),
+            1
+        );
+        assert_eq!(
+            tiny.cost(TokenUse {
+                input: 11,
+                ..TokenUse::default()
+            }),
+            2
+        );
         assert_eq!(nano_of_usd(0.05), 50_000_000);
     }
 }

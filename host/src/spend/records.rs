@@ -215,10 +215,26 @@ mod tests {
         };
         for (d, ev) in [
             (day, e),
-            (day, SpendEvent { tenant: "beta", ..e }),
-            (next, SpendEvent { saved: 7, cost: 0, ..e }),
+            (
+                day,
+                SpendEvent {
+                    tenant: "beta",
+                    ..e
+                },
+            ),
+            (
+                next,
+                SpendEvent {
+                    saved: 7,
+                    cost: 0,
+                    ..e
+                },
+            ),
         ] {
-            state.budget(&[], false, Some(&record(d, &ev))).await.unwrap();
+            state
+                .budget(&[], false, Some(&record(d, &ev)))
+                .await
+                .unwrap();
         }
         let (rows, total) = query(&state, day, next, &[Dim::Tenant]).await.unwrap();
         assert_eq!(rows.len(), 2);

@@ -236,7 +236,7 @@ impl BudgetMemory {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         inner.calls += 1;
-        if inner.calls % 1024 == 0 {
+        if inner.calls.is_multiple_of(1024) {
             inner.counters.retain(|_, (_, at)| live(*at, now));
             inner.hashes.retain(|_, (_, at)| live(*at, now));
         }
@@ -250,7 +250,9 @@ impl BudgetMemory {
             .collect();
         if call.check {
             let over = call.counters.iter().zip(&values).position(|(c, v)| {
-                c.delta > 0 && c.limit.is_some_and(|limit| v.saturating_add(c.delta) > limit)
+                c.delta > 0
+                    && c.limit
+                        .is_some_and(|limit| v.saturating_add(c.delta) > limit)
             });
             if let Some(i) = over {
                 return BudgetReply {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::backend::{Answer, Backend};
-use super::keys;
 use super::budget::{BudgetCall, BudgetMemory, BudgetReply};
+use super::keys;
 use super::limiter::{LimitCall, Limited, LuaLimiter};
 use super::{OnError, StateError, StateHealth};
 use crate::policy::ChargeResult;

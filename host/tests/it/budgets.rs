@@ -339,9 +339,16 @@ async fn a_total_budget_holds_across_three_nodes_and_spend_adds_up() {
     let v = settled_total(&client, &urls[1], admitted).await;
     let total = v["total"]["cost_nano_usd"].as_i64().unwrap();
     assert_eq!(v["total"]["requests"].as_i64(), Some(admitted), "{v}");
-    assert!(total <= LIMIT_NANO, "spent {total} nano-USD of {LIMIT_NANO}");
+    assert!(
+        total <= LIMIT_NANO,
+        "spent {total} nano-USD of {LIMIT_NANO}"
+    );
     assert_eq!(total, expected_cost, "{v}");
     assert_eq!(v["rows"][0]["tenant"], "acme");
+    eprintln!(
+        "budget fleet: {admitted} answered ({} refused at once), spent {total} of {LIMIT_NANO} nano-USD",
+        outcomes.iter().filter(|(o, _)| o.status == 429).count(),
+    );
     let csv = admin_spend(&client, &urls[2], "group_by=model,provider&format=csv")
         .await
         .text()
@@ -352,6 +359,24 @@ async fn a_total_budget_holds_across_three_nodes_and_spend_adds_up() {
         "{csv}"
     );
     assert!(csv.contains("gpt-4o-mini,mock,"), "{csv}");
+    // `sluice spend` prints the same as a table.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["spend", "--admin", &urls[0], "--group-by", "tenant,model"])
+        .env("SLUICE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .await
+        .expect("sluice spend runs");
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(table.starts_with("TENANT  MODEL"), "{table}");
+    assert!(
+        table.contains(&format!("{:.6}", total as f64 / 1e9)),
+        "the total in {table}"
+    );
     let bad = admin_spend(&client, &urls[0], "group_by=colour").await;
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("group_by"));
@@ -432,7 +457,13 @@ async fn a_day_budget_refuses_with_retry_after_and_cache_hits_are_free() {
     assert_eq!(again.header_cost.as_deref(), Some("0"));
     let mut refusal = None;
     for i in 0..10 {
-        let o = send(&client, &url, "sk-day", &body(&format!("{i} {}", "z".repeat(200)), false, Some(60))).await;
+        let o = send(
+            &client,
+            &url,
+            "sk-day",
+            &body(&format!("{i} {}", "z".repeat(200)), false, Some(60)),
+        )
+        .await;
         if o.status != 200 {
             refusal = Some(o);
             break;
@@ -450,7 +481,10 @@ async fn a_day_budget_refuses_with_retry_after_and_cache_hits_are_free() {
         "sluice_saved_usd_total{tenant=\"day\",provider=\"mock\",model=\"gpt-4o-mini\"}",
     )
     .unwrap_or(0.0);
-    assert!((saved - cost as f64 / 1e9).abs() < 1e-12, "{saved} vs {cost}");
+    assert!(
+        (saved - cost as f64 / 1e9).abs() < 1e-12,
+        "{saved} vs {cost}"
+    );
     let spent = crate::support::scrape::sample(
         &metrics,
         "sluice_spend_usd_total{tenant=\"day\",provider=\"mock\",model=\"gpt-4o-mini\"}",
