@@ -16,6 +16,8 @@ use crate::state::{HashAdd, State, StateError};
 
 /// How long a day's records are kept.
 pub const RETENTION: Duration = Duration::from_secs(400 * 86_400);
+/// Longest model name kept in a record (longer ones are cut).
+pub const MAX_MODEL_CHARS: usize = 128;
 /// Longest range one query may read, in days.
 pub const MAX_QUERY_DAYS: i64 = 366;
 
@@ -38,12 +40,13 @@ fn day_key(day: Date) -> String {
 
 /// The hash additions recording `e` on `day`.
 pub fn record(day: Date, e: &SpendEvent<'_>) -> HashAdd {
+    // Model names come from requests: cut, so a record field stays small.
+    let model: String = e.model.chars().take(MAX_MODEL_CHARS).collect();
     let dims = format!(
-        "{}|{}|{}|{}",
+        "{}|{}|{}|{model}",
         e.tenant.replace('|', "_"),
         e.key.unwrap_or("-").replace('|', "_"),
         e.provider.replace('|', "_"),
-        e.model
     );
     let mut fields = vec![(format!("n|{dims}"), 1)];
     for (m, v) in [

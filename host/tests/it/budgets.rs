@@ -33,20 +33,31 @@ const OUTPUT_PICO: u64 = 80_000_000;
 const MAX_OUTPUT: u64 = 64;
 const LIMIT_NANO: i64 = 50_000_000;
 
-/// Alerts as the receiver got them: body and signature header.
+/// Alerts as the receiver accepted them: body and signature header.
 type Received = Arc<Mutex<Vec<(Bytes, String)>>>;
 
-/// An HTTP server in the test that records every POST; its URL.
+/// An HTTP server in the test that records every POST; its URL. It fails
+/// the first delivery of each alert with a 500, so each is retried once.
 async fn receiver() -> (String, Received) {
     let got: Received = Arc::default();
-    async fn hook(State(got): State<Received>, headers: HeaderMap, body: Bytes) -> &'static str {
+    async fn hook(
+        State(got): State<Received>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::http::StatusCode {
+        static REFUSED: Mutex<Vec<Bytes>> = Mutex::new(Vec::new());
+        let mut refused = REFUSED.lock();
+        if !refused.contains(&body) {
+            refused.push(body);
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
         let sig = headers
             .get(sluice::alerts::SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
         got.lock().push((body, sig));
-        "ok"
+        axum::http::StatusCode::OK
     }
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(hook))
@@ -408,7 +419,11 @@ async fn a_total_budget_holds_across_three_nodes_and_spend_adds_up() {
         })
         .collect();
     thresholds.sort();
-    assert_eq!(thresholds, vec![70, 85, 95, 100], "each threshold once");
+    assert_eq!(
+        thresholds,
+        vec![70, 85, 95, 100],
+        "each threshold once, delivered on its retry"
+    );
 
     // The official SDK sees its quota error.
     let script = r#"
@@ -491,6 +506,53 @@ async fn a_day_budget_refuses_with_retry_after_and_cache_hits_are_free() {
     )
     .unwrap_or(0.0);
     assert!(spent > 0.0 && spent <= 0.01, "{spent}");
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_answers_in_each_providers_shape() {
+    let up = mock();
+    let config = format!(
+        "{}\n[[tenants]]\nname = \"broke\"\nkeys = [\"sk-broke\"]\nbudget_usd = {{ month = 0 }}\n",
+        providers(&up)
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = reqwest::Client::new();
+    let openai = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-broke")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 429);
+    let after: u64 = openai.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 86_400).contains(&after), "until the 1st: {after}");
+    let v: Value = openai.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    assert_eq!(v["error"]["code"], "insufficient_quota");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("month budget of tenant `broke`")
+    );
+    let anthropic = client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-broke")
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-3-5-haiku-latest", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 429);
+    let v: Value = anthropic.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(up.calls(sluice::policy::Route::Chat), 0, "nothing was sent");
 }
 
 #[test]
