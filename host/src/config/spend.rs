@@ -87,8 +87,12 @@ pub(super) fn usd(path: &str, value: f64) -> Result<(), ConfigError> {
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     for (i, p) in c.prices.iter().enumerate() {
         let at = |field: &str| format!("prices[{i}].{field}");
-        crate::spend::prices::compile_glob(&p.model)
-            .map_err(|e| ConfigError::invalid(at("model"), e))?;
+        globset::Glob::new(&p.model).map_err(|e| {
+            ConfigError::invalid(
+                at("model"),
+                format!("invalid glob `{}`: {}", p.model, e.kind()),
+            )
+        })?;
         if let Some(name) = &p.provider
             && c.provider(name).is_none()
         {

@@ -4,9 +4,7 @@
 //! `day`; default `tenant`), as JSON or, with `format=csv`, CSV.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -14,7 +12,7 @@ use serde_json::{Value, json};
 use super::period::Date;
 use super::prices::usd_of_nano;
 use super::records::{self, Dim, MAX_QUERY_DAYS};
-use crate::gateway::Gateway;
+use crate::state::State;
 
 fn bad(field: &str, message: impl std::fmt::Display) -> Response {
     (
@@ -24,11 +22,9 @@ fn bad(field: &str, message: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-/// The handler (behind the admin token, see [`crate::admin`]).
-pub async fn spend(
-    State(gw): State<Arc<Gateway>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+/// The report for query `q` over the records in `state` (the handler is
+/// in [`crate::admin`], behind the admin token).
+pub async fn report(state: &State, q: &HashMap<String, String>) -> Response {
     for name in q.keys() {
         if !["from", "to", "group_by", "format"].contains(&name.as_str()) {
             return bad(name, "unknown parameter (from, to, group_by, format)");
@@ -79,7 +75,7 @@ pub async fn spend(
         Some("csv") => true,
         Some(other) => return bad("format", format!("`{other}` is not json or csv")),
     };
-    let (rows, total) = match records::query(gw.spend.state(), from, to, &dims).await {
+    let (rows, total) = match records::query(state, from, to, &dims).await {
         Ok(r) => r,
         Err(e) => {
             return (
