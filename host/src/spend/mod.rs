@@ -25,6 +25,7 @@ use crate::telemetry::Metrics;
 pub use budgets::{
     BudgetError, BudgetLimits, BudgetSubject, Budgets, PeriodUsage, Reservation, SubjectBudget,
 };
+pub use period::Period;
 pub use prices::{Nano, Price, PriceTable, TokenUse, usd_of_nano};
 
 /// Prices, budgets and spend records of one gateway.

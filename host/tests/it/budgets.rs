@@ -555,6 +555,45 @@ async fn an_exhausted_budget_answers_in_each_providers_shape() {
     assert_eq!(up.calls(sluice::policy::Route::Chat), 0, "nothing was sent");
 }
 
+#[tokio::test]
+async fn a_failed_request_gives_its_reservation_back_and_costs_nothing() {
+    use sluice::spend::{BudgetLimits, BudgetSubject, Period};
+    let up = mock();
+    let config = format!(
+        "{}\n[[prices]]\nmodel = \"mock-*\"\ninput_per_mtok = 1\noutput_per_mtok = 1\nmax_output_tokens = 100\n[[tenants]]\nname = \"t\"\nkeys = [\"sk-t\"]\nbudget_usd = {{ day = 1.0 }}\n",
+        providers(&up)
+    );
+    let gw = TestGateway::start(&config).await;
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-t")
+        .json(&json!({"model": "mock-error-400", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.headers().get("x-sluice-cost-usd").is_none(),
+        "errors carry no cost"
+    );
+    let subject = BudgetSubject::Tenant("t".into());
+    let limits = BudgetLimits {
+        day: Some(1_000_000_000),
+        ..BudgetLimits::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage = gw.gw.spend.budgets.usage(&subject, &limits).await.unwrap();
+        let day = usage.iter().find(|u| u.period == Period::Day).unwrap();
+        if day.committed == 0 {
+            assert_eq!(day.spent, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reservation stays: {day:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn bad_prices_budgets_and_webhooks_name_their_field() {
     use sluice::config::Config;
