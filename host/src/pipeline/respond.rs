@@ -91,7 +91,8 @@ pub fn replay(
         },
     };
     let estimated = ctx.policy.estimated_prompt_tokens;
-    spawn_settle(gw, ctx, Usage::of(answer.usage, estimated, true));
+    let usage = Usage::of(answer.usage, estimated, true);
+    spawn_settle(gw, ctx, usage, answer.usage.cached_prompt);
     response
 }
 
@@ -118,7 +119,8 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
                 .then(|| Arc::new(Answer::json(route, body.clone(), tokens)));
             plan.finish(gw, answer);
             ctx.spend.failed = !status.is_success();
-            spawn_settle(gw, ctx, Usage::of(tokens, estimated, false));
+            let usage = Usage::of(tokens, estimated, false);
+            spawn_settle(gw, ctx, usage, tokens.cached_prompt);
             let mut resp = json_response(status, body);
             copy_upstream_headers(&upstream.headers, &mut resp);
             resp
@@ -137,7 +139,10 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
                     .recorded
                     .map(|recorded| Arc::new(Answer::stream(route, recorded, done.usage)));
                 plan.finish(&gw, answer);
-                settle(Usage::of(done.usage, estimated, false));
+                settle(
+                    Usage::of(done.usage, estimated, false),
+                    done.usage.cached_prompt,
+                );
             };
             let tee = Tee::new(
                 route,
@@ -162,9 +167,13 @@ fn copy_upstream_headers(from: &http::HeaderMap, resp: &mut Response) {
     }
 }
 
-/// A settle call to run once usage is known (a stream settles at its end).
-/// Takes the policy view out of `ctx`: settling is the last use of it.
-fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) + Send + 'static {
+/// A settle call to run once usage (and how much of the prompt the
+/// provider read from its prompt cache) is known (a stream settles at its
+/// end). Takes the policy view out of `ctx`: settling is the last use of it.
+fn settle_later(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+) -> impl FnOnce(Usage, u32) + Send + 'static {
     let gw = gw.clone();
     let plugin = ctx.plugins[Slot::Throttle].clone();
     let charged = ctx.charged;
@@ -178,9 +187,9 @@ fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) +
         model: ctx.model.clone(),
         failed: ctx.spend.failed,
     };
-    move |usage: Usage| {
+    move |usage: Usage, cached_prompt: u32| {
         tokio::spawn(async move {
-            gw.spend.settle(settlement, usage).await;
+            gw.spend.settle(settlement, usage, cached_prompt).await;
             if charged {
                 throttle::settle(&gw, &plugin, &policy, usage, &tenant).await;
             } else if !usage.cached {
@@ -194,12 +203,16 @@ fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) +
     }
 }
 
-fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage) {
-    let (cost, _) = gw
-        .spend
-        .cost(&ctx.provider, &ctx.model, &usage, ctx.spend.failed);
+fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage, cached_prompt: u32) {
+    let (cost, _) = gw.spend.cost(
+        &ctx.provider,
+        &ctx.model,
+        &usage,
+        cached_prompt,
+        ctx.spend.failed,
+    );
     ctx.spend.cost = Some(cost);
-    settle_later(gw, ctx)(usage);
+    settle_later(gw, ctx)(usage, cached_prompt);
 }
 
 /// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts`,

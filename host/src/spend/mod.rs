@@ -98,19 +98,28 @@ impl Spend {
         })
     }
 
-    /// `(cost, saved)` of an answer: a cached one cost nothing upstream and
-    /// saved what it would have cost; a failed one costs nothing. Unpriced
-    /// models cost nothing.
-    pub fn cost(&self, provider: &str, model: &str, usage: &Usage, failed: bool) -> (Nano, Nano) {
+    /// `(cost, saved)` of an answer whose prompt the provider read
+    /// `cached_prompt` tokens of from its prompt cache: a cache hit of
+    /// sluice's cost nothing upstream and saved what it would have cost; a
+    /// failed one costs nothing. Unpriced models cost nothing.
+    pub fn cost(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: &Usage,
+        cached_prompt: u32,
+        failed: bool,
+    ) -> (Nano, Nano) {
         let Some(price) = self.prices.price(provider, model) else {
             return (0, 0);
         };
         if failed {
             return (0, 0);
         }
+        let cached = cached_prompt.min(usage.prompt_tokens);
         let full = price.cost(TokenUse {
-            input: u64::from(usage.prompt_tokens),
-            cached_input: 0,
+            input: u64::from(usage.prompt_tokens - cached),
+            cached_input: u64::from(cached),
             output: u64::from(usage.completion_tokens),
         });
         if usage.cached { (0, full) } else { (full, 0) }
@@ -118,8 +127,8 @@ impl Spend {
 
     /// Prices `usage`, counts it in the metrics and the day's records, and
     /// settles the reservation; off the request path.
-    pub async fn settle(&self, s: Settlement, usage: Usage) {
-        let (cost, saved) = self.cost(&s.provider, &s.model, &usage, s.failed);
+    pub async fn settle(&self, s: Settlement, usage: Usage, cached_prompt: u32) {
+        let (cost, saved) = self.cost(&s.provider, &s.model, &usage, cached_prompt, s.failed);
         if cost > 0 {
             self.metrics
                 .spend()
@@ -156,5 +165,61 @@ impl Spend {
         if let Err(e) = self.budgets.settle(s.reservation, cost, record).await {
             tracing::warn!(error = %e, "could not record spend");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{SseParser, StreamAccumulator, usage_from_json};
+    use crate::policy::{Route, TokenCount};
+
+    #[test]
+    fn prompt_cache_reads_are_priced_at_the_cached_price() {
+        let openai = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":10,
+            "prompt_tokens_details":{"cached_tokens":800}}}"#;
+        let t = usage_from_json(Route::Chat, openai).unwrap();
+        assert_eq!((t.prompt, t.cached_prompt), (1000, 800));
+        // Anthropic's input_tokens leaves cache reads and writes out.
+        let anthropic = br#"{"usage":{"input_tokens":100,"output_tokens":10,
+            "cache_read_input_tokens":800,"cache_creation_input_tokens":50}}"#;
+        let t = usage_from_json(Route::AnthropicMessages, anthropic).unwrap();
+        assert_eq!((t.prompt, t.cached_prompt), (950, 800));
+        let mut acc = StreamAccumulator::new(Route::AnthropicMessages);
+        let events = SseParser::new().feed(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":100,\"cache_read_input_tokens\":800,\"cache_creation_input_tokens\":50,\"output_tokens\":1}}}\n\n\
+              event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":100,\"output_tokens\":10}}\n\n",
+        );
+        for e in &events {
+            acc.observe(e);
+        }
+        assert_eq!(
+            acc.usage(0),
+            TokenCount {
+                cached_prompt: 800,
+                ..TokenCount::new(950, 10)
+            }
+        );
+
+        let spend = Spend::new(
+            &Config::default(),
+            State::memory(),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let usage = Usage::of(TokenCount::new(1000, 10), 0, false);
+        // gpt-4o-mini: 200 × $0.15/M + 800 × $0.075/M + 10 × $0.60/M.
+        let (cost, saved) = spend.cost("openai", "gpt-4o-mini", &usage, 800, false);
+        assert_eq!((cost, saved), (30_000 + 60_000 + 6_000, 0));
+        let hit = Usage {
+            cached: true,
+            ..usage
+        };
+        assert_eq!(
+            spend.cost("openai", "gpt-4o-mini", &hit, 800, false),
+            (0, 96_000)
+        );
+        assert_eq!(spend.cost("openai", "gpt-4o-mini", &usage, 0, true), (0, 0));
+        assert_eq!(spend.cost("openai", "unknown", &usage, 0, false), (0, 0));
     }
 }
