@@ -9,7 +9,7 @@
 #   SLUICE=target/debug/sluice DURATION=2s WARMUP=1s bench/run.sh overhead-miss
 #                                             # a quick check of the script (debug figures mean nothing)
 #
-# Benchmarks: overhead-miss overhead-hit stream capacity capacity-hit redis (see bench/README.md).
+# Benchmarks: overhead-miss overhead-hit stream capacity capacity-hit redis budgets (see bench/README.md).
 # Settings (environment): SLUICE (binary, default target/release/sluice),
 # DURATION (20s), WARMUP (3s), RATE (500), CONCURRENCY (32),
 # MOCK_LATENCY_MS (0), MOCK_CHUNK_DELAY_MS (0), OUT (bench/results).
@@ -24,7 +24,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 MOCK_LATENCY_MS=${MOCK_LATENCY_MS:-0}
 MOCK_CHUNK_DELAY_MS=${MOCK_CHUNK_DELAY_MS:-0}
 OUT=${OUT:-$ROOT/bench/results}
-ALL=(overhead-miss overhead-hit stream capacity capacity-hit redis)
+ALL=(overhead-miss overhead-hit stream capacity capacity-hit redis budgets)
 SELECTED=("${@:-${ALL[@]}}")
 
 for b in "${SELECTED[@]}"; do
@@ -101,6 +101,17 @@ for b in "${SELECTED[@]}"; do
       start_redis
       start_gateway "$ROOT/bench/sluice-bench-redis.toml"
       run "$b" --target "sluice=$SLUICE_GW" --target "sluice-redis=$GW" --rate "$RATE" --unique
+      ;;
+    budgets)
+      # Misses with and without a tenant budget, on memory and on Redis.
+      [[ -n ${SLUICE_BENCH_REDIS:-} ]] || start_redis
+      start_gateway "$ROOT/bench/sluice-bench-budget.toml"
+      BUDGET_GW=$GW
+      start_gateway "$ROOT/bench/sluice-bench-redis.toml"
+      REDIS_GW=$GW
+      start_gateway "$ROOT/bench/sluice-bench-redis-budget.toml"
+      run "$b" --target "sluice=$SLUICE_GW" --target "sluice-budget=$BUDGET_GW" \
+        --target "sluice-redis=$REDIS_GW" --target "sluice-redis-budget=$GW" --rate "$RATE" --unique
       ;;
   esac
 done

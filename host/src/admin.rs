@@ -20,6 +20,8 @@
 //!   holds none), this node's view of it (`node`: `status` ok, missing or
 //!   regressed, the lineage and version it follows, what to do) and what
 //!   each slot serves (`serving`: source and hash).
+//! - `GET  /admin/spend`: spend records, grouped (see
+//!   [`crate::spend::admin`]).
 
 use std::sync::Arc;
 
@@ -51,6 +53,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}", post(upload))
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
+            .route("/admin/spend", get(spend))
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )
@@ -95,6 +98,13 @@ async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
         return resp;
     }
     next.run(request).await
+}
+
+async fn spend(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    crate::spend::admin::report(gw.spend.state(), &q).await
 }
 
 fn unknown_slot(slot: &str) -> Response {

@@ -101,6 +101,16 @@ impl GatewayError {
         e
     }
 
+    /// 429: a budget cannot cover the request's worst-case cost. OpenAI's
+    /// `insufficient_quota` (type and code), which the SDKs raise as their
+    /// quota error; `retry_after` when the period resets.
+    pub fn budget_exhausted(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, Origin::Downstream, message);
+        e.code = Some("insufficient_quota");
+        e.retry_after = retry_after;
+        e
+    }
+
     /// A throttle plugin's own rejection with its status.
     pub fn rejected(status: u16, message: String, retry_after: Option<Duration>) -> Self {
         let status = StatusCode::from_u16(status)
@@ -174,6 +184,9 @@ impl GatewayError {
         match (route, self.code) {
             (Route::AnthropicMessages, _) | (_, None) => {
                 api::error_body(route, self.status.as_u16(), &self.message)
+            }
+            (_, Some(code @ "insufficient_quota")) => {
+                api::openai_error(&self.message, code, Some(code))
             }
             (_, Some(code)) => api::openai_error(
                 &self.message,

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// What the API and admin listeners count about their connections.
     pub connections: crate::listener::ListenerStats,
+    /// Prices, budgets and spend records.
+    pub spend: crate::spend::Spend,
 }
 
 impl Gateway {
@@ -83,7 +85,10 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
+        let spend =
+            crate::spend::Spend::new(&config, state.clone(), metrics.clone()).context("prices")?;
         Ok(Arc::new(Gateway {
+            spend,
             config: Arc::new(config),
             state,
             plugins,

@@ -38,6 +38,7 @@
 //!   generator behind `sluice bench` is its own crate, `sluice-loadgen`.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod authoring;
 pub mod cache;
@@ -55,6 +56,7 @@ pub mod policy;
 pub mod scrape;
 pub mod semantic;
 pub mod server;
+pub mod spend;
 pub mod state;
 pub mod telemetry;
 pub mod translate;

@@ -187,15 +187,46 @@ pub fn usage_from_json(route: Route, body: &[u8]) -> Option<TokenCount> {
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     };
     match route {
-        Route::Chat => Some(TokenCount::new(
-            get("prompt_tokens")?,
-            get("completion_tokens")?,
-        )),
+        Route::Chat => Some(TokenCount {
+            cached_prompt: openai_cached(&usage),
+            ..TokenCount::new(get("prompt_tokens")?, get("completion_tokens")?)
+        }),
         Route::Embeddings => Some(TokenCount::new(get("prompt_tokens")?, 0)),
         Route::AnthropicMessages => {
-            Some(TokenCount::new(get("input_tokens")?, get("output_tokens")?))
+            let (extra, cached) = anthropic_cache(&usage);
+            Some(TokenCount {
+                cached_prompt: cached,
+                ..TokenCount::new(
+                    get("input_tokens")?.saturating_add(extra),
+                    get("output_tokens")?,
+                )
+            })
         }
     }
+}
+
+fn usage_count(usage: &Map<String, Value>, name: &str) -> u32 {
+    usage
+        .get(name)
+        .and_then(Value::as_u64)
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// OpenAI's cached prompt tokens (`prompt_tokens_details.cached_tokens`),
+/// part of `prompt_tokens`.
+pub(crate) fn openai_cached(usage: &Map<String, Value>) -> u32 {
+    usage
+        .get("prompt_tokens_details")
+        .and_then(Value::as_object)
+        .map_or(0, |d| usage_count(d, "cached_tokens"))
+}
+
+/// Anthropic's prompt-cache tokens, which its `input_tokens` leaves out:
+/// (cache reads + cache writes, cache reads).
+pub(crate) fn anthropic_cache(usage: &Map<String, Value>) -> (u32, u32) {
+    let read = usage_count(usage, "cache_read_input_tokens");
+    let written = usage_count(usage, "cache_creation_input_tokens");
+    (read.saturating_add(written), read)
 }
 
 /// The path a route is served on, below the host.

@@ -62,6 +62,16 @@ impl RawBody {
         })
     }
 
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The JSON text of the field `name`, if the body has it.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.fields

@@ -14,6 +14,11 @@ pub struct StreamAccumulator {
     route: Route,
     prompt_tokens: Option<u32>,
     completion_tokens: Option<u32>,
+    /// Of the prompt, read from the provider's prompt cache.
+    cached_prompt_tokens: u32,
+    /// Anthropic's cache reads and writes, which its `input_tokens` leaves
+    /// out (added to the prompt).
+    anthropic_cache_tokens: u32,
     /// Characters of generated content seen (text, refusals, tool names and
     /// arguments, thinking), for counting when the provider sends no usage.
     completion_chars: usize,
@@ -28,6 +33,8 @@ impl StreamAccumulator {
             route,
             prompt_tokens: None,
             completion_tokens: None,
+            cached_prompt_tokens: 0,
+            anthropic_cache_tokens: 0,
             completion_chars: 0,
             complete: false,
             error: None,
@@ -56,10 +63,10 @@ impl StreamAccumulator {
 
     /// Usage as the provider reported it, when it did.
     pub fn reported_usage(&self) -> Option<TokenCount> {
-        Some(TokenCount::new(
-            self.prompt_tokens?,
-            self.completion_tokens?,
-        ))
+        Some(TokenCount {
+            cached_prompt: self.cached_prompt_tokens,
+            ..TokenCount::new(self.prompt_tokens?, self.completion_tokens?)
+        })
     }
 
     /// Completion tokens counted from the content deltas with
@@ -71,11 +78,14 @@ impl StreamAccumulator {
     /// Usage to settle with: what the provider reported, else the caller's
     /// prompt estimate and the counted completion.
     pub fn usage(&self, estimated_prompt_tokens: u32) -> TokenCount {
-        TokenCount::new(
-            self.prompt_tokens.unwrap_or(estimated_prompt_tokens),
-            self.completion_tokens
-                .unwrap_or_else(|| self.counted_completion_tokens()),
-        )
+        TokenCount {
+            cached_prompt: self.cached_prompt_tokens,
+            ..TokenCount::new(
+                self.prompt_tokens.unwrap_or(estimated_prompt_tokens),
+                self.completion_tokens
+                    .unwrap_or_else(|| self.counted_completion_tokens()),
+            )
+        }
     }
 
     fn observe_openai(&mut self, event: &SseEvent) {
@@ -93,6 +103,9 @@ impl StreamAccumulator {
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.prompt_tokens = count(usage, "prompt_tokens").or(self.prompt_tokens);
             self.completion_tokens = count(usage, "completion_tokens").or(self.completion_tokens);
+            if let Some(u) = usage.as_object() {
+                self.cached_prompt_tokens = super::openai_cached(u);
+            }
         }
         let choices = chunk.get("choices").and_then(Value::as_array);
         for choice in choices.into_iter().flatten() {
@@ -110,6 +123,22 @@ impl StreamAccumulator {
         }
     }
 
+    /// Anthropic's prompt: `input_tokens` plus the cache reads and writes
+    /// (kept from an earlier event when this one does not repeat them).
+    fn anthropic_prompt(&mut self, usage: &Value) {
+        if let Some(u) = usage.as_object()
+            && (u.contains_key("cache_read_input_tokens")
+                || u.contains_key("cache_creation_input_tokens"))
+        {
+            let (extra, read) = super::anthropic_cache(u);
+            self.anthropic_cache_tokens = extra;
+            self.cached_prompt_tokens = read;
+        }
+        if let Some(input) = count(usage, "input_tokens") {
+            self.prompt_tokens = Some(input.saturating_add(self.anthropic_cache_tokens));
+        }
+    }
+
     fn observe_anthropic(&mut self, event: &SseEvent) {
         let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
             return;
@@ -119,7 +148,7 @@ impl StreamAccumulator {
         match data.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 if let Some(usage) = data.get("message").and_then(|m| m.get("usage")) {
-                    self.prompt_tokens = count(usage, "input_tokens").or(self.prompt_tokens);
+                    self.anthropic_prompt(usage);
                 }
             }
             Some("content_block_start") => {
@@ -137,7 +166,7 @@ impl StreamAccumulator {
             Some("message_delta") => {
                 if let Some(usage) = data.get("usage") {
                     // Cumulative counts; newer API versions repeat input here.
-                    self.prompt_tokens = count(usage, "input_tokens").or(self.prompt_tokens);
+                    self.anthropic_prompt(usage);
                     self.completion_tokens =
                         count(usage, "output_tokens").or(self.completion_tokens);
                 }

@@ -5,12 +5,14 @@
 //! - `plugin new|build|check|test|push|rollback` ([`plugin`]).
 //! - `bench` ([`bench`]): the load generator (the `sluice-loadgen` crate).
 //! - `eval semantic` ([`eval`]): precision and recall of the semantic cache.
+//! - `spend` ([`spend`]): spend records from a node's admin API, as a table.
 
 mod bench;
 pub mod eval;
 mod mock;
 pub mod plugin;
 mod serve;
+pub mod spend;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ pub enum Command {
     /// Evaluate a cache on a labelled set (`sluice eval semantic`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Print spend records (`GET /admin/spend`) as a table.
+    Spend(spend::SpendArgs),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -78,6 +82,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => plugin::run(cmd).await,
         Command::Bench(args) => bench::run_cli(args).await,
         Command::Eval(cmd) => eval::run_cli(cmd).await,
+        Command::Spend(args) => spend::run(args).await,
     }
 }
 

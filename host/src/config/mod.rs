@@ -17,6 +17,7 @@ mod embedded;
 mod plugins;
 mod secret;
 mod sections;
+mod spend;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ pub use sections::{
     MIN_HEADER_BYTES, ProviderConfig, ProviderKind, RetryConfig, RoutingConfig, SemanticConfig,
     ServerConfig, TelemetryConfig, TenantConfig,
 };
+pub use spend::{AlertsConfig, BudgetUsd, MAX_USD, PriceConfig, WebhookConfig};
 
 /// Why a config could not be loaded. Every variant except `Read` and
 /// `Syntax` names the offending field by its path.
@@ -108,6 +110,10 @@ pub struct Config {
     pub semantic: SemanticConfig,
     pub plugins: PluginsConfig,
     pub telemetry: TelemetryConfig,
+    /// `[[prices]]`: matched before the shipped price table.
+    pub prices: Vec<PriceConfig>,
+    /// `[alerts]`: budget alert webhooks.
+    pub alerts: AlertsConfig,
     /// blake3(virtual key) → index into `tenants`. Hashing first means the
     /// map lookup's timing says nothing about the key bytes themselves.
     #[serde(skip)]
@@ -250,6 +256,10 @@ impl Config {
             for (j, key) in t.keys.iter_mut().enumerate() {
                 key.resolve_env(&format!("tenants[{i}].keys[{j}]"), env)?;
             }
+        }
+        for (i, w) in self.alerts.webhooks.iter_mut().enumerate() {
+            w.secret
+                .resolve_env(&format!("alerts.webhooks[{i}].secret"), env)?;
         }
         Ok(())
     }

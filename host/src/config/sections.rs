@@ -367,7 +367,7 @@ impl Default for AnonymousConfig {
 }
 
 /// `[[tenants]]`: a client organisation and its virtual keys.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantConfig {
     /// Unique name; cache scope, metrics label, the `tenant` plugins see.
@@ -377,6 +377,8 @@ pub struct TenantConfig {
     /// Virtual keys clients send as `Bearer` tokens; each may be `env:` and
     /// belongs to exactly one tenant.
     pub keys: Vec<Secret>,
+    /// Caps on the tenant's spend (see docs/budgets.md).
+    pub budget_usd: Option<super::BudgetUsd>,
 }
 
 impl Default for TenantConfig {
@@ -385,6 +387,7 @@ impl Default for TenantConfig {
             name: String::new(),
             tier: "default".to_owned(),
             keys: Vec::new(),
+            budget_usd: None,
         }
     }
 }

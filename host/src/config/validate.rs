@@ -21,7 +21,8 @@ pub(super) fn validate(c: &Config) -> Check {
     breakers(c)?;
     semantic(c)?;
     plugins(c)?;
-    telemetry(c)
+    telemetry(c)?;
+    super::spend::validate(c)
 }
 
 fn fail(path: impl Into<String>, message: impl Into<String>) -> Check {

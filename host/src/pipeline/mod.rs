@@ -8,11 +8,13 @@
 //! 3. `caching::derive_key` and `caching::lookup`: exact cache;
 //!    `semantic::lookup`: after an exact miss, a near-duplicate's answer.
 //! 4. `coalesce::join`: identical cacheable requests in flight share one call.
-//! 5. `call::call_upstream`: provider call, retry plugin decides after failures.
+//! 5. `budget::reserve`: the worst-case cost out of the budgets;
+//!    `call::call_upstream`: provider call, retry plugin decides after failures.
 //! 6. `respond`: shape the response; `store` keeps a fresh answer and
 //!    `throttle::settle` reconciles usage, both after the answer.
 
 mod auth;
+mod budget;
 mod caching;
 mod call;
 mod coalesce;
@@ -82,6 +84,8 @@ pub struct RequestCtx {
     /// The provider and model that produced the answer.
     pub provider: String,
     pub model: String,
+    /// Budgets charged, the reservation, the cost once known.
+    pub spend: crate::spend::RequestSpend,
 }
 
 impl RequestCtx {
@@ -107,6 +111,7 @@ impl RequestCtx {
             attempts: 0,
             provider: String::new(),
             model: String::new(),
+            spend: crate::spend::RequestSpend::default(),
         }
     }
 
@@ -188,6 +193,7 @@ async fn run(
     if let Some(answer) = coalesce::join(gw, ctx).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
+    budget::reserve(gw, ctx).await?;
     let upstream = call::call_upstream(gw, ctx).await?;
     Ok(respond::answer(gw, ctx, upstream))
 }

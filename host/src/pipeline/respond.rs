@@ -15,6 +15,7 @@ use crate::api::{self, SseParser};
 use crate::cache::{Answer, AnswerBody};
 use crate::gateway::Gateway;
 use crate::policy::{Route, Slot, TokenCount, Unit, Usage};
+use crate::spend::Settlement;
 use crate::telemetry::CacheOutcome;
 use crate::upstream::{UpstreamBody, UpstreamResponse};
 
@@ -90,7 +91,8 @@ pub fn replay(
         },
     };
     let estimated = ctx.policy.estimated_prompt_tokens;
-    spawn_settle(gw, ctx, Usage::of(answer.usage, estimated, true));
+    let usage = Usage::of(answer.usage, estimated, true);
+    spawn_settle(gw, ctx, usage, answer.usage.cached_prompt);
     response
 }
 
@@ -116,7 +118,9 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
             let answer = (status.is_success() && plan.wants_answer())
                 .then(|| Arc::new(Answer::json(route, body.clone(), tokens)));
             plan.finish(gw, answer);
-            spawn_settle(gw, ctx, Usage::of(tokens, estimated, false));
+            ctx.spend.failed = !status.is_success();
+            let usage = Usage::of(tokens, estimated, false);
+            spawn_settle(gw, ctx, usage, tokens.cached_prompt);
             let mut resp = json_response(status, body);
             copy_upstream_headers(&upstream.headers, &mut resp);
             resp
@@ -138,7 +142,10 @@ pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamRespons
                     .recorded
                     .map(|recorded| Arc::new(Answer::stream(route, recorded, done.usage)));
                 plan.finish(&gw, answer);
-                settle(Usage::of(done.usage, estimated, false));
+                settle(
+                    Usage::of(done.usage, estimated, false),
+                    done.usage.cached_prompt,
+                );
             };
             let tee = Tee::new(
                 route,
@@ -164,16 +171,29 @@ fn copy_upstream_headers(from: &http::HeaderMap, resp: &mut Response) {
     }
 }
 
-/// A settle call to run once usage is known (a stream settles at its end).
-/// Takes the policy view out of `ctx`: settling is the last use of it.
-fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) + Send + 'static {
+/// A settle call to run once usage (and how much of the prompt the
+/// provider read from its prompt cache) is known (a stream settles at its
+/// end). Takes the policy view out of `ctx`: settling is the last use of it.
+fn settle_later(
+    gw: &Arc<Gateway>,
+    ctx: &mut RequestCtx,
+) -> impl FnOnce(Usage, u32) + Send + 'static {
     let gw = gw.clone();
     let plugin = ctx.plugins[Slot::Throttle].clone();
     let charged = ctx.charged;
     let tenant = ctx.caller.tenant.clone();
     let policy = std::mem::take(&mut ctx.policy);
-    move |usage: Usage| {
+    let settlement = Settlement {
+        reservation: ctx.spend.reservation.take(),
+        tenant: tenant.clone(),
+        key: ctx.caller.key_id.clone(),
+        provider: ctx.provider.clone(),
+        model: ctx.model.clone(),
+        failed: ctx.spend.failed,
+    };
+    move |usage: Usage, cached_prompt: u32| {
         tokio::spawn(async move {
+            gw.spend.settle(settlement, usage, cached_prompt).await;
             if charged {
                 throttle::settle(&gw, &plugin, &policy, usage, &tenant).await;
             } else if !usage.cached {
@@ -187,14 +207,28 @@ fn settle_later(gw: &Arc<Gateway>, ctx: &mut RequestCtx) -> impl FnOnce(Usage) +
     }
 }
 
-fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage) {
-    settle_later(gw, ctx)(usage);
+fn spawn_settle(gw: &Arc<Gateway>, ctx: &mut RequestCtx, usage: Usage, cached_prompt: u32) {
+    let (cost, _) = gw.spend.cost(
+        &ctx.provider,
+        &ctx.model,
+        &usage,
+        cached_prompt,
+        ctx.spend.failed,
+    );
+    ctx.spend.cost = Some(cost);
+    settle_later(gw, ctx)(usage, cached_prompt);
 }
 
-/// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts` and the
-/// `x-ratelimit-*` headers to every response.
+/// Adds `x-request-id`, `x-sluice-cache`, `x-sluice-attempts`,
+/// `x-sluice-cost-usd` (when the cost is known as the headers leave: not on
+/// streams) and the `x-ratelimit-*` headers to every response.
 pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     let h = resp.headers_mut();
+    if let Some(cost) = ctx.spend.cost
+        && let Ok(v) = HeaderValue::from_str(&usd_text(cost))
+    {
+        h.insert("x-sluice-cost-usd", v);
+    }
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert("x-request-id", v);
     }
@@ -232,6 +266,12 @@ pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     }
 }
 
+/// Nano-USD as decimal USD without trailing zeros: `0.00045`, `0`.
+fn usd_text(nano: crate::spend::Nano) -> String {
+    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn header_name(prefix: &str, suffix: &str) -> http::HeaderName {
     http::HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
         .expect("static header names are valid")
@@ -260,7 +300,15 @@ pub fn openai_duration(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::openai_duration;
+    use super::{openai_duration, usd_text};
+
+    #[test]
+    fn costs_print_as_plain_decimals() {
+        assert_eq!(usd_text(450_000), "0.00045");
+        assert_eq!(usd_text(0), "0");
+        assert_eq!(usd_text(1_500_000_000), "1.5");
+        assert_eq!(usd_text(1), "0.000000001");
+    }
 
     #[test]
     fn durations_read_like_openais() {

@@ -204,14 +204,25 @@ pub enum Admission {
 /// where it did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TokenCount {
+    /// Every input token, those read from the provider's prompt cache
+    /// included.
     pub prompt: u32,
     pub completion: u32,
+    /// Of `prompt`, the tokens read from the provider's prompt cache
+    /// (OpenAI `prompt_tokens_details.cached_tokens`, Anthropic
+    /// `cache_read_input_tokens`); priced at the cached-input price.
+    #[serde(default)]
+    pub cached_prompt: u32,
 }
 
 impl TokenCount {
-    /// `prompt` and `completion` tokens.
+    /// `prompt` and `completion` tokens, none of them cached.
     pub fn new(prompt: u32, completion: u32) -> Self {
-        Self { prompt, completion }
+        Self {
+            prompt,
+            completion,
+            cached_prompt: 0,
+        }
     }
 }
 

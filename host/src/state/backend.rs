@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::StateHealth;
+use super::budget::{BudgetCall, BudgetReply};
 use super::limiter::{LimitCall, Limited};
 use crate::state::StateError;
 
@@ -52,6 +53,10 @@ pub(crate) trait Backend: Send + Sync {
     /// The rate-limit algorithm over `call.keys` (one namespace, so one hash
     /// tag).
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited>;
+    /// A budget call (see [`super::budget`]): its keys share one hash tag.
+    fn budget<'a>(&'a self, call: BudgetCall<'a>) -> Answer<'a, BudgetReply>;
+    /// Every field of a budget hash.
+    fn budget_hash<'a>(&'a self, key: &'a str) -> Answer<'a, Vec<(String, i64)>>;
     /// Backend name, degraded flag and counters.
     fn health(&self) -> StateHealth;
     /// Whether the backend is failing and answering from a fallback (or

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::backend::{Answer, Backend};
+use super::budget::{BudgetCall, BudgetReply};
 use super::limiter::{LimitCall, Limited};
 use super::memory::MemoryBackend;
 use super::redis_backend::RedisBackend;
@@ -235,6 +236,14 @@ impl Backend for Fallback {
 
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
         Box::pin(self.run(move |b| b.limit(call)))
+    }
+
+    fn budget<'a>(&'a self, call: BudgetCall<'a>) -> Answer<'a, BudgetReply> {
+        Box::pin(self.run(move |b| b.budget(call)))
+    }
+
+    fn budget_hash<'a>(&'a self, key: &'a str) -> Answer<'a, Vec<(String, i64)>> {
+        Box::pin(self.run(move |b| b.budget_hash(key)))
     }
 
     fn is_degraded(&self) -> bool {

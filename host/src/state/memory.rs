@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::backend::{Answer, Backend};
+use super::budget::{BudgetCall, BudgetMemory, BudgetReply};
 use super::keys;
 use super::limiter::{LimitCall, Limited, LuaLimiter};
 use super::{OnError, StateError, StateHealth};
@@ -30,6 +31,8 @@ const PURGE_PER_WRITE: usize = 32;
 pub(crate) struct MemoryBackend {
     shards: Box<[Mutex<Shard>]>,
     limiter: Mutex<LuaLimiter>,
+    /// Budget counters and spend hashes.
+    budgets: BudgetMemory,
     /// Zero point of the limiter's clock (monotonic: wall-clock jumps must
     /// not refill or drain buckets).
     epoch: Instant,
@@ -138,6 +141,7 @@ impl MemoryBackend {
         Ok(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             limiter: Mutex::new(LuaLimiter::new()?),
+            budgets: BudgetMemory::default(),
             epoch: Instant::now(),
         })
     }
@@ -377,6 +381,14 @@ impl Backend for MemoryBackend {
 
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
         Box::pin(std::future::ready(MemoryBackend::limit(self, &call)))
+    }
+
+    fn budget<'a>(&'a self, call: BudgetCall<'a>) -> Answer<'a, BudgetReply> {
+        Box::pin(std::future::ready(Ok(self.budgets.call(&call))))
+    }
+
+    fn budget_hash<'a>(&'a self, key: &'a str) -> Answer<'a, Vec<(String, i64)>> {
+        Box::pin(std::future::ready(Ok(self.budgets.hash(key))))
     }
 
     fn health(&self) -> StateHealth {

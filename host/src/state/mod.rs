@@ -23,6 +23,7 @@
 //! error (wrong URL, wrong password) than a node that answers 503 to all.
 
 mod backend;
+mod budget;
 mod edge;
 mod fallback;
 mod keys;
@@ -37,6 +38,7 @@ mod settle;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::{BudgetCounter, BudgetReply, HashAdd, MAX_BUDGET_COUNTERS, MAX_BUDGET_KEY_BYTES};
 pub use edge::EdgeStats;
 pub use leases::LEASE_PERIOD;
 pub use limiter::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};

@@ -16,6 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 
 use super::backend::{Answer, Backend};
+use super::budget::{self, BudgetCall, BudgetReply};
 use super::keys::hash_tag;
 use super::limiter::{self, LIMITER_LUA, LimitCall, Limited};
 use super::settings::{StateSettings, redact_url};
@@ -539,6 +540,27 @@ impl Backend for RedisBackend {
 
     fn limit<'a>(&'a self, call: LimitCall<'a>) -> Answer<'a, Limited> {
         Box::pin(async move { RedisBackend::limit(self, &call).await })
+    }
+
+    fn budget<'a>(&'a self, call: BudgetCall<'a>) -> Answer<'a, BudgetReply> {
+        Box::pin(async move {
+            let out: Vec<i64> = self.run_script(&budget::invocation(&call)).await?;
+            budget::reply(call.keys.len(), &out)
+        })
+    }
+
+    fn budget_hash<'a>(&'a self, key: &'a str) -> Answer<'a, Vec<(String, i64)>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(key);
+            let fields: Vec<(String, i64)> = self
+                .with_conn(|mut c| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await?;
+            Ok(fields)
+        })
     }
 
     /// Redis alone never degrades: [`super::fallback::Fallback`] tracks that.

@@ -158,6 +158,7 @@ pub struct Metrics {
     connections: super::connections::ConnectionMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
+    spend: super::spend::SpendMetrics,
 }
 
 /// The semantic cache's series (hits are a [`CacheOutcome`]).
@@ -415,7 +416,7 @@ impl Metrics {
                 stream_failures: stream_failures.get_or_create_owned(&labels),
             }
         };
-        let provider_map = providers
+        let provider_map: HashMap<Box<str>, ProviderSeries> = providers
             .into_iter()
             .map(|name| (name.into(), provider_series(name)))
             .collect();
@@ -477,6 +478,11 @@ impl Metrics {
             coalesced.clone(),
         );
         let semantic = SemanticSeries::register(&mut registry);
+        let spend = super::spend::SpendMetrics::register(
+            &mut registry,
+            provider_map.keys().map(|k| &**k),
+            tenant_map.keys().map(|k| &**k),
+        );
 
         Self {
             registry,
@@ -498,7 +504,13 @@ impl Metrics {
             state_degraded,
             coalesced,
             semantic,
+            spend,
         }
+    }
+
+    /// The spend, budget and alert series.
+    pub fn spend(&self) -> &super::spend::SpendMetrics {
+        &self.spend
     }
 
     /// The whole registry in OpenMetrics text (serve with [`CONTENT_TYPE`]).

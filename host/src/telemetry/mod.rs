@@ -11,6 +11,7 @@ mod labels;
 mod logging;
 mod metrics;
 mod plugin_metrics;
+mod spend;
 #[cfg(test)]
 mod tests;
 
@@ -23,3 +24,4 @@ pub use logging::{
 };
 pub use metrics::{CONTENT_TYPE, Metrics, OTHER_LABEL};
 pub use plugin_metrics::MAX_NAMES_PER_SLOT;
+pub use spend::{MAX_MODEL_LABELS, SpendMetrics};

@@ -674,6 +674,49 @@ async fn invalid_calls_are_refused(t: &Target<'_>) {
     assert!(!s.is_degraded());
 }
 
+/// Budget counters (spend/budgets.rs): concurrent reservations from two
+/// nodes admit exactly what fits under every limit, all counters or none,
+/// and hash records add up; on a cluster the keys share one slot.
+async fn budgets_reserve_exactly_and_record(t: &Target<'_>) {
+    use sluice::state::{BudgetCounter, HashAdd};
+    let nodes = [t.state().await, t.state().await];
+    let counters = |delta: i64| {
+        [("suite|day", 100), ("suite|total", 1_000)].map(|(key, limit)| BudgetCounter {
+            key: key.into(),
+            delta,
+            limit: Some(limit),
+            ttl: Some(Duration::from_secs(3600)),
+        })
+    };
+    let record = HashAdd {
+        key: "suite|record".into(),
+        fields: vec![("n|x".into(), 1)],
+        ttl: Some(Duration::from_secs(3600)),
+    };
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = nodes[if t.shared() { i % 2 } else { 0 }].clone();
+            let (c, r) = (counters(7), record.clone());
+            tokio::spawn(async move { s.budget(&c, true, Some(&r)).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        if r.admitted {
+            admitted += 1;
+        } else {
+            assert_eq!(r.refused, Some(0), "the day limit is the one that binds");
+        }
+    }
+    assert_eq!(admitted, 100 / 7);
+    let s = &nodes[0];
+    let r = s.budget(&counters(-7), false, None).await.unwrap();
+    assert_eq!(r.values, vec![7 * 13, 7 * 13]);
+    let fields = s.budget_hash("suite|record").await.unwrap();
+    assert_eq!(fields, vec![("n|x".to_owned(), admitted)]);
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -722,4 +765,5 @@ suite!(
     refunds_and_adjust_debt,
     concurrent_charges_admit_exactly_the_limit,
     invalid_calls_are_refused,
+    budgets_reserve_exactly_and_record,
 );
