@@ -20,6 +20,7 @@
 //!   holds none), this node's view of it (`node`: `status` ok, missing or
 //!   regressed, the lineage and version it follows, what to do) and what
 //!   each slot serves (`serving`: source and hash).
+//! - `/admin/keys…`: virtual keys, see [`crate::keys`].
 
 use std::sync::Arc;
 
@@ -51,6 +52,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}", post(upload))
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
+            .merge(crate::keys::routes())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )

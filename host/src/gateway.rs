@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::cache::coalesce::{Coalescer, LOCK_TTL, SharedCoalescer};
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::config::Config;
+use crate::keys::VirtualKeys;
 use crate::plugin::{self, EngineSettings, PluginRuntime};
 use crate::semantic::SemanticCache;
 use crate::state::State;
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// What the API and admin listeners count about their connections.
     pub connections: crate::listener::ListenerStats,
+    /// Virtual keys made at run time (`/admin/keys`), this node's table.
+    pub keys: Arc<VirtualKeys>,
 }
 
 impl Gateway {
@@ -83,8 +86,18 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
+        let config = Arc::new(config);
+        let keys = VirtualKeys::new(state.clone(), config.clone());
+        // A node that starts after keys were made knows them from the start;
+        // if the state cannot say now, the sync task reads them later.
+        if state.is_shared()
+            && let Err(e) = keys.sync().await
+        {
+            tracing::warn!(error = %e, "virtual keys not loaded yet: will retry");
+        }
+        VirtualKeys::spawn_sync(&keys);
         Ok(Arc::new(Gateway {
-            config: Arc::new(config),
+            config,
             state,
             plugins,
             cache,
@@ -95,6 +108,7 @@ impl Gateway {
             retry_budget,
             metrics,
             connections: Default::default(),
+            keys,
         }))
     }
 

@@ -5,9 +5,12 @@
 //! - `plugin new|build|check|test|push|rollback` ([`plugin`]).
 //! - `bench` ([`bench`]): the load generator (the `sluice-loadgen` crate).
 //! - `eval semantic` ([`eval`]): precision and recall of the semantic cache.
+//! - `keys create|list|show|update|revoke|rotate` ([`keys`]): virtual keys
+//!   through a node's admin API.
 
 mod bench;
 pub mod eval;
+mod keys;
 mod mock;
 pub mod plugin;
 mod serve;
@@ -47,6 +50,9 @@ pub enum Command {
     /// Evaluate a cache on a labelled set (`sluice eval semantic`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Manage virtual keys through a node's admin API.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -78,6 +84,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => plugin::run(cmd).await,
         Command::Bench(args) => bench::run_cli(args).await,
         Command::Eval(cmd) => eval::run_cli(cmd).await,
+        Command::Keys(cmd) => keys::run(cmd).await,
     }
 }
 
