@@ -78,6 +78,7 @@ impl Gateway {
             UpstreamSettings {
                 breaker: config.breaker.clone(),
                 metrics: Some(metrics.clone()),
+                state: Some(state.clone()),
                 ..UpstreamSettings::default()
             },
         )

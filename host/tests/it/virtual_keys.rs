@@ -490,3 +490,88 @@ async fn the_keys_cli_drives_the_same_api() {
     let (ok, _, err) = keys_cli(&node, &["revoke", "key_nope"]).await;
     assert!(!ok && err.contains("key_nope"), "{err}");
 }
+
+/// A provider with three upstream keys under quotas, for two nodes on one
+/// Redis.
+fn quota_config(up: &sluice::mock::MockHandle, redis: &RedisServer) -> String {
+    format!(
+        r#"
+[state]
+kind = "redis"
+url = "{redis}"
+op_timeout_ms = 2000
+limits = "exact"
+
+[[providers]]
+name = "pool"
+kind = "openai"
+base_url = "{url}"
+keys = ["sk-up-0", "sk-up-1", "sk-up-2"]
+models = ["gpt-*"]
+key_quota = {{ rpm = 3, rpd = 1000 }}
+# The first key is smaller.
+key_quotas = [{{ rpm = 1 }}]
+
+# One attempt: the retry policy would otherwise wait for a key to refill
+# (within the request's deadline).
+[retry]
+max_attempts_cap = 1
+
+[plugins.throttle.config]
+anonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}
+"#,
+        redis = redis.url(),
+        url = up.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_key_quotas_skip_exhausted_keys_across_nodes() {
+    let redis = RedisServer::start();
+    let up = mock();
+    let cfg = quota_config(&up, &redis);
+    let nodes = [
+        TestGateway::start(&cfg).await,
+        TestGateway::start(&cfg).await,
+    ];
+    let client = reqwest::Client::new();
+    let chat = |i: usize, n: usize| {
+        client
+            .post(nodes[i % 2].url("/v1/chat/completions"))
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": format!("q{n}")}]}))
+            .send()
+    };
+    // 1 + 3 + 3 requests fit the three keys' minute quotas, on either node.
+    for n in 0..7 {
+        let r = chat(n, n).await.expect("chat");
+        assert_eq!(r.status(), 200, "request {n}");
+    }
+    let mut per_key = std::collections::BTreeMap::new();
+    for seen in up.requests() {
+        *per_key
+            .entry(seen.header("authorization").unwrap_or("").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_key.into_iter().collect::<Vec<_>>(),
+        [
+            ("Bearer sk-up-0".to_owned(), 1),
+            ("Bearer sk-up-1".to_owned(), 3),
+            ("Bearer sk-up-2".to_owned(), 3)
+        ]
+    );
+    // Every key is at its quota: 429 with retry-after, nothing sent.
+    let r = chat(1, 99).await.expect("chat");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("quota"),
+        "{body}"
+    );
+    assert_eq!(up.requests().len(), 7);
+}
