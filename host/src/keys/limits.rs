@@ -65,3 +65,65 @@ pub fn settle(key: &ActiveKey, req: &PolicyRequest, usage: &Usage) -> Option<Buc
         i64::try_from(used).unwrap_or(i64::MAX) - i64::try_from(charged).unwrap_or(i64::MAX);
     (correction != 0).then(|| bucket(key, "tpm", tpm, correction, Unit::Tokens))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyRecord;
+
+    fn key(rpm: Option<u64>, tpm: Option<u64>) -> ActiveKey {
+        let record: KeyRecord = serde_json::from_value(serde_json::json!({
+            "id": "key_1", "tenant": "acme", "rpm": rpm, "tpm": tpm,
+            "created_ms": 0, "updated_ms": 0, "secrets": []
+        }))
+        .unwrap();
+        ActiveKey::new(record)
+    }
+
+    fn request(prompt: u32, max_tokens: Option<u32>) -> PolicyRequest {
+        PolicyRequest {
+            estimated_prompt_tokens: prompt,
+            max_tokens,
+            ..PolicyRequest::default()
+        }
+    }
+
+    #[test]
+    fn charges_requests_and_worst_case_tokens_then_settles_to_usage() {
+        let k = key(Some(60), Some(1000));
+        let b = admit(&k, &request(40, Some(100))).unwrap();
+        let got: Vec<(&str, i64)> = b.iter().map(|b| (b.key.as_str(), b.cost)).collect();
+        assert_eq!(got, [("vkey:key_1:rpm", 1), ("vkey:key_1:tpm", 140)]);
+        let usage = Usage {
+            prompt_tokens: 42,
+            completion_tokens: 30,
+            estimated_prompt_tokens: 40,
+            cached: false,
+        };
+        assert_eq!(
+            settle(&k, &request(40, Some(100)), &usage).unwrap().cost,
+            72 - 140
+        );
+        let hit = Usage {
+            cached: true,
+            ..usage
+        };
+        assert_eq!(
+            settle(&k, &request(40, None), &hit).unwrap().cost,
+            -(40 + 256)
+        );
+        assert!(settle(&key(Some(5), None), &request(1, None), &usage).is_none());
+    }
+
+    #[test]
+    fn a_request_larger_than_tpm_is_refused_outright() {
+        let e = admit(&key(None, Some(100)), &request(50, Some(51))).unwrap_err();
+        assert_eq!(e.status, 429);
+        assert!(e.retry_after.is_none());
+        assert!(
+            admit(&key(None, None), &request(50, None))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

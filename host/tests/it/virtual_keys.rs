@@ -370,32 +370,36 @@ async fn revoked_through_node_a_refused_by_node_c_within_a_second_and_rotation_h
     // Rotation: the old secret works through its grace period, then 401.
     let (id, old) = create(a, json!({"tenant": "globex"})).await;
     assert_eq!(chat_as(c, &old, "gpt-4o-mini").await.0, 200);
+    let grace = Duration::from_secs(2);
+    // The node's clock counts whole milliseconds.
+    let at_least = grace - Duration::from_millis(5);
+    // Taken before the call: the grace period cannot have started earlier.
+    let sent = Instant::now();
     let (status, rotated) = admin(
         reqwest::Method::POST,
         format!("{a}/admin/keys/{id}/rotate"),
-        Some(json!({"grace_seconds": 2})),
+        Some(json!({"grace_seconds": grace.as_secs()})),
     )
     .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["key"].as_str().expect("new secret").to_owned();
-    let rotated_at = Instant::now();
     assert_ne!(new, old);
     until_status(c, &new, 200, FLEET_DEADLINE).await;
-    // Still inside the grace period: the old secret works on every node.
+    // Within the grace period the old secret works on every node (a 401 is
+    // acceptable only once the period may have ended: a slow machine).
     for node in &nodes {
-        assert_eq!(
-            chat_as(&node.url, &old, "gpt-4o-mini").await.0,
-            200,
-            "{}",
+        let (status, body) = chat_as(&node.url, &old, "gpt-4o-mini").await;
+        assert!(
+            status == 200 || sent.elapsed() >= at_least,
+            "{}: {status} {body} within the grace period",
             node.url
         );
     }
+    until_status(c, &old, 401, grace + Duration::from_secs(2)).await;
     assert!(
-        rotated_at.elapsed() < Duration::from_secs(2),
-        "the machine is too slow for this check"
+        sent.elapsed() >= at_least,
+        "refused before the grace period ended"
     );
-    until_status(c, &old, 401, Duration::from_secs(4)).await;
-    assert!(rotated_at.elapsed() >= Duration::from_millis(1900));
     let (_, body) = chat_as(c, &old, "gpt-4o-mini").await;
     assert!(
         body["error"]["message"]
@@ -574,4 +578,33 @@ async fn upstream_key_quotas_skip_exhausted_keys_across_nodes() {
         "{body}"
     );
     assert_eq!(up.requests().len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_key_costs_no_state_call_and_an_unknown_one_at_most_one() {
+    use sluice::state::round_trips::counted;
+    let redis = RedisServer::start();
+    let up = mock();
+    let cfg = config(&up, &redis_state(&redis));
+    let a = TestGateway::start(&cfg).await;
+    let c = TestGateway::start(&cfg).await;
+    let (_, secret) = create(&a.url(""), json!({"tenant": "acme"})).await;
+
+    // Node C has not seen the key yet, or has: at most one read either way.
+    let (found, trips) = counted(c.gw.keys.authenticate(&secret)).await;
+    assert!(found.expect("no error").is_some());
+    assert!(trips <= 1, "{trips} round trips");
+    // From then on it is C's own memory.
+    for _ in 0..3 {
+        let (found, trips) = counted(c.gw.keys.authenticate(&secret)).await;
+        assert!(found.expect("no error").is_some());
+        assert_eq!(trips, 0);
+    }
+    // An unknown secret: one read, then remembered as unknown.
+    let (found, trips) = counted(c.gw.keys.authenticate("sk-sluice-nobody")).await;
+    assert!(found.expect("no error").is_none());
+    assert_eq!(trips, 1);
+    let (found, trips) = counted(c.gw.keys.authenticate("sk-sluice-nobody")).await;
+    assert!(found.expect("no error").is_none());
+    assert_eq!(trips, 0);
 }
