@@ -11,7 +11,10 @@
 //!   gone, Redis restarted) makes it read every record again.
 //!
 //! A change writes the record and its digest copies first, then bumps the
-//! version, so a node that sees the version also sees the change.
+//! version, so a node that sees the version also sees the change. Every
+//! [`FULL_RELOAD_EVERY`] a node reads every key again anyway, in case a
+//! change's version bump was lost to a Redis failure (the admin call then
+//! answered 503; retrying it also publishes the change).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -29,6 +32,9 @@ use crate::state::StateError;
 const LOG_TTL: Duration = Duration::from_secs(3600);
 /// Past this many changes behind, a node re-reads everything.
 const MAX_LOG_GAP: u64 = 512;
+/// How often a node reads every key again whatever the log says: a safety
+/// net for a change whose version bump failed (Redis failing mid-write).
+const FULL_RELOAD_EVERY: Duration = Duration::from_secs(300);
 /// How often a contended compare-and-swap is retried.
 const CAS_TRIES: usize = 8;
 
@@ -390,9 +396,14 @@ impl VirtualKeys {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SYNC_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_full = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(keys) = weak.upgrade() else { return };
+                if last_full.elapsed() >= FULL_RELOAD_EVERY {
+                    last_full = tokio::time::Instant::now();
+                    *keys.seen.lock().await = None;
+                }
                 if let Err(e) = keys.sync().await {
                     tracing::debug!(error = %e, "virtual key sync failed");
                 }
