@@ -608,3 +608,23 @@ async fn a_known_key_costs_no_state_call_and_an_unknown_one_at_most_one() {
     assert!(found.expect("no error").is_none());
     assert_eq!(trips, 0);
 }
+
+#[tokio::test]
+async fn the_reference_throttle_takes_daily_and_per_second_windows() {
+    let up = mock();
+    let gw = TestGateway::start(&format!(
+        "{}\n[plugins.throttle.config]\nanonymous = {{ requests_per_day = 2, requests_per_second = 100, tokens_per_hour = 100000 }}\n",
+        providers(&up)
+    ))
+    .await;
+    let base = gw.url("");
+    for _ in 0..2 {
+        assert_eq!(chat_as(&base, "sk-any", "gpt-4o-mini").await.0, 200);
+    }
+    let (status, body) = chat_as(&base, "sk-any", "gpt-4o-mini").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or("").contains("requests (limit 2)"),
+        "{body}"
+    );
+}
