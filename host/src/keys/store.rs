@@ -103,8 +103,22 @@ fn secret_hash(secret: &str, now: u64) -> SecretHash {
 }
 
 impl VirtualKeys {
+    /// Refuses admin calls while Redis is failing: a fail-open state would
+    /// answer them from this node's local fallback, which no other node
+    /// sees and which is dropped when Redis returns.
+    fn writable(&self) -> Result<(), KeyError> {
+        if self.state.is_degraded() {
+            return Err(KeyError::State(StateError::Unavailable(
+                "Redis is failing: virtual keys cannot be read or changed until it answers again"
+                    .into(),
+            )));
+        }
+        Ok(())
+    }
+
     /// Creates a key from `input`; the record and its secret (shown once).
     pub async fn create(&self, input: KeyInput) -> Result<(KeyRecord, String), KeyError> {
+        self.writable()?;
         let now = now_ms();
         let secret = new_secret();
         let mut record = KeyRecord {
@@ -139,6 +153,7 @@ impl VirtualKeys {
 
     /// The key `id` as the state holds it.
     pub async fn get(&self, id: &str) -> Result<KeyRecord, KeyError> {
+        self.writable()?;
         let bytes = self
             .state
             .get(NAMESPACE, &rec_key(id))
@@ -149,6 +164,7 @@ impl VirtualKeys {
 
     /// Every key the state holds, oldest first.
     pub async fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        self.writable()?;
         let ids = self.ids().await?;
         let names: Vec<String> = ids.iter().map(|id| rec_key(id)).collect();
         let reads = names.iter().map(|k| self.state.get(NAMESPACE, k));
@@ -231,6 +247,7 @@ impl VirtualKeys {
         id: &str,
         change: impl Fn(&mut KeyRecord, u64) -> Result<(), KeyError>,
     ) -> Result<KeyRecord, KeyError> {
+        self.writable()?;
         for _ in 0..CAS_TRIES {
             let old = self
                 .state
@@ -328,7 +345,12 @@ impl VirtualKeys {
 
     /// Brings this node's table up to the state's version: the logged
     /// changes, or everything after a gap.
+    /// While Redis is failing nothing is read: the state's local fallback
+    /// knows no keys, and the table keeps serving the ones this node knows.
     pub async fn sync(&self) -> Result<(), StateError> {
+        if self.state.is_degraded() {
+            return Ok(());
+        }
         let mut seen = self.seen.lock().await;
         let version = self
             .state

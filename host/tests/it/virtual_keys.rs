@@ -624,7 +624,55 @@ async fn the_reference_throttle_takes_daily_and_per_second_windows() {
     let (status, body) = chat_as(&base, "sk-any", "gpt-4o-mini").await;
     assert_eq!(status, 429, "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap_or("").contains("requests (limit 2)"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("requests (limit 2)"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_fails_known_keys_keep_working_and_changes_are_refused() {
+    let mut redis = RedisServer::start();
+    let up = mock();
+    let gw = TestGateway::start(&config(
+        &up,
+        &format!(
+            "[state]\nkind = \"redis\"\nurl = \"{}\"\non_error = \"fail-open\"\nop_timeout_ms = 300\n",
+            redis.url()
+        ),
+    ))
+    .await;
+    let base = gw.url("");
+    let (_, secret) = create(&base, json!({"tenant": "acme"})).await;
+    assert_eq!(chat_as(&base, &secret, "gpt-4o-mini").await.0, 200);
+
+    redis.kill();
+    let started = Instant::now();
+    while !gw.gw.state.is_degraded() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Redis failure not noticed"
+        );
+        tokio::task::yield_now().await;
+        // The key sync reads Redis every 200 ms; a request also notices.
+        let _ = chat_as(&base, &secret, "gpt-4o-mini").await;
+    }
+    // The node's table still knows the key; the fallback knows none.
+    for _ in 0..3 {
+        let (status, body) = chat_as(&base, &secret, "gpt-4o-mini").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        format!("{base}/admin/keys"),
+        Some(json!({"tenant": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("Redis"),
         "{body}"
     );
 }
