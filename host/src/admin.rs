@@ -22,6 +22,7 @@
 //!   each slot serves (`serving`: source and hash).
 //! - `GET  /admin/spend`: spend records, grouped (see
 //!   [`crate::spend::admin`]).
+//! - `/admin/keys…`: virtual keys, see [`crate::keys`].
 
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
             .route("/admin/spend", get(spend))
+            .merge(crate::keys::routes())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )

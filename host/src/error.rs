@@ -93,6 +93,17 @@ impl GatewayError {
         e
     }
 
+    /// 403: the virtual key may not use this model.
+    pub fn model_not_allowed(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            Origin::Downstream,
+            format!("This API key is not allowed to use the model `{model}`."),
+        );
+        e.code = Some("model_not_allowed");
+        e
+    }
+
     /// 429 from the throttle.
     pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, Origin::Downstream, message);

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::cache::coalesce::{Coalescer, LOCK_TTL, SharedCoalescer};
 use crate::cache::{Answer, CacheKey, CacheLimits, ExactCache};
 use crate::config::Config;
+use crate::keys::VirtualKeys;
 use crate::plugin::{self, EngineSettings, PluginRuntime};
 use crate::semantic::SemanticCache;
 use crate::state::State;
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub connections: crate::listener::ListenerStats,
     /// Prices, budgets and spend records.
     pub spend: crate::spend::Spend,
+    /// Virtual keys made at run time (`/admin/keys`), this node's table.
+    pub keys: Arc<VirtualKeys>,
 }
 
 impl Gateway {
@@ -77,6 +80,7 @@ impl Gateway {
             UpstreamSettings {
                 breaker: config.breaker.clone(),
                 metrics: Some(metrics.clone()),
+                state: Some(state.clone()),
                 ..UpstreamSettings::default()
             },
         )
@@ -87,9 +91,19 @@ impl Gateway {
         });
         let spend =
             crate::spend::Spend::new(&config, state.clone(), metrics.clone()).context("prices")?;
+        let config = Arc::new(config);
+        let keys = VirtualKeys::new(state.clone(), config.clone());
+        // A node that starts after keys were made knows them from the start;
+        // if the state cannot say now, the sync task reads them later.
+        if state.is_shared()
+            && let Err(e) = keys.sync().await
+        {
+            tracing::warn!(error = %e, "virtual keys not loaded yet: will retry");
+        }
+        VirtualKeys::spawn_sync(&keys);
         Ok(Arc::new(Gateway {
             spend,
-            config: Arc::new(config),
+            config,
             state,
             plugins,
             cache,
@@ -100,6 +114,7 @@ impl Gateway {
             retry_budget,
             metrics,
             connections: Default::default(),
+            keys,
         }))
     }
 

@@ -28,7 +28,8 @@
 //! - [`state`]: shared state (memory or Redis / Redis Cluster) behind one
 //!   backend trait: key-value and the atomic rate-limit charge, one Lua
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
-//! - [`admin`]: the admin API; [`config`]: the TOML config, defaults and
+//! - [`admin`]: the admin API; [`keys`]: virtual keys made at run time
+//!   (admin API, state, each node's in-memory table); [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`translate`]: OpenAI chat <-> Anthropic messages, requests, answers,
 //!   errors and streams, for a provider of the other kind.
@@ -48,6 +49,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod keys;
 pub mod listener;
 pub mod mock;
 pub mod pipeline;

@@ -6,9 +6,12 @@
 //! - `bench` ([`bench`]): the load generator (the `sluice-loadgen` crate).
 //! - `eval semantic` ([`eval`]): precision and recall of the semantic cache.
 //! - `spend` ([`spend`]): spend records from a node's admin API, as a table.
+//! - `keys create|list|show|update|revoke|rotate` ([`keys`]): virtual keys
+//!   through a node's admin API.
 
 mod bench;
 pub mod eval;
+mod keys;
 mod mock;
 pub mod plugin;
 mod serve;
@@ -51,6 +54,9 @@ pub enum Command {
     Eval(eval::EvalCommand),
     /// Print spend records (`GET /admin/spend`) as a table.
     Spend(spend::SpendArgs),
+    /// Manage virtual keys through a node's admin API.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -83,6 +89,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run_cli(args).await,
         Command::Eval(cmd) => eval::run_cli(cmd).await,
         Command::Spend(args) => spend::run(args).await,
+        Command::Keys(cmd) => keys::run(cmd).await,
     }
 }
 

@@ -31,7 +31,7 @@ pub use crate::state::StateSettings;
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
-    AnonymousConfig, Balance, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind,
+    AnonymousConfig, Balance, BreakerConfig, BreakerOverride, CacheConfig, EmbedderKind, KeyQuota,
     MIN_HEADER_BYTES, ProviderConfig, ProviderKind, RetryConfig, RoutingConfig, SemanticConfig,
     ServerConfig, TelemetryConfig, TenantConfig,
 };

@@ -249,6 +249,13 @@ pub struct ProviderConfig {
     pub deployments: std::collections::BTreeMap<String, String>,
     /// How long a key rests after the upstream rate-limits it.
     pub key_cooldown_ms: u64,
+    /// Quota of each key (requests per minute, hour and day, tokens per
+    /// minute), counted in the state across nodes; the pool skips a key
+    /// without headroom. None: no quota.
+    pub key_quota: Option<KeyQuota>,
+    /// Per-key quotas, by position in `keys`: an entry replaces
+    /// `key_quota` for that key (`{}`: no quota).
+    pub key_quotas: Vec<KeyQuota>,
     /// This provider's circuit breaker: fields set here replace those of
     /// `[breaker]`.
     pub breaker: BreakerOverride,
@@ -257,6 +264,39 @@ pub struct ProviderConfig {
     /// `models` compiled; built by [`super::Config::prepare`].
     #[serde(skip)]
     pub(super) matcher: GlobSet,
+}
+
+/// An upstream key's quota; a limit left out is not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyQuota {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Requests per hour.
+    pub rph: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Tokens per minute (each request counts its prompt estimate plus
+    /// `max_tokens`, or 256 without one).
+    pub tpm: Option<u64>,
+}
+
+impl KeyQuota {
+    /// Whether any limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.rph.is_none() && self.rpd.is_none() && self.tpm.is_none()
+    }
+}
+
+impl ProviderConfig {
+    /// The quota of key `index`: its `key_quotas` entry, else `key_quota`.
+    pub fn quota_of(&self, index: usize) -> Option<KeyQuota> {
+        self.key_quotas
+            .get(index)
+            .copied()
+            .or(self.key_quota)
+            .filter(|q| !q.is_empty())
+    }
 }
 
 impl Default for ProviderConfig {
@@ -275,6 +315,8 @@ impl Default for ProviderConfig {
             deployments: std::collections::BTreeMap::new(),
             weight: 1,
             key_cooldown_ms: 30_000,
+            key_quota: None,
+            key_quotas: Vec::new(),
             breaker: BreakerOverride::default(),
             matcher: GlobSet::empty(),
         }
@@ -297,6 +339,8 @@ impl PartialEq for ProviderConfig {
             && self.deployments == other.deployments
             && self.weight == other.weight
             && self.key_cooldown_ms == other.key_cooldown_ms
+            && self.key_quota == other.key_quota
+            && self.key_quotas == other.key_quotas
             && self.breaker == other.breaker
     }
 }

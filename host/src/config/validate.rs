@@ -168,8 +168,46 @@ fn providers(c: &Config) -> Check {
             positive(&at("first_token_timeout_ms"), ms)?;
         }
         positive(&at("key_cooldown_ms"), p.key_cooldown_ms)?;
+        key_quotas(p, &at)?;
         if p.kind == ProviderKind::Anthropic {
             not_blank(&at("anthropic_version"), &p.anthropic_version)?;
+        }
+    }
+    Ok(())
+}
+
+/// Quota limits are positive; per-key quotas name existing keys.
+fn key_quotas(p: &crate::config::ProviderConfig, at: &dyn Fn(&str) -> String) -> Check {
+    if p.key_quotas.len() > p.keys.len() {
+        return fail(
+            at("key_quotas"),
+            format!(
+                "{} entries for {} keys: entries are by position in `keys`",
+                p.key_quotas.len(),
+                p.keys.len()
+            ),
+        );
+    }
+    let quotas = p
+        .key_quota
+        .iter()
+        .map(|q| ("key_quota".to_owned(), q))
+        .chain(
+            p.key_quotas
+                .iter()
+                .enumerate()
+                .map(|(j, q)| (format!("key_quotas[{j}]"), q)),
+        );
+    for (path, q) in quotas {
+        for (name, v) in [
+            ("rpm", q.rpm),
+            ("rph", q.rph),
+            ("rpd", q.rpd),
+            ("tpm", q.tpm),
+        ] {
+            if let Some(v) = v {
+                positive(&at(&format!("{path}.{name}")), v)?;
+            }
         }
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! Who is calling: virtual key → tenant and tier, or an anonymous caller.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use super::RequestCtx;
@@ -9,12 +11,15 @@ use crate::gateway::Gateway;
 use crate::policy::ANONYMOUS_TENANT;
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub tenant: String,
     pub tier: String,
-    /// An opaque id of the virtual key used (a hash prefix), never the key.
+    /// An opaque id of the virtual key used (a hash prefix for config keys,
+    /// the key's id for keys made at run time), never the key.
     pub key_id: Option<String>,
+    /// The run-time virtual key used, with its limits, models and budgets.
+    pub key: Option<Arc<crate::keys::ActiveKey>>,
 }
 
 impl Caller {
@@ -24,6 +29,7 @@ impl Caller {
             tenant: ANONYMOUS_TENANT.to_string(),
             tier: tier.to_string(),
             key_id: None,
+            key: None,
         }
     }
 }
@@ -53,8 +59,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// Resolves the caller. With no tenants configured everyone is anonymous
 /// (whatever token an SDK sends); once tenants exist an unknown token is a
-/// 401 and no token is anonymous if allowed.
-pub fn authenticate(
+/// 401 and no token is anonymous if allowed. Config keys are checked first,
+/// then run-time keys ([`crate::keys`]: from memory; an unknown secret costs
+/// at most one state read).
+pub async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     ctx: &mut RequestCtx,
@@ -69,24 +77,47 @@ pub fn authenticate(
             ))
         }
     };
-    ctx.caller = if config.tenants.is_empty() {
-        anonymous()?
-    } else {
-        match presented_key(headers) {
-            None => anonymous()?,
-            Some(key) => {
-                let tenant = config
-                    .tenant_for_key(key)
-                    .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))?;
-                Caller {
-                    tenant: tenant.name.clone(),
-                    tier: tenant.tier.clone(),
-                    key_id: Some(key_id(key)),
-                }
+    ctx.caller =
+        if config.tenants.is_empty() {
+            anonymous()?
+        } else {
+            match presented_key(headers) {
+                None => anonymous()?,
+                Some(key) => match config.tenant_for_key(key) {
+                    Some(tenant) => Caller {
+                        tenant: tenant.name.clone(),
+                        tier: tenant.tier.clone(),
+                        key_id: Some(key_id(key)),
+                        key: None,
+                    },
+                    None => {
+                        let active = gw.keys.authenticate(key).await?.ok_or_else(|| {
+                            GatewayError::unauthorized("Incorrect API key provided.")
+                        })?;
+                        let tier = gw.keys.tier_of(&active).ok_or_else(|| {
+                            GatewayError::unauthorized("Incorrect API key provided.")
+                        })?;
+                        Caller {
+                            tenant: active.record.tenant.clone(),
+                            tier,
+                            key_id: Some(active.record.id.clone()),
+                            key: Some(active),
+                        }
+                    }
+                },
             }
-        }
-    };
+        };
     Ok(())
+}
+
+/// Refuses a model the caller's run-time key may not use (403 naming it).
+pub fn authorize_model(ctx: &RequestCtx) -> Result<(), GatewayError> {
+    match &ctx.caller.key {
+        Some(key) if !key.allows_model(&ctx.model) => {
+            Err(GatewayError::model_not_allowed(&ctx.model))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A stable opaque id for a virtual key.

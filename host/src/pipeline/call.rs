@@ -116,6 +116,12 @@ pub async fn call_upstream(
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),
             request_id: ctx.id.clone(),
+            tokens: u64::from(ctx.policy.estimated_prompt_tokens)
+                + u64::from(
+                    ctx.policy
+                        .max_tokens
+                        .unwrap_or(crate::keys::limits::COMPLETION_ESTIMATE),
+                ),
         };
         ctx.attempts = number;
         let started = Instant::now();

@@ -179,9 +179,10 @@ async fn run(
     request: http::Request<Body>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    auth::authenticate(gw, &parts.headers, ctx)?;
+    auth::authenticate(gw, &parts.headers, ctx).await?;
     let body = read_body(body, gw.config.server.max_body_bytes).await?;
     parse(gw, ctx, &parts.headers, body)?;
+    auth::authorize_model(ctx)?;
     throttle::admit(gw, ctx).await?;
     caching::derive_key(gw, ctx, &parts.headers).await?;
     if let Some(answer) = caching::lookup(gw, ctx).await {

@@ -23,7 +23,7 @@ pub async fn admit(gw: &Gateway, ctx: &mut RequestCtx) -> Result<(), GatewayErro
         Ok(a) => a,
         Err(e) => return super::plugin_failed(gw, Slot::Throttle, &e),
     };
-    let buckets = match admission {
+    let mut buckets = match admission {
         Admission::Charge { buckets } => buckets,
         Admission::Reject {
             status,
@@ -38,6 +38,9 @@ pub async fn admit(gw: &Gateway, ctx: &mut RequestCtx) -> Result<(), GatewayErro
             ));
         }
     };
+    if let Some(key) = &ctx.caller.key {
+        buckets.extend(crate::keys::limits::admit(key, &ctx.policy)?);
+    }
     if buckets.is_empty() {
         return Ok(());
     }
@@ -95,10 +98,17 @@ pub async fn settle(
             u64::from(usage.completion_tokens),
         );
     }
-    let corrections = match plugin.throttle_settle(request, &usage).await {
-        Ok(c) => c,
-        Err(_) => return, // logged and counted by the runtime
-    };
+    // A failed settle was logged and counted by the runtime.
+    let mut corrections: Vec<crate::policy::Bucket> = plugin
+        .throttle_settle(request, &usage)
+        .await
+        .unwrap_or_default();
+    // A run-time key's own token bucket (see `keys::limits`).
+    if let Some(key) = request.key_id.as_deref().and_then(|id| gw.keys.local(id))
+        && let Some(b) = crate::keys::limits::settle(&key, request, &usage)
+    {
+        corrections.push(b);
+    }
     if corrections.is_empty() {
         return;
     }

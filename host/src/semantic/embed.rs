@@ -89,6 +89,7 @@ impl OpenAiEmbedder {
             stream: false,
             timeout: self.timeout,
             request_id: uuid::Uuid::now_v7().to_string(),
+            tokens: 0,
         };
         let response = self
             .upstreams

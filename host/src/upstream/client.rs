@@ -13,7 +13,8 @@ use super::balance::PeakEwma;
 use super::body::{self, IdleTimeout, Read};
 use super::breaker::{Admission, Breaker, CircuitState, Permit};
 use super::clock::{self, Clock};
-use super::keys::KeyPool;
+use super::keys::{KeyPick, KeyPool};
+use super::quota::{self, KeyLimits};
 use super::{
     AttemptFailure, AttemptOutcome, ProviderHealth, UpstreamBody, UpstreamError, UpstreamRequest,
     UpstreamResponse, retry_after,
@@ -54,6 +55,9 @@ pub struct UpstreamSettings {
     pub clock: Arc<dyn Clock>,
     /// Where breaker transitions are counted (none in some tests).
     pub metrics: Option<Arc<Metrics>>,
+    /// Where upstream key quotas are counted ([`super::quota`]); without
+    /// it quotas are not enforced.
+    pub state: Option<crate::state::State>,
 }
 
 impl Default for UpstreamSettings {
@@ -69,6 +73,7 @@ impl Default for UpstreamSettings {
             pool_idle_timeout: Duration::from_secs(90),
             clock: clock::system(),
             metrics: None,
+            state: None,
         }
     }
 }
@@ -113,6 +118,8 @@ struct Provider {
     base_url: String,
     client: reqwest::Client,
     keys: KeyPool,
+    /// Each key's quota, when any key has one.
+    quotas: Vec<Option<KeyLimits>>,
     key_cooldown_ms: u64,
     anthropic_version: HeaderValue,
     breaker: Breaker,
@@ -264,6 +271,14 @@ impl Provider {
             base_url,
             client,
             keys: KeyPool::new(keys),
+            quotas: {
+                let quotas = KeyLimits::of(config);
+                if quotas.iter().any(Option::is_some) {
+                    quotas
+                } else {
+                    Vec::new()
+                }
+            },
             key_cooldown_ms: config.key_cooldown_ms,
             anthropic_version,
             breaker: Breaker::new(config.breaker.apply(&settings.breaker)),
@@ -290,7 +305,15 @@ impl Provider {
             breaker: &self.breaker,
             permit: Some(permit),
         };
-        let key = self.keys.pick(now);
+        let key = match self.pick_key(now, request.tokens, settings).await {
+            Ok(key) => key,
+            Err(failure) => {
+                // Nothing was sent: the breaker neither counts nor waits on it.
+                guard.permit = None;
+                self.breaker.abandon(permit);
+                return Err(failure);
+            }
+        };
         let key_index = key.map(|k| k.index);
 
         let in_flight = self.latency.start();
@@ -334,6 +357,79 @@ impl Provider {
             failure.all_keys_cooling = key.is_some_and(|k| k.all_cooling);
             failure
         })
+    }
+
+    /// The next key of the pool with quota headroom ([`super::quota`]): a
+    /// key without rests until its buckets refill. Every key out of quota:
+    /// a 429 failure with `retry-after`, nothing sent.
+    async fn pick_key(
+        &self,
+        now: u64,
+        tokens: u64,
+        settings: &UpstreamSettings,
+    ) -> Result<Option<KeyPick>, AttemptFailure> {
+        let state = match &settings.state {
+            Some(state) if !self.quotas.is_empty() => state,
+            _ => return Ok(self.keys.pick(now)),
+        };
+        let mut soonest = u64::MAX;
+        for _ in 0..self.keys.len() {
+            let Some(pick) = self.keys.pick(now) else {
+                return Ok(None);
+            };
+            let Some(Some(limits)) = self.quotas.get(pick.index) else {
+                return Ok(Some(pick));
+            };
+            match state
+                .charge(quota::NAMESPACE, &limits.buckets(tokens))
+                .await
+            {
+                Ok(charged) if charged.admitted => return Ok(Some(pick)),
+                Ok(charged) => {
+                    let wait = charged.retry_after_ms.max(1);
+                    self.keys.cool(pick.index, now.saturating_add(wait));
+                    soonest = soonest.min(wait);
+                }
+                Err(e) => {
+                    // Quotas protect the provider account; a state outage
+                    // does not stop traffic (the state's on_error already
+                    // chose between its local fallback and this error).
+                    tracing::warn!(provider = %self.name, error = %e, "upstream key quota not checked");
+                    return Ok(Some(pick));
+                }
+            }
+            if pick.all_cooling {
+                break;
+            }
+        }
+        Err(self.over_quota(soonest))
+    }
+
+    /// Every key is out of quota: a 429 in the provider's error shape
+    /// (Anthropic's, else OpenAI's), handled like a provider's own 429.
+    fn over_quota(&self, retry_after_ms: u64) -> AttemptFailure {
+        let retry_after_ms = retry_after_ms.clamp(1, super::MAX_RETRY_AFTER_MS);
+        let route = match self.kind {
+            ProviderKind::Anthropic => crate::policy::Route::AnthropicMessages,
+            _ => crate::policy::Route::Chat,
+        };
+        let message = format!(
+            "Every API key of provider `{}` is at its quota; try again in {:.1}s.",
+            self.name,
+            retry_after_ms as f64 / 1000.0
+        );
+        let mut failure = AttemptFailure::from_outcome(AttemptOutcome::Status {
+            code: 429,
+            retry_after_ms: Some(retry_after_ms),
+        });
+        failure.body = Some(bytes::Bytes::from(crate::api::error_body(
+            route, 429, &message,
+        )));
+        failure.all_keys_cooling = true;
+        if let Ok(v) = HeaderValue::try_from(retry_after_ms.div_ceil(1000).to_string()) {
+            failure.headers.insert(http::header::RETRY_AFTER, v);
+        }
+        failure
     }
 
     /// The network part of [`Self::send`]: request out, response classified.

@@ -33,6 +33,7 @@ mod budget;
 mod client;
 mod clock;
 mod keys;
+pub mod quota;
 mod retry_after;
 
 use std::borrow::Cow;
@@ -68,6 +69,9 @@ pub struct UpstreamRequest {
     pub timeout: Duration,
     /// Sent as `x-request-id` so provider logs can be matched to ours.
     pub request_id: String,
+    /// The most tokens the request may use (prompt estimate plus
+    /// `max_tokens`), charged to upstream key quotas; 0 when unknown.
+    pub tokens: u64,
 }
 
 /// A body stream of raw bytes (SSE for chat streams), as the provider sent

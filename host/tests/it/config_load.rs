@@ -78,8 +78,11 @@ fn the_full_example_loads_into_what_it_documents() {
     assert_eq!(c.plugins.throttle.failure, FailurePolicy::FailOpen);
     assert_eq!(
         c.plugins.throttle.config["tiers"]["pro"],
-        json!({"requests_per_minute": 1000, "tokens_per_minute": 400000})
+        json!({"requests_per_minute": 1000, "tokens_per_minute": 400000,
+               "requests_per_second": 50, "requests_per_day": 500000, "tokens_per_day": 50000000})
     );
+    let openai = c.provider("openai").unwrap();
+    assert_eq!(openai.quota_of(0).and_then(|q| q.rph), Some(20000));
     assert_eq!(c.plugins.retry.config["retry_on"][6], json!(529));
     assert_eq!(c.plugins.semantic.config["threshold"], json!(0.92));
 }

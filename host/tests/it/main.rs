@@ -44,3 +44,4 @@ mod stream_failover;
 mod translation;
 mod upstream_client;
 mod upstream_mock;
+mod virtual_keys;

@@ -76,6 +76,7 @@ fn request(path: &'static str, stream: bool, timeout: Duration) -> UpstreamReque
         stream,
         timeout,
         request_id: "req-123".to_owned(),
+        tokens: 0,
     }
 }
 

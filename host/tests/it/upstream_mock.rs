@@ -47,6 +47,7 @@ fn request(path: &'static str, body: &'static str, stream: bool) -> UpstreamRequ
         stream,
         timeout: Duration::from_secs(5),
         request_id: "req-mock".to_owned(),
+        tokens: 0,
     }
 }
 

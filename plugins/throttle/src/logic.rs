@@ -1,37 +1,44 @@
 //! Throttle decisions over plain request data.
 //!
-//! Every caller gets two buckets, refilled continuously over a minute:
-//! requests (cost 1) and tokens (cost: the prompt estimate plus `max_tokens`,
-//! or `completion_estimate_tokens` when the request sets none). Buckets are
-//! per tenant (`t:<tenant>:rpm`, `t:<tenant>:tpm`) with the limits of the
-//! tenant's tier; anonymous callers (tenant `anonymous`) are limited per
-//! client IP (`ip:<ip>:rpm`, `ip:<ip>:tpm`) with the `anonymous` limits, or
-//! with a tier's limits when the gateway's `[anonymous] tier` names one other
-//! than `anonymous`.
+//! Every caller gets request buckets (cost 1) and token buckets (cost: the
+//! prompt estimate plus `max_tokens`, or `completion_estimate_tokens` when
+//! the request sets none), each refilled continuously over its window: a
+//! second, a minute, an hour or a day. Buckets are per tenant
+//! (`t:<tenant>:rpm`, `t:<tenant>:tpm`; `rps`, `rph`, `rpd`, `tps`, `tph`,
+//! `tpd` for the other windows) with the limits of the tenant's tier;
+//! anonymous callers (tenant `anonymous`) are limited per client IP
+//! (`ip:<ip>:rpm`, …) with the `anonymous` limits, or with a tier's limits
+//! when the gateway's `[anonymous] tier` names one other than `anonymous`.
+//! All of a request's buckets are charged together, all or nothing.
 //!
-//! After the response, `settle` corrects the token bucket by the difference
-//! between the tokens actually used and the tokens charged: unused
-//! `max_tokens` are refunded, an underestimated prompt is charged extra. A
-//! cache hit spent no provider tokens, so its whole token charge is refunded;
-//! the request still counts against the request limit.
+//! After the response, `settle` corrects every token bucket by the
+//! difference between the tokens actually used and the tokens charged:
+//! unused `max_tokens` are refunded, an underestimated prompt is charged
+//! extra. A cache hit spent no provider tokens, so its whole token charge is
+//! refunded; the request still counts against the request limits.
 //!
 //! Config (all fields optional):
 //! ```json
 //! {
-//!   "tiers": { "free": { "requests_per_minute": 100, "tokens_per_minute": 20000 } },
+//!   "tiers": { "free": { "requests_per_minute": 100, "tokens_per_minute": 20000,
+//!                        "requests_per_second": 5, "requests_per_day": 2000,
+//!                        "tokens_per_hour": 500000, "tokens_per_day": 2000000 } },
 //!   "anonymous": { "requests_per_minute": 20 },
 //!   "completion_estimate_tokens": 256
 //! }
 //! ```
-//! Built-in tiers (per minute): free 100 requests / 20 000 tokens, default
-//! 300 / 100 000, pro 1 000 / 400 000, enterprise 5 000 / 2 000 000;
+//! Each tier takes `requests_per_{second,minute,hour,day}` and
+//! `tokens_per_{second,minute,hour,day}`; configs written with only the
+//! per-minute pair (the original syntax) mean what they always meant.
+//! Built-in tiers (per minute only): free 100 requests / 20 000 tokens,
+//! default 300 / 100 000, pro 1 000 / 400 000, enterprise 5 000 / 2 000 000;
 //! anonymous 20 / 10 000. A configured tier replaces the built-in one of that
 //! name entirely; a limit it leaves out is not enforced (no bucket). Any
 //! other tier name may be configured; a tenant whose tier is neither
 //! configured nor built in gets the `default` tier. A limit of 0 refuses
-//! every request, and a request that needs more tokens than its tier allows
-//! per minute is refused outright (429 without `retry-after`: waiting would
-//! not help), as the providers do.
+//! every request, and a request that needs more tokens than a token limit
+//! of its tier allows is refused outright (429 without `retry-after`:
+//! waiting would not help), as the providers do.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +51,14 @@ use crate::exports::sluice::policy::throttle::{Admission, Rejection, Usage};
 /// The tenant name the host gives callers without a key.
 pub const ANONYMOUS: &str = "anonymous";
 
-const WINDOW_MS: u64 = 60_000;
+/// The windows a limit may be set for: name, bucket suffix letter and
+/// length in milliseconds.
+const WINDOWS: [(&str, char, u64); 4] = [
+    ("second", 's', 1_000),
+    ("minute", 'm', 60_000),
+    ("hour", 'h', 3_600_000),
+    ("day", 'd', 86_400_000),
+];
 
 /// The throttle plugin's config; see the module docs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -65,22 +79,53 @@ impl Default for Config {
     }
 }
 
-/// Per-minute limits of one tier; an absent limit is not enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The limits of one tier, per second, minute, hour and day; an absent
+/// limit is not enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    #[serde(default)]
+    pub requests_per_second: Option<u64>,
     pub requests_per_minute: Option<u64>,
-    #[serde(default)]
+    pub requests_per_hour: Option<u64>,
+    pub requests_per_day: Option<u64>,
+    pub tokens_per_second: Option<u64>,
     pub tokens_per_minute: Option<u64>,
+    pub tokens_per_hour: Option<u64>,
+    pub tokens_per_day: Option<u64>,
 }
 
 impl Limits {
     const fn new(requests_per_minute: u64, tokens_per_minute: u64) -> Self {
         Self {
+            requests_per_second: None,
             requests_per_minute: Some(requests_per_minute),
+            requests_per_hour: None,
+            requests_per_day: None,
+            tokens_per_second: None,
             tokens_per_minute: Some(tokens_per_minute),
+            tokens_per_hour: None,
+            tokens_per_day: None,
         }
+    }
+
+    /// Request limits by window, in [`WINDOWS`] order.
+    fn requests(&self) -> [Option<u64>; 4] {
+        [
+            self.requests_per_second,
+            self.requests_per_minute,
+            self.requests_per_hour,
+            self.requests_per_day,
+        ]
+    }
+
+    /// Token limits by window, in [`WINDOWS`] order.
+    fn tokens(&self) -> [Option<u64>; 4] {
+        [
+            self.tokens_per_second,
+            self.tokens_per_minute,
+            self.tokens_per_hour,
+            self.tokens_per_day,
+        ]
     }
 }
 
@@ -125,10 +170,7 @@ impl Config {
             .or_else(|| builtin(name))
             .or_else(|| self.tiers.get("default").copied())
             .or_else(|| builtin("default"))
-            .unwrap_or(Limits {
-                requests_per_minute: None,
-                tokens_per_minute: None,
-            })
+            .unwrap_or_default()
     }
 
     /// The limits for anonymous callers.
@@ -192,28 +234,32 @@ pub fn token_charge(config: &Config, req: &Request) -> u64 {
 pub fn admit(config: &Config, req: &Request) -> Admission {
     let subject = subject(config, req);
     let mut buckets = Vec::with_capacity(2);
-    if let Some(rpm) = subject.limits.requests_per_minute {
-        if rpm == 0 {
+    for (limit, (_, letter, window_ms)) in subject.limits.requests().into_iter().zip(WINDOWS) {
+        let Some(limit) = limit else { continue };
+        if limit == 0 {
             return reject(format!("{} allows no requests", subject.name));
         }
         buckets.push(bucket(
-            format!("{}:rpm", subject.prefix),
-            rpm,
+            format!("{}:rp{letter}", subject.prefix),
+            limit,
+            window_ms,
             1,
             Unit::Requests,
         ));
     }
-    if let Some(tpm) = subject.limits.tokens_per_minute {
-        let tokens = token_charge(config, req);
-        if tokens > tpm {
+    let tokens = token_charge(config, req);
+    for (limit, (period, letter, window_ms)) in subject.limits.tokens().into_iter().zip(WINDOWS) {
+        let Some(limit) = limit else { continue };
+        if tokens > limit {
             return reject(format!(
-                "request too large: it may use {tokens} tokens, more than the {tpm} tokens per minute {} allows; send a shorter prompt or a lower max_tokens",
+                "request too large: it may use {tokens} tokens, more than the {limit} tokens per {period} {} allows; send a shorter prompt or a lower max_tokens",
                 subject.name
             ));
         }
         buckets.push(bucket(
-            format!("{}:tpm", subject.prefix),
-            tpm,
+            format!("{}:tp{letter}", subject.prefix),
+            limit,
+            window_ms,
             saturating_i64(tokens),
             Unit::Tokens,
         ));
@@ -221,12 +267,9 @@ pub fn admit(config: &Config, req: &Request) -> Admission {
     Admission::Charge(buckets)
 }
 
-/// The token-bucket correction once the actual usage is known.
+/// The token-bucket corrections once the actual usage is known.
 pub fn settle(config: &Config, req: &Request, usage: &Usage) -> Vec<Bucket> {
     let subject = subject(config, req);
-    let Some(tpm) = subject.limits.tokens_per_minute else {
-        return Vec::new();
-    };
     let charged = u64::from(usage.estimated_prompt_tokens)
         + u64::from(req.max_tokens.unwrap_or(config.completion_estimate_tokens));
     let used = if usage.cached {
@@ -238,21 +281,27 @@ pub fn settle(config: &Config, req: &Request, usage: &Usage) -> Vec<Bucket> {
     if correction == 0 {
         return Vec::new();
     }
-    vec![bucket(
-        format!("{}:tpm", subject.prefix),
-        tpm,
-        correction,
-        Unit::Tokens,
-    )]
+    subject
+        .limits
+        .tokens()
+        .into_iter()
+        .zip(WINDOWS)
+        .filter_map(|(limit, (_, letter, window_ms))| {
+            Some(bucket(
+                format!("{}:tp{letter}", subject.prefix),
+                limit?,
+                window_ms,
+                correction,
+                Unit::Tokens,
+            ))
+        })
+        .collect()
 }
 
-fn bucket(key: String, per_minute: u64, cost: i64, unit: Unit) -> Bucket {
+fn bucket(key: String, limit: u64, window_ms: u64, cost: i64, unit: Unit) -> Bucket {
     Bucket {
         key,
-        shape: Shape::Window(WindowSpec {
-            limit: per_minute,
-            window_ms: WINDOW_MS,
-        }),
+        shape: Shape::Window(WindowSpec { limit, window_ms }),
         cost,
         unit,
     }
@@ -513,6 +562,62 @@ mod tests {
     }
 
     #[test]
+    fn every_window_charges_its_own_bucket_and_settles() {
+        let config: Config = parse_config(
+            r#"{"tiers": {"pro": {"requests_per_second": 2, "requests_per_hour": 50,
+                "requests_per_day": 100, "tokens_per_hour": 9000, "tokens_per_day": 20000,
+                "tokens_per_second": 500}}}"#,
+        )
+        .unwrap();
+        let mut r = request("hi");
+        r.estimated_prompt_tokens = 40;
+        r.max_tokens = Some(100);
+        let Admission::Charge(buckets) = admit(&config, &r) else {
+            panic!("refused")
+        };
+        let got: Vec<(String, u64, u64, i64)> = buckets
+            .into_iter()
+            .map(|b| {
+                let Shape::Window(w) = b.shape else {
+                    panic!("expected a window shape");
+                };
+                (b.key, w.limit, w.window_ms, b.cost)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t:acme:rps".into(), 2, 1_000, 1),
+                ("t:acme:rph".into(), 50, 3_600_000, 1),
+                ("t:acme:rpd".into(), 100, 86_400_000, 1),
+                ("t:acme:tps".into(), 500, 1_000, 140),
+                ("t:acme:tph".into(), 9000, 3_600_000, 140),
+                ("t:acme:tpd".into(), 20000, 86_400_000, 140),
+            ]
+        );
+        let fix = settle(&config, &r, &usage(40, 10, 40, false));
+        assert_eq!(
+            fix.iter()
+                .map(|b| (b.key.as_str(), b.cost))
+                .collect::<Vec<_>>(),
+            vec![
+                ("t:acme:tps", -90),
+                ("t:acme:tph", -90),
+                ("t:acme:tpd", -90)
+            ]
+        );
+        // A request larger than the per-second token limit is refused,
+        // naming the window.
+        r.max_tokens = Some(461);
+        let rejection = rejected(admit(&config, &r));
+        assert!(
+            rejection.message.contains("500 tokens per second"),
+            "{}",
+            rejection.message
+        );
+    }
+
+    #[test]
     fn bad_config_names_the_field() {
         for (json, field) in [
             (
@@ -531,6 +636,14 @@ mod tests {
                 "`completion_estimate_tokens`",
             ),
             (r#"{"tier": {}}"#, "unknown field `tier`"),
+            (
+                r#"{"tiers": {"free": {"requests_per_day": "many"}}}"#,
+                "`tiers.free.requests_per_day`",
+            ),
+            (
+                r#"{"tiers": {"free": {"tokens_per_week": 1}}}"#,
+                "unknown field `tokens_per_week`",
+            ),
         ] {
             let e = parse_config::<Config>(json).unwrap_err().to_string();
             assert!(e.contains(field), "{json}: {e}");
