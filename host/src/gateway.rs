@@ -33,6 +33,9 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// The job queue, when `[jobs]` is enabled (workers start with
+    /// [`crate::jobs::spawn_workers`]).
+    pub jobs: Option<Arc<crate::jobs::Jobs>>,
 }
 
 impl Gateway {
@@ -81,6 +84,9 @@ impl Gateway {
             ratio: config.retry.budget_ratio,
             min_per_sec: config.retry.budget_min_per_sec,
         });
+        let jobs = crate::jobs::Jobs::build(&config.jobs, &state, metrics.clone())
+            .await
+            .context("jobs")?;
         Ok(Arc::new(Gateway {
             config: Arc::new(config),
             state,
@@ -92,6 +98,7 @@ impl Gateway {
             upstreams,
             retry_budget,
             metrics,
+            jobs,
         }))
     }
 

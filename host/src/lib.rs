@@ -28,6 +28,8 @@
 //! - [`state`]: shared state (memory or Redis / Redis Cluster) behind one
 //!   backend trait: key-value and the atomic rate-limit charge, one Lua
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
+//! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`) on Redis
+//!   Streams or in process, their workers, and signed webhooks.
 //! - [`admin`]: the admin API; [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
@@ -45,6 +47,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod jobs;
 pub mod listener;
 pub mod mock;
 pub mod pipeline;

@@ -37,6 +37,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .merge(if gw.jobs.is_some() {
+            crate::jobs::routes::api()
+        } else {
+            Router::new()
+        })
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -83,6 +88,11 @@ async fn api(
     request: http::Request<Body>,
 ) -> Response {
     let ip = client_ip(&gw, peer, request.headers());
+    if let Some(jobs) = gw.jobs.clone()
+        && crate::jobs::routes::wants_async(request.headers())
+    {
+        return crate::jobs::routes::accept(gw, jobs, route, ip, request).await;
+    }
     pipeline::handle(gw, route, ip, request).await
 }
 

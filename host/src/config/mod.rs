@@ -103,6 +103,8 @@ pub struct Config {
     pub semantic: SemanticConfig,
     pub plugins: PluginsConfig,
     pub telemetry: TelemetryConfig,
+    /// `[jobs]`: asynchronous jobs (`Prefer: respond-async`) and webhooks.
+    pub jobs: crate::jobs::JobsConfig,
     /// blake3(virtual key) → index into `tenants`. Hashing first means the
     /// map lookup's timing says nothing about the key bytes themselves.
     #[serde(skip)]
@@ -230,7 +232,7 @@ impl Config {
                 key.resolve_env(&format!("tenants[{i}].keys[{j}]"), env)?;
             }
         }
-        Ok(())
+        self.jobs.resolve_env(env)
     }
 
     fn fill_derived_defaults(&mut self) {

@@ -21,7 +21,8 @@ pub(super) fn validate(c: &Config) -> Check {
     breakers(c)?;
     semantic(c)?;
     plugins(c)?;
-    telemetry(c)
+    telemetry(c)?;
+    c.jobs.validate()
 }
 
 fn fail(path: impl Into<String>, message: impl Into<String>) -> Check {

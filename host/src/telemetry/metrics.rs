@@ -156,6 +156,8 @@ pub struct Metrics {
     edge: super::edge::EdgeMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
+    /// Asynchronous jobs and webhooks.
+    pub jobs: crate::jobs::JobMetrics,
 }
 
 /// The semantic cache's series (hits are a [`CacheOutcome`]).
@@ -451,8 +453,10 @@ impl Metrics {
             coalesced.clone(),
         );
         let semantic = SemanticSeries::register(&mut registry);
+        let jobs = crate::jobs::JobMetrics::register(&mut registry);
 
         Self {
+            jobs,
             registry,
             requests,
             request_duration,
