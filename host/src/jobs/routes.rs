@@ -327,10 +327,8 @@ fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-fn admin_jobs(gw: &Gateway) -> Result<Arc<Jobs>, Response> {
-    gw.jobs
-        .clone()
-        .ok_or_else(|| admin_error(StatusCode::NOT_FOUND, "jobs are not enabled"))
+fn jobs_off() -> Response {
+    admin_error(StatusCode::NOT_FOUND, "jobs are not enabled")
 }
 
 #[derive(serde::Deserialize)]
@@ -339,9 +337,8 @@ struct Limit {
 }
 
 async fn dead_list(State(gw): State<Arc<Gateway>>, Query(q): Query<Limit>) -> Response {
-    let jobs = match admin_jobs(&gw) {
-        Ok(j) => j,
-        Err(r) => return r,
+    let Some(jobs) = gw.jobs.clone() else {
+        return jobs_off();
     };
     match jobs
         .queue
@@ -354,9 +351,8 @@ async fn dead_list(State(gw): State<Arc<Gateway>>, Query(q): Query<Limit>) -> Re
 }
 
 async fn dead_requeue(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    let jobs = match admin_jobs(&gw) {
-        Ok(j) => j,
-        Err(r) => return r,
+    let Some(jobs) = gw.jobs.clone() else {
+        return jobs_off();
     };
     let ttl = jobs.config.max_wait() + jobs.config.result_ttl();
     match jobs.queue.dead_requeue(&id, ttl).await {
@@ -370,9 +366,8 @@ async fn dead_requeue(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) ->
 }
 
 async fn dead_purge(State(gw): State<Arc<Gateway>>) -> Response {
-    let jobs = match admin_jobs(&gw) {
-        Ok(j) => j,
-        Err(r) => return r,
+    let Some(jobs) = gw.jobs.clone() else {
+        return jobs_off();
     };
     match jobs.queue.dead_purge().await {
         Ok(n) => axum::Json(json!({"purged": n})).into_response(),
@@ -381,9 +376,8 @@ async fn dead_purge(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn admin_show(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    let jobs = match admin_jobs(&gw) {
-        Ok(j) => j,
-        Err(r) => return r,
+    let Some(jobs) = gw.jobs.clone() else {
+        return jobs_off();
     };
     match jobs.get(&id).await {
         Ok(Some(record)) => {
@@ -402,9 +396,8 @@ struct EnableBody {
 }
 
 async fn webhook_enable(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
-    let jobs = match admin_jobs(&gw) {
-        Ok(j) => j,
-        Err(r) => return r,
+    let Some(jobs) = gw.jobs.clone() else {
+        return jobs_off();
     };
     let Ok(EnableBody { url }) = serde_json::from_slice(&body) else {
         return admin_error(StatusCode::BAD_REQUEST, "expected {\"url\": \"...\"}");
