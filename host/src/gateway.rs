@@ -34,7 +34,7 @@ pub struct Gateway {
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
     /// The job queue, when `[jobs]` is enabled (workers start with
-    /// [`crate::jobs::spawn_workers`]).
+    /// [`crate::job_runner::spawn_workers`]).
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
 }
 

@@ -28,8 +28,10 @@
 //! - [`state`]: shared state (memory or Redis / Redis Cluster) behind one
 //!   backend trait: key-value and the atomic rate-limit charge, one Lua
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
-//! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`) on Redis
-//!   Streams or in process, their workers, and signed webhooks.
+//! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`): records,
+//!   queues (Redis Streams or in process) and signed webhooks;
+//!   [`job_runner`]: the workers that run them through the pipeline, and
+//!   their routes.
 //! - [`admin`]: the admin API; [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
@@ -47,6 +49,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod job_runner;
 pub mod jobs;
 pub mod listener;
 pub mod mock;

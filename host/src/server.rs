@@ -38,7 +38,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .merge(if gw.jobs.is_some() {
-            crate::jobs::routes::api()
+            crate::job_runner::routes::api()
         } else {
             Router::new()
         })
@@ -89,9 +89,9 @@ async fn api(
 ) -> Response {
     let ip = client_ip(&gw, peer, request.headers());
     if let Some(jobs) = gw.jobs.clone()
-        && crate::jobs::routes::wants_async(request.headers())
+        && crate::job_runner::routes::wants_async(request.headers())
     {
-        return crate::jobs::routes::accept(gw, jobs, route, ip, request).await;
+        return crate::job_runner::routes::accept(gw, jobs, route, ip, request).await;
     }
     pipeline::handle(gw, route, ip, request).await
 }

@@ -66,7 +66,7 @@ pub(super) async fn serve(
         gw.plugins.watch_config_file(path);
     }
     crate::versions::spawn_watchers(&gw.plugins);
-    let workers = crate::jobs::spawn_workers(&gw);
+    let workers = crate::job_runner::spawn_workers(&gw);
     if let Some(admin_addr) = gw.config.server.admin_listen {
         let admin = tokio::net::TcpListener::bind(admin_addr)
             .await

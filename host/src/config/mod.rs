@@ -14,6 +14,7 @@
 //! Without a file, `sluice serve` runs [`Config::embedded_default`].
 
 mod embedded;
+mod jobs;
 mod plugins;
 mod secret;
 mod sections;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use crate::policy::Slot;
 pub use crate::state::StateSettings;
+pub use jobs::{JobsConfig, WebhooksConfig, compile_callback_allow, decode_webhook_secret};
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
@@ -104,7 +106,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub telemetry: TelemetryConfig,
     /// `[jobs]`: asynchronous jobs (`Prefer: respond-async`) and webhooks.
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: JobsConfig,
     /// blake3(virtual key) → index into `tenants`. Hashing first means the
     /// map lookup's timing says nothing about the key bytes themselves.
     #[serde(skip)]

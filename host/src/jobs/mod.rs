@@ -1,17 +1,17 @@
-//! Asynchronous jobs: `Prefer: respond-async` on an API route answers `202`
-//! with a job id; workers on every node run the job through the whole
-//! pipeline ([`crate::pipeline::handle_as`]) and keep its result for
-//! `[jobs] result_ttl_secs`; a signed webhook reports it (docs/jobs.md).
+//! Asynchronous jobs, the part below the gateway: records, queues and
+//! webhooks. `Prefer: respond-async` on an API route answers `202` with a
+//! job id; workers on every node ([`crate::job_runner`]) run the job
+//! through the whole pipeline and keep its result for `[jobs]
+//! result_ttl_secs`; a signed webhook reports it (docs/jobs.md).
 //!
 //! - [`queue`]: the [`queue::Queue`] trait, one stream per [`Priority`], and
 //!   the in-process backend used with memory state; [`redis_queue`]: Redis
 //!   Streams with one consumer group (at-least-once; a dead node's jobs are
 //!   reclaimed with `XAUTOCLAIM` after the visibility timeout).
-//! - [`worker`]: claiming (weighted by priority, with aging), running,
-//!   retries with backoff, dead letters, graceful shutdown.
 //! - [`webhook`]: Standard Webhooks signing, the callback allow-list and
 //!   address checks, delivery with backoff, disabling failing endpoints.
-//! - [`routes`]: `/v1/jobs/{id}` and the admin API's `/admin/jobs/*`.
+//! - [`crate::job_runner`] (above the gateway): claiming, running,
+//!   retries, dead letters, shutdown, and the HTTP routes.
 //!
 //! Duplicates: a job may run twice (its node stalled past the visibility
 //! timeout), but its result is stored once: the transition to a final
@@ -19,23 +19,16 @@
 //! only the run that wins it delivers the webhook (whose `webhook-id` is
 //! fixed per job, so a receiver can also drop a redelivery).
 
-pub mod config;
-mod metrics;
 pub(crate) mod queue;
 mod redis_queue;
-pub mod routes;
 pub mod webhook;
-mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{JobsConfig, WebhooksConfig};
-pub use metrics::JobMetrics;
-pub use worker::{Workers, spawn_workers};
-
+use crate::config::JobsConfig;
 use crate::state::{State, StateError};
 use crate::telemetry::Metrics;
 use queue::Queue;
@@ -251,13 +244,13 @@ impl Jobs {
             }
             None => Arc::new(queue::MemoryQueue::default()),
         };
-        let allow = webhook::compile_allow(&config.webhooks.allow)
+        let allow = crate::config::compile_callback_allow(&config.webhooks.allow)
             .map_err(|e| anyhow::anyhow!("jobs.webhooks.allow: {e}"))?;
         let secret = config
             .webhooks
             .secret
             .as_ref()
-            .and_then(|s| webhook::decode_secret(s.expose()));
+            .and_then(|s| crate::config::decode_webhook_secret(s.expose()));
         Ok(Some(Arc::new(Jobs {
             config: config.clone(),
             queue,
@@ -274,7 +267,7 @@ impl Jobs {
     pub(crate) async fn submit(&self, spec: &JobSpec, body: &[u8]) -> Result<(), StateError> {
         let ttl = self.config.max_wait() + self.config.result_ttl();
         self.queue.submit(spec, body, ttl).await?;
-        self.metrics.jobs.accepted(spec.priority);
+        self.metrics.jobs.accepted(spec.priority.as_str());
         self.wake.notify_one();
         Ok(())
     }

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{JobRecord, Jobs};
 
@@ -32,8 +31,7 @@ const NS: &str = "jobs:webhooks";
 
 /// The signing key of a `whsec_<base64>` secret (16 bytes at least).
 pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
-    let key = B64.decode(secret.trim().strip_prefix("whsec_")?).ok()?;
-    (key.len() >= 16).then_some(key)
+    crate::config::decode_webhook_secret(secret)
 }
 
 /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
@@ -46,19 +44,6 @@ pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     format!("v1,{}", B64.encode(ctx.sign().as_ref()))
-}
-
-/// The allow-list globs (`*` matches across `/`).
-pub fn compile_allow(patterns: &[String]) -> Result<GlobSet, String> {
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        let glob = GlobBuilder::new(p)
-            .literal_separator(false)
-            .build()
-            .map_err(|e| format!("invalid glob `{p}`: {}", e.kind()))?;
-        set.add(glob);
-    }
-    set.build().map_err(|e| e.to_string())
 }
 
 /// Whether `ip` is an address a callback may not reach by default.

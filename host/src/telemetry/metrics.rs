@@ -157,7 +157,7 @@ pub struct Metrics {
     coalesced: Counter,
     semantic: SemanticSeries,
     /// Asynchronous jobs and webhooks.
-    pub jobs: crate::jobs::JobMetrics,
+    pub jobs: super::jobs::JobMetrics,
 }
 
 /// The semantic cache's series (hits are a [`CacheOutcome`]).
@@ -453,7 +453,7 @@ impl Metrics {
             coalesced.clone(),
         );
         let semantic = SemanticSeries::register(&mut registry);
-        let jobs = crate::jobs::JobMetrics::register(&mut registry);
+        let jobs = super::jobs::JobMetrics::register(&mut registry);
 
         Self {
             jobs,

@@ -6,6 +6,7 @@
 //! [`PluginCallResult`]); provider and tenant labels are config names only.
 
 mod edge;
+mod jobs;
 mod labels;
 mod logging;
 mod metrics;
@@ -13,6 +14,7 @@ mod plugin_metrics;
 #[cfg(test)]
 mod tests;
 
+pub use jobs::JobMetrics;
 pub use labels::{
     ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
 };

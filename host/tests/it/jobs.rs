@@ -184,7 +184,7 @@ keys = ["sk-globex"]
         jobs = jobs_toml("")
     );
     let gw = TestGateway::start(&config).await;
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
 
@@ -379,7 +379,7 @@ async fn under_a_backlog_higher_priorities_finish_first_and_bulk_progresses() {
         jobs_toml("").replace("concurrency = 4", "concurrency = 1")
     );
     let gw = TestGateway::start(&config).await;
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
     // The first job holds the only worker while the backlog builds.
@@ -456,7 +456,7 @@ op_timeout_ms = 2000
     );
     let gw = TestGateway::start(&config).await;
     let admin = format!("http://{}", gw.spawn_admin_listener().await);
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
     mock.set_error_rate(1.0);
@@ -615,7 +615,7 @@ async fn webhooks_verify_with_the_standardwebhooks_package() {
     let hooks = Receiver::start().await;
     let config = format!("{}{}", providers(&mock), jobs_toml(""));
     let gw = TestGateway::start(&config).await;
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
     let mut body = chat("signed");
@@ -686,7 +686,7 @@ async fn an_endpoint_failing_ten_times_is_disabled_and_can_be_re_enabled() {
     );
     let gw = TestGateway::start(&config).await;
     let admin = format!("http://{}", gw.spawn_admin_listener().await);
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
     let with_hook = |s: &str| {
@@ -806,7 +806,7 @@ async fn a_rate_limited_job_waits_for_its_bucket_instead_of_failing() {
     // 20 a minute: a burst of 20, then one every 3 s.
     let config = format!("{}{}", providers(&mock), jobs_toml_rpm("", 20));
     let gw = TestGateway::start(&config).await;
-    let _workers = sluice::jobs::spawn_workers(&gw.gw).unwrap();
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
     let base = gw.url("");
     // A synchronous call over the limit is refused...

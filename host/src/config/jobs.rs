@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Secret};
+use base64::Engine as _;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::{ConfigError, EnvLookup, Secret};
 
 /// `[jobs]`: `Prefer: respond-async` requests queued and run by workers on
 /// every node.
@@ -123,7 +126,7 @@ impl JobsConfig {
     }
 
     /// Checks every field; the error names the first bad one.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let positive = |path: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError::invalid(path, "must be greater than 0"))
@@ -159,7 +162,7 @@ impl JobsConfig {
         positive("jobs.poll_ms", self.poll_ms)?;
         let w = &self.webhooks;
         if let Some(secret) = &w.secret
-            && super::webhook::decode_secret(secret.expose()).is_none()
+            && decode_webhook_secret(secret.expose()).is_none()
         {
             return Err(ConfigError::invalid(
                 "jobs.webhooks.secret",
@@ -167,7 +170,7 @@ impl JobsConfig {
             ));
         }
         for (i, pattern) in w.allow.iter().enumerate() {
-            if let Err(e) = super::webhook::compile_allow(std::slice::from_ref(pattern)) {
+            if let Err(e) = compile_callback_allow(std::slice::from_ref(pattern)) {
                 return Err(ConfigError::invalid(format!("jobs.webhooks.allow[{i}]"), e));
             }
         }
@@ -187,13 +190,99 @@ impl JobsConfig {
     }
 
     /// Resolves `env:` in the webhook secret.
-    pub(crate) fn resolve_env(
-        &mut self,
-        env: crate::config::EnvLookup<'_>,
-    ) -> Result<(), ConfigError> {
+    pub(super) fn resolve_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
         if let Some(secret) = &mut self.webhooks.secret {
             secret.resolve_env("jobs.webhooks.secret", env)?;
         }
         Ok(())
+    }
+}
+
+/// The signing key of a `whsec_<base64>` webhook secret (at least 16
+/// bytes), as the Standard Webhooks specification defines it.
+pub fn decode_webhook_secret(secret: &str) -> Option<Vec<u8>> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim().strip_prefix("whsec_")?)
+        .ok()?;
+    (key.len() >= 16).then_some(key)
+}
+
+/// The callback allow-list globs (`*` matches across `/`).
+pub fn compile_callback_allow(patterns: &[String]) -> Result<GlobSet, String> {
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| format!("invalid glob `{p}`: {}", e.kind()))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(toml: &str) -> String {
+        let e = Config::from_toml_str(toml, &|_| None).expect_err("refused");
+        format!("{} | {}", e.field_path().unwrap_or_default(), e)
+    }
+
+    #[test]
+    fn jobs_errors_name_the_field() {
+        for (toml, field) in [
+            ("[jobs]\nconcurrency = 0", "jobs.concurrency"),
+            (
+                "[jobs]\nvisibility_timeout_ms = 10",
+                "jobs.visibility_timeout_ms",
+            ),
+            ("[jobs]\nresult_ttl_secs = 0", "jobs.result_ttl_secs"),
+            ("[jobs]\nmax_attempts = 0", "jobs.max_attempts"),
+            ("[jobs]\nmax_body_bytes = 0", "jobs.max_body_bytes"),
+            (
+                "[jobs]\nretry_base_ms = 10\nretry_max_ms = 5",
+                "jobs.retry_max_ms",
+            ),
+            ("[jobs]\nnope = 1", "jobs"),
+            (
+                "[jobs.webhooks]\nsecret = \"hunter2\"",
+                "jobs.webhooks.secret",
+            ),
+            (
+                "[jobs.webhooks]\nallow = [\"ok/*\", \"[bad\"]",
+                "jobs.webhooks.allow[1]",
+            ),
+            (
+                "[jobs.webhooks]\ndisable_after = 0",
+                "jobs.webhooks.disable_after",
+            ),
+            (
+                "[jobs.webhooks.tenant_urls]\nacme = \"not a url\"",
+                "jobs.webhooks.tenant_urls.acme",
+            ),
+        ] {
+            let e = error(toml);
+            assert!(e.starts_with(field), "{toml}: {e}");
+        }
+        let e = Config::from_toml_str("[jobs.webhooks]\nsecret = \"env:NOPE\"", &|_| None)
+            .expect_err("missing env");
+        assert_eq!(e.field_path(), Some("jobs.webhooks.secret"));
+    }
+
+    #[test]
+    fn a_good_jobs_section_loads() {
+        let c = Config::from_toml_str(
+            "[jobs]\nenabled = true\n[jobs.webhooks]\nsecret = \"env:S\"\nallow = [\"https://h.example.com/*\"]",
+            &|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        )
+        .unwrap();
+        assert!(c.jobs.enabled);
+        assert_eq!(
+            super::decode_webhook_secret(c.jobs.webhooks.secret.unwrap().expose())
+                .unwrap()
+                .len(),
+            24
+        );
     }
 }

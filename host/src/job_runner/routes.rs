@@ -20,10 +20,12 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use super::queue::Cancel;
-use super::{JobSpec, Jobs, Priority, new_id, now_ms, status_url, webhook};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::jobs::queue::Cancel;
+use crate::jobs::{
+    JobRecord, JobSpec, JobStatus, Jobs, Priority, new_id, now_ms, status_url, webhook,
+};
 use crate::pipeline::{self, Caller};
 use crate::policy::Route;
 
@@ -198,7 +200,7 @@ async fn own_job(
     gw: &Gateway,
     headers: &HeaderMap,
     id: &str,
-) -> Result<(Arc<Jobs>, Caller, super::JobRecord), GatewayError> {
+) -> Result<(Arc<Jobs>, Caller, JobRecord), GatewayError> {
     let jobs = gw.jobs.clone().ok_or_else(|| {
         err(
             StatusCode::NOT_FOUND,
@@ -282,7 +284,7 @@ async fn cancel(
     {
         Ok(Cancel::Cancelled) => match jobs.get(&id).await {
             Ok(Some(record)) => {
-                jobs.metrics.jobs.finished(super::JobStatus::Cancelled);
+                jobs.metrics.jobs.finished(JobStatus::Cancelled.as_str());
                 axum::Json(record.view()).into_response()
             }
             _ => axum::Json(json!({"id": id, "object": "job", "status": "cancelled"}))

@@ -9,7 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{JobStatus, Priority};
+/// The job priorities, highest first (label values).
+const PRIORITIES: [&str; 5] = ["critical", "high", "normal", "low", "bulk"];
 
 /// Queue wait and run time buckets (seconds): 10 ms to 1 h.
 const BUCKETS: [f64; 14] = [
@@ -116,67 +117,60 @@ impl JobMetrics {
             "Webhook endpoints disabled after failing repeatedly (an alert)",
             m.endpoints_disabled.clone(),
         );
-        for p in Priority::ALL {
-            let l = PriorityLabels {
-                priority: p.as_str(),
-            };
+        for priority in PRIORITIES {
+            let l = PriorityLabels { priority };
             let _ = m.accepted.get_or_create(&l);
             let _ = m.depth.get_or_create(&l);
         }
         m
     }
 
-    pub(crate) fn accepted(&self, p: Priority) {
+    /// A job of `priority` accepted.
+    pub fn accepted(&self, priority: &'static str) {
         self.accepted
-            .get_or_create(&PriorityLabels {
-                priority: p.as_str(),
-            })
+            .get_or_create(&PriorityLabels { priority })
             .inc();
     }
 
-    pub(crate) fn depths(&self, depths: [u64; 5]) {
-        for p in Priority::ALL {
+    /// Queue depths, highest priority first.
+    pub fn depths(&self, depths: [u64; 5]) {
+        for (priority, depth) in PRIORITIES.into_iter().zip(depths) {
             self.depth
-                .get_or_create(&PriorityLabels {
-                    priority: p.as_str(),
-                })
-                .set(depths[p.index()] as i64);
+                .get_or_create(&PriorityLabels { priority })
+                .set(depth as i64);
         }
     }
 
-    pub(crate) fn started(&self, p: Priority, waited: Duration) {
+    /// A run started after the job `waited` since it was accepted.
+    pub fn started(&self, priority: &'static str, waited: Duration) {
         self.attempts.inc();
         self.wait
-            .get_or_create(&PriorityLabels {
-                priority: p.as_str(),
-            })
+            .get_or_create(&PriorityLabels { priority })
             .observe(waited.as_secs_f64());
     }
 
-    pub(crate) fn ran(&self, p: Priority, took: Duration) {
+    /// A run that took `took`.
+    pub fn ran(&self, priority: &'static str, took: Duration) {
         self.run
-            .get_or_create(&PriorityLabels {
-                priority: p.as_str(),
-            })
+            .get_or_create(&PriorityLabels { priority })
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn finished(&self, status: JobStatus) {
-        self.finished
-            .get_or_create(&StatusLabels {
-                status: status.as_str(),
-            })
-            .inc();
-        if status == JobStatus::Dead {
+    /// A job reached final `status` (`dead` also counts a dead letter).
+    pub fn finished(&self, status: &'static str) {
+        self.finished.get_or_create(&StatusLabels { status }).inc();
+        if status == "dead" {
             self.dead.inc();
         }
     }
 
-    pub(crate) fn duplicate(&self) {
+    /// A run's result dropped: another run finished the job first.
+    pub fn duplicate(&self) {
         self.duplicates.inc();
     }
 
-    pub(crate) fn webhook(&self, ok: bool) {
+    /// One webhook delivery attempt.
+    pub fn webhook(&self, ok: bool) {
         self.webhooks
             .get_or_create(&ResultLabels {
                 result: if ok { "ok" } else { "error" },
@@ -184,7 +178,8 @@ impl JobMetrics {
             .inc();
     }
 
-    pub(crate) fn endpoint_disabled(&self) {
+    /// An endpoint disabled (the alert).
+    pub fn endpoint_disabled(&self) {
         self.endpoints_disabled.inc();
     }
 }

@@ -33,11 +33,11 @@ use axum::body::Body;
 use parking_lot::Mutex;
 use tokio::task::JoinSet;
 
-use super::queue::{Delivery, Finish, Start};
-use super::webhook;
-use super::{JobRecord, JobResult, JobStatus, Jobs, Priority, now_ms};
 use crate::error::Origin;
 use crate::gateway::Gateway;
+use crate::jobs::queue::{Delivery, Finish, Start};
+use crate::jobs::webhook;
+use crate::jobs::{JobRecord, JobResult, JobStatus, Jobs, Priority, now_ms};
 use crate::pipeline::Caller;
 use crate::policy::Route;
 
@@ -113,6 +113,16 @@ impl Picker {
 
 type Held = Arc<Mutex<HashMap<String, Delivery>>>;
 
+/// Stops renewing an entry when its task ends, however it ends (a
+/// panicking task's job is then taken over after the visibility timeout).
+struct Release(Held, String);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
 async fn supervise(
     gw: Arc<Gateway>,
     jobs: Arc<Jobs>,
@@ -181,8 +191,8 @@ async fn supervise(
             held.lock().insert(d.entry.clone(), d.clone());
             let (gw, jobs, held) = (gw.clone(), jobs.clone(), held.clone());
             tasks.spawn(async move {
+                let _release = Release(held, d.entry.clone());
                 run_one(&gw, &jobs, &d).await;
-                held.lock().remove(&d.entry);
             });
         }
         let poll = tokio::time::sleep(cfg.poll().min(renew_every));
@@ -202,9 +212,12 @@ async fn supervise(
             _ = tokio::time::sleep(renew_every) => renew(&jobs, &held).await,
         }
     }
+    // What is still running goes back to the queue (a task that ends
+    // between this snapshot and the abort has acknowledged its entry; the
+    // hand-back then only schedules a claim that finds the job final).
+    let left: Vec<Delivery> = held.lock().values().cloned().collect();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    let left: Vec<Delivery> = held.lock().drain().map(|(_, d)| d).collect();
     for d in &left {
         let handed = jobs
             .queue
@@ -281,7 +294,7 @@ async fn run_one(gw: &Arc<Gateway>, jobs: &Jobs, d: &Delivery) {
     let spec = &record.spec;
     let now = now_ms();
     jobs.metrics.jobs.started(
-        d.priority,
+        d.priority.as_str(),
         Duration::from_millis(now.saturating_sub(spec.created_ms)),
     );
     if now >= spec.deadline_ms {
@@ -321,7 +334,7 @@ async fn run_one(gw: &Arc<Gateway>, jobs: &Jobs, d: &Delivery) {
     let (response, origin) =
         crate::pipeline::handle_as(gw.clone(), route, ip, caller, request).await;
     let result = collect(response).await;
-    jobs.metrics.jobs.ran(d.priority, t0.elapsed());
+    jobs.metrics.jobs.ran(d.priority.as_str(), t0.elapsed());
     let status = result.status;
     let now = now_ms();
     if (200..300).contains(&status) {
@@ -463,7 +476,7 @@ async fn finalize(
             return;
         }
     }
-    jobs.metrics.jobs.finished(status);
+    jobs.metrics.jobs.finished(status.as_str());
     tracing::info!(job = %record.spec.id, status = status.as_str(), attempts = record.attempts, "jobs: finished");
     if callback.is_some() {
         let mut done = record.clone();
