@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::gateway::{TestGateway, mock, providers};
 use crate::support::node::Node;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::scrape::{metrics_text, sample};
 
 /// A `whsec_` secret (24 bytes, base64).
@@ -837,4 +837,113 @@ async fn a_rate_limited_job_waits_for_its_bucket_instead_of_failing() {
     let v = until_final(&c, &base, &id, None).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["attempts"], 1, "waits are not attempts: {v}");
+}
+
+/// `[state]` on one Redis or a cluster; fail-closed so a Redis problem
+/// shows as an error, never as a silent local fallback.
+fn redis_state(url: Option<&str>, cluster: &[String]) -> String {
+    let target = match url {
+        Some(u) => format!("url = \"{u}\""),
+        None => format!(
+            "cluster = [{}]",
+            cluster
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "[state]\nkind = \"redis\"\n{target}\non_error = \"fail-closed\"\nop_timeout_ms = 2000\n"
+    )
+}
+
+#[tokio::test]
+async fn a_stopping_node_hands_its_running_jobs_back() {
+    const JOBS: usize = 3;
+    let redis = RedisServer::start();
+    let mock = mock();
+    let config = format!(
+        "{}\n[server]\nshutdown_grace_ms = 300\n{}{}",
+        providers(&mock).replace("timeout_ms = 2000", "timeout_ms = 20000"),
+        redis_state(Some(&redis.url()), &[]),
+        // A long visibility timeout: only a hand-back lets B run them soon.
+        jobs_toml("").replace(
+            "visibility_timeout_ms = 2000",
+            "visibility_timeout_ms = 600000"
+        )
+    );
+    let c = reqwest::Client::new();
+    mock.set_latency(Duration::from_secs(60));
+    let a = Node::start(&config, &[]);
+    let mut ids = Vec::new();
+    for i in 0..JOBS {
+        ids.push(submit(&c, &a.url, &chat(&format!("handed {i}")), None).await);
+    }
+    mock.wait_until(Duration::from_secs(20), |m| m.in_flight() == JOBS)
+        .await;
+    // SIGTERM: the grace period passes with the provider still stalled.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGTERM) };
+    until(
+        Duration::from_secs(20),
+        "the jobs to be handed back",
+        || async {
+            let all = ids.iter().all(|id| {
+                redis.cmd_text(&["HGET", &format!("sluice:job:{{{id}}}"), "status"]) == "queued"
+            });
+            all.then_some(())
+        },
+    )
+    .await;
+    mock.set_latency(Duration::ZERO);
+    let b = Node::start(&config, &[]);
+    for id in &ids {
+        let v = until_final(&c, &b.url, id, None).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        assert_eq!(v["attempts"], 1, "a hand-back is no attempt: {v}");
+    }
+    assert!(a.log().contains("handed back at shutdown"), "{}", a.log());
+}
+
+#[tokio::test]
+async fn jobs_run_on_a_redis_cluster_with_retries_and_dead_letters() {
+    let cluster = RedisCluster::start(3);
+    let mock = mock();
+    let config = format!(
+        "{}\n[server]\nadmin_token = \"{ADMIN}\"\nadmin_listen = \"127.0.0.1:0\"\n{}{}",
+        providers(&mock),
+        redis_state(None, &cluster.urls()),
+        jobs_toml("max_attempts = 2")
+    );
+    let gw = TestGateway::start(&config).await;
+    let admin = format!("http://{}", gw.spawn_admin_listener().await);
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
+    let c = reqwest::Client::new();
+    let base = gw.url("");
+    // Every priority; the provider fails the first few calls, so some jobs
+    // go through the delayed set and back.
+    mock.fail_next(3, 500, None);
+    let mut ids = Vec::new();
+    for p in ["critical", "high", "normal", "low", "bulk"] {
+        ids.push(submit(&c, &base, &chat(&format!("cluster {p}")), Some(p)).await);
+    }
+    for id in &ids {
+        let v = until_final(&c, &base, id, None).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
+    mock.set_error_rate(1.0);
+    let dead = submit(&c, &base, &chat("cluster dead"), None).await;
+    assert_eq!(until_final(&c, &base, &dead, None).await["status"], "dead");
+    mock.set_error_rate(0.0);
+    let r = c
+        .post(format!("{admin}/admin/jobs/dead/{dead}/requeue"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        until_final(&c, &base, &dead, None).await["status"],
+        "succeeded"
+    );
 }
