@@ -38,6 +38,8 @@ pub struct JobsConfig {
     pub max_wait_secs: u64,
     /// Largest request body a job accepts.
     pub max_body_bytes: usize,
+    /// Largest Batch API input file (`POST /v1/files`).
+    pub max_file_bytes: usize,
     /// How often an idle worker looks for new jobs from other nodes (jobs
     /// accepted on the same node start at once).
     pub poll_ms: u64,
@@ -57,6 +59,7 @@ impl Default for JobsConfig {
             retry_max_ms: 60_000,
             max_wait_secs: 24 * 3600,
             max_body_bytes: 1 << 20,
+            max_file_bytes: 16 << 20,
             poll_ms: 200,
             webhooks: WebhooksConfig::default(),
         }
@@ -159,6 +162,7 @@ impl JobsConfig {
         }
         positive("jobs.max_wait_secs", self.max_wait_secs)?;
         positive("jobs.max_body_bytes", self.max_body_bytes as u64)?;
+        positive("jobs.max_file_bytes", self.max_file_bytes as u64)?;
         positive("jobs.poll_ms", self.poll_ms)?;
         let w = &self.webhooks;
         if let Some(secret) = &w.secret

@@ -193,6 +193,7 @@ pub fn api() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/v1/jobs/{id}", get(show).delete(cancel))
         .route("/v1/jobs/{id}/result", get(result))
+        .merge(super::batches::routes())
 }
 
 /// The job `id` if it belongs to the caller `headers` authenticate.

@@ -947,3 +947,66 @@ async fn jobs_run_on_a_redis_cluster_with_retries_and_dead_letters() {
         "succeeded"
     );
 }
+
+#[tokio::test]
+async fn the_openai_sdk_batch_workflow_runs_end_to_end() {
+    let mock = mock();
+    let config = format!(
+        "{}\n[[tenants]]\nname = \"acme\"\nkeys = [\"sk-acme\"]\n{}",
+        providers(&mock),
+        jobs_toml("")
+    );
+    let gw = TestGateway::start(&config).await;
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/batch_sdk.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .env("SLUICE_URL", gw.url(""))
+            .env("SLUICE_KEY", "sk-acme")
+            .output(),
+    )
+    .await
+    .expect("the batch script finishes")
+    .expect("python3 runs (scripts/setup installs the SDKs)");
+    assert!(
+        output.status.success(),
+        "the batch script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(out["file_purpose"], "batch");
+    assert_eq!(out["status"], "completed");
+    assert_eq!(
+        out["counts"],
+        json!({"total": 4, "completed": 3, "failed": 1})
+    );
+    let mut ids: Vec<&str> = out["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["response"]["status_code"], 200, "{l}");
+            assert_eq!(l["response"]["body"]["object"], "chat.completion");
+            l["custom_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["req-1", "req-2", "req-3"]);
+    let errors = out["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["error"]["line"], 3);
+    assert!(
+        errors[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3: not valid JSON")
+    );
+    // The batch's jobs ran at bulk priority, as jobs.
+    let text = metrics_text(gw.url("/metrics")).await;
+    assert_eq!(
+        sample(&text, "sluice_jobs_accepted_total{priority=\"bulk\"}"),
+        Some(3.0)
+    );
+}
