@@ -182,11 +182,24 @@ impl JobsConfig {
         positive("jobs.webhooks.retry_base_ms", w.retry_base_ms)?;
         positive("jobs.webhooks.timeout_ms", w.timeout_ms)?;
         positive("jobs.webhooks.disable_after", w.disable_after.into())?;
+        let allow = compile_callback_allow(&w.allow)
+            .map_err(|e| ConfigError::invalid("jobs.webhooks.allow", e))?;
         for (tenant, url) in &w.tenant_urls {
-            if reqwest::Url::parse(url).is_err() {
+            let path = format!("jobs.webhooks.tenant_urls.{tenant}");
+            let Ok(parsed) = reqwest::Url::parse(url) else {
+                return Err(ConfigError::invalid(path, format!("`{url}` is not a URL")));
+            };
+            // Otherwise every job of that tenant would be refused.
+            if w.secret.is_none() {
                 return Err(ConfigError::invalid(
-                    format!("jobs.webhooks.tenant_urls.{tenant}"),
-                    format!("`{url}` is not a URL"),
+                    "jobs.webhooks.secret",
+                    "is needed with jobs.webhooks.tenant_urls (callbacks are signed)",
+                ));
+            }
+            if !allow.is_match(parsed.as_str()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("`{url}` does not match jobs.webhooks.allow"),
                 ));
             }
         }
@@ -263,6 +276,14 @@ mod tests {
             ),
             (
                 "[jobs.webhooks.tenant_urls]\nacme = \"not a url\"",
+                "jobs.webhooks.tenant_urls.acme",
+            ),
+            (
+                "[jobs.webhooks.tenant_urls]\nacme = \"https://h.example.com/x\"",
+                "jobs.webhooks.secret",
+            ),
+            (
+                "[jobs.webhooks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[jobs.webhooks.tenant_urls]\nacme = \"https://elsewhere.example.com/x\"",
                 "jobs.webhooks.tenant_urls.acme",
             ),
         ] {
