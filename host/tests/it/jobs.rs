@@ -1010,3 +1010,59 @@ async fn the_openai_sdk_batch_workflow_runs_end_to_end() {
         Some(3.0)
     );
 }
+
+#[tokio::test]
+async fn a_tenant_default_callback_is_used_and_redis_down_refuses_new_jobs() {
+    let mut redis = RedisServer::start();
+    let mock = mock();
+    let hooks = Receiver::start().await;
+    let config = format!(
+        r#"{providers}
+[[tenants]]
+name = "acme"
+keys = ["sk-acme"]
+{state}{jobs}
+[jobs.webhooks.tenant_urls]
+acme = "{hook}"
+"#,
+        providers = providers(&mock),
+        state = redis_state(Some(&redis.url()), &[]),
+        jobs = jobs_toml(""),
+        hook = hooks.url
+    );
+    let gw = TestGateway::start(&config).await;
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme")
+        .header("prefer", "respond-async")
+        .json(&chat("default hook"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = until_final(&c, &gw.url(""), &id, Some("sk-acme")).await;
+    assert_eq!(v["callback_url"], hooks.url.as_str());
+    until(Duration::from_secs(20), "the tenant's webhook", || async {
+        (hooks.by_id().get(&format!("msg_{id}")) == Some(&1)).then_some(())
+    })
+    .await;
+
+    // Jobs live in Redis or nowhere: with Redis gone, a new job is a 503.
+    redis.kill();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme")
+        .header("prefer", "respond-async")
+        .json(&chat("no redis"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("unavailable"));
+}
