@@ -1,5 +1,7 @@
 //! The cost of policy decisions: each reference plugin alone, and the four
-//! together as one request pays for them (fresh instances every call).
+//! together as one request pays for them (fresh instances every call); and
+//! the semantic plugin's `accept` with its structural guards on and off,
+//! for a short prompt and a long one (the guards' cost inside Wasm).
 //!
 //! `cargo bench -p sluice --bench policy`
 //!
@@ -13,7 +15,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use sluice::plugin::{EngineSettings, LoadOptions, Plugin, PluginRuntime};
 use sluice::policy::Slot;
-use sluice::policy::{Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, Usage};
+use sluice::policy::{
+    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, SemanticCandidate, Usage,
+};
 use sluice::state::State;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,10 +93,14 @@ struct Set {
 }
 
 async fn load(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
+    load_with(runtime, kind, json!({})).await
+}
+
+async fn load_with(runtime: &PluginRuntime, kind: Slot, config: serde_json::Value) -> Arc<Plugin> {
     let wasm = sluice::plugin::builtin::builtin(kind).expect("builtin plugin");
     let mut opts = LoadOptions::new(kind);
     opts.require = vec![kind];
-    opts.config = json!({});
+    opts.config = config;
     // Generous: a benchmark on a shared machine must not trip the deadline
     // when the scheduler parks it; it measures cost, not limits.
     opts.limits.deadline = Duration::from_secs(1);
@@ -196,6 +204,47 @@ fn policy(c: &mut Criterion) {
             })
         })
     });
+    g.finish();
+
+    // The semantic plugin's accept: the guards compare the request's last
+    // user message with the candidate's prompt. A 90-character pair, and
+    // one of 40 times that (3,600 characters).
+    let unguarded = rt.block_on(load_with(
+        &runtime,
+        Slot::Semantic,
+        json!({"guards": false}),
+    ));
+    let asked = "And how many people live there, roughly, in 2024? Please give a round number.";
+    let stored =
+        "And how many people live in Lisbon, roughly, in 2024? Please give a round number.";
+    let long = |s: &str| std::iter::repeat_n(s, 40).collect::<Vec<_>>().join(" ");
+    let mut g = c.benchmark_group("semantic-accept");
+    for (size, asked, stored) in [
+        ("short", asked.to_owned(), stored.to_owned()),
+        ("long", long(asked), long(stored)),
+    ] {
+        let mut req = request();
+        if let Some(last) = req.messages.last_mut() {
+            last.text = asked;
+        }
+        let candidate = SemanticCandidate {
+            score: 0.95,
+            prompt: stored,
+            age_seconds: 10,
+        };
+        for (guards, plugin) in [("guards", &set.semantic), ("no guards", &unguarded)] {
+            g.bench_function(format!("{size}, {guards}"), |b| {
+                b.iter_custom(|iters| {
+                    cpu_time(&rt, iters, || async {
+                        plugin
+                            .semantic_accept(&req, &candidate)
+                            .await
+                            .expect("accept");
+                    })
+                })
+            });
+        }
+    }
     g.finish();
 }
 

@@ -66,12 +66,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = crate::listener::Limits::admin(&gw.config.server);
+    let stats = gw.connections.admin.clone();
     let mut app = router(gw.clone()).unwrap_or_default();
     if gw.config.server.metrics_on_admin_listen {
         app = app.merge(crate::scrape::router(gw));
     }
     let app = app.fallback(not_found);
-    crate::listener::serve(listener, app, limits, shutdown).await
+    crate::listener::serve(listener, app, limits, stats, shutdown).await
 }
 
 async fn not_found() -> Response {

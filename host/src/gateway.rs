@@ -33,6 +33,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// What the API and admin listeners count about their connections.
+    pub connections: crate::listener::ListenerStats,
     /// The job queue, when `[jobs]` is enabled (workers start with
     /// [`crate::job_runner::spawn_workers`]).
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
@@ -98,6 +100,7 @@ impl Gateway {
             upstreams,
             retry_budget,
             metrics,
+            connections: Default::default(),
             jobs,
         }))
     }

@@ -55,6 +55,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     if let Some(edge) = gw.state.edge_stats() {
         gw.metrics.sync_edge(&edge);
     }
+    gw.metrics.sync_connections(&gw.connections);
     let mut text = gw.metrics.encode();
     // The reload counters live in their own registry: splice them in
     // before the OpenMetrics terminator.

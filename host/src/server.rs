@@ -63,7 +63,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = Limits::api(&gw.config.server);
-    crate::listener::serve(listener, router(gw), limits, shutdown).await
+    let stats = gw.connections.api.clone();
+    crate::listener::serve(listener, router(gw), limits, stats, shutdown).await
 }
 
 /// The client address: the socket peer, or the first `x-forwarded-for` hop

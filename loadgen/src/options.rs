@@ -123,6 +123,9 @@ pub struct BenchOptions {
     /// Make every prompt unique (cache misses); otherwise every request is the
     /// same (cache hits after the first).
     pub unique: bool,
+    /// Give every request a system prompt of its own (a semantic-cache
+    /// namespace of its own, and a cache miss); the user prompt stays.
+    pub unique_system: bool,
     /// Sent as `Authorization: Bearer <token>`.
     pub bearer: Option<String>,
     /// A request not complete after this long counts as a `timeout` error.
@@ -145,6 +148,7 @@ impl Default for BenchOptions {
             max_tokens: Some(16),
             stream: false,
             unique: false,
+            unique_system: false,
             bearer: None,
             timeout: Duration::from_secs(10),
         }

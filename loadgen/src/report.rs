@@ -238,7 +238,7 @@ impl Settings {
             requests: o.requests,
             model: o.model.clone(),
             stream: o.stream,
-            unique: o.unique,
+            unique: o.unique || o.unique_system,
         }
     }
 }

@@ -152,7 +152,7 @@ const MARKER: &str = "@@sluice-bench-unique@@";
 #[derive(Serialize)]
 struct ChatBody<'a> {
     model: &'a str,
-    messages: [ChatMessage<'a>; 1],
+    messages: &'a [ChatMessage<'a>],
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
@@ -166,25 +166,44 @@ struct ChatMessage<'a> {
 
 impl BodyTemplate {
     fn new(opts: &BenchOptions) -> Self {
-        let content = if opts.unique {
+        let content = if opts.unique && !opts.unique_system {
             format!("{}{MARKER}", opts.prompt)
         } else {
             opts.prompt.clone()
         };
+        let system = format!("You are assistant {MARKER}.");
+        let user = ChatMessage {
+            role: "user",
+            content: &content,
+        };
+        let messages = if opts.unique_system {
+            vec![
+                ChatMessage {
+                    role: "system",
+                    content: &system,
+                },
+                user,
+            ]
+        } else {
+            vec![user]
+        };
         let body = ChatBody {
             model: &opts.model,
-            messages: [ChatMessage {
-                role: "user",
-                content: &content,
-            }],
+            messages: &messages,
             stream: opts.stream,
             max_tokens: opts.max_tokens,
         };
         // Serialising plain strings and numbers cannot fail.
         let json = serde_json::to_string(&body).unwrap_or_default();
-        // The marker is the last thing in the content, so search from the end
-        // in case the prompt itself contains it.
-        match (opts.unique, json.rfind(MARKER)) {
+        // The marker is the last thing in the content (or in the system
+        // prompt, before the user's), so search from the end in case the
+        // prompt itself contains it.
+        let at = if opts.unique_system {
+            json.find(MARKER)
+        } else {
+            json.rfind(MARKER)
+        };
+        match (opts.unique || opts.unique_system, at) {
             (true, Some(at)) => BodyTemplate::Unique {
                 head: Bytes::copy_from_slice(&json.as_bytes()[..at]),
                 tail: Bytes::copy_from_slice(&json.as_bytes()[at + MARKER.len()..]),
@@ -257,5 +276,29 @@ mod tests {
         assert!(ca.ends_with("-1]") && cb.ends_with("-2]"));
         assert!(a.get("max_tokens").is_none());
         assert_eq!(a["stream"], false);
+    }
+
+    #[test]
+    fn unique_system_prompts_differ_and_the_user_prompt_stays() {
+        let opts = BenchOptions {
+            prompt: format!("same {MARKER} question"),
+            unique_system: true,
+            ..BenchOptions::default()
+        };
+        let t = BodyTemplate::new(&opts);
+        let (a, b) = (parse(&t.for_request(1)), parse(&t.for_request(2)));
+        assert_eq!(a["messages"][0]["role"], "system");
+        assert_ne!(a["messages"][0]["content"], b["messages"][0]["content"]);
+        assert!(
+            a["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .ends_with("-1].")
+        );
+        assert_eq!(a["messages"][1], b["messages"][1]);
+        assert_eq!(
+            a["messages"][1]["content"],
+            format!("same {MARKER} question")
+        );
     }
 }

@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// A different prompt on every request (cache misses).
     #[arg(long)]
     pub unique: bool,
+    /// A different system prompt on every request (each its own
+    /// semantic-cache namespace, and a cache miss).
+    #[arg(long)]
+    pub unique_system: bool,
     /// Bearer token sent with every request.
     #[arg(long, env = "SLUICE_BENCH_TOKEN", hide_env_values = true)]
     pub bearer: Option<String>,
@@ -103,6 +107,7 @@ impl BenchArgs {
             max_tokens: (self.max_tokens > 0).then_some(self.max_tokens),
             stream: self.stream,
             unique: self.unique,
+            unique_system: self.unique_system,
             bearer: self.bearer.clone(),
             timeout: self.timeout,
         }

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// A keep-alive connection with no request in flight for this long is
     /// closed (a response being streamed is in flight: never cut).
     pub idle_timeout_ms: u64,
+    /// A response write that makes no progress for this long (the client
+    /// stopped reading) closes the connection (a stall timeout, per write,
+    /// as nginx's `send_timeout`).
+    pub write_stall_timeout_ms: u64,
     /// Open client connections per listener; past it a new connection
     /// gets a 503 and is closed. Lowered at start to what the open-file
     /// limit allows.
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            write_stall_timeout_ms: 30_000,
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 32 * 1024,
@@ -155,6 +160,11 @@ impl ServerConfig {
     /// [`Self::idle_timeout_ms`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// [`Self::write_stall_timeout_ms`] as a duration.
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
     }
 }
 
@@ -484,7 +494,7 @@ pub enum EmbedderKind {
 }
 
 /// `[semantic]`: the semantic cache.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SemanticConfig {
     pub enabled: bool,
@@ -506,6 +516,13 @@ pub struct SemanticConfig {
     /// Namespaces kept in memory at once; the least recently used is
     /// dropped to make room.
     pub max_namespaces: u32,
+    /// A client re-sending the exact request this many seconds or less
+    /// after it was answered by a semantic hit contradicts that hit (the
+    /// entry then requires a higher score); 0: only the explicit
+    /// `x-sluice-semantic-feedback: wrong` header does.
+    pub reask_window_seconds: u64,
+    /// How far above a contradicted score an entry's requirement rises.
+    pub learn_margin: f32,
 }
 
 impl Default for SemanticConfig {
@@ -519,6 +536,8 @@ impl Default for SemanticConfig {
             dimensions: None,
             max_bytes: 64 * MIB,
             max_namespaces: 4096,
+            reask_window_seconds: 120,
+            learn_margin: 0.01,
         }
     }
 }

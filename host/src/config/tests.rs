@@ -77,6 +77,8 @@ fn an_empty_file_is_the_documented_defaults() {
     assert_eq!(c.semantic.embedder, EmbedderKind::Openai);
     assert_eq!(c.semantic.max_bytes, 64 * 1024 * 1024);
     assert_eq!(c.semantic.max_namespaces, 4096);
+    assert_eq!(c.semantic.reask_window_seconds, 120);
+    assert_eq!(c.semantic.learn_margin, 0.01);
     for (_, slot) in c.plugins.iter() {
         assert_eq!(slot.source, PluginSource::Builtin);
         assert_eq!(slot.failure, FailurePolicy::FailOpen);
@@ -467,6 +469,7 @@ fn server_rules() {
         "header_read_timeout_ms",
         "body_read_timeout_ms",
         "idle_timeout_ms",
+        "write_stall_timeout_ms",
         "max_connections",
         "max_headers",
     ] {
@@ -654,6 +657,11 @@ fn state_semantic_and_telemetry_rules() {
         "[semantic]\nmax_bytes = 1048576\nmax_namespaces = 2000",
         "semantic.max_namespaces",
         "one per KiB: 1024",
+    );
+    assert_error_at(
+        "[semantic]\nlearn_margin = 1.5",
+        "semantic.learn_margin",
+        "between 0 and 1",
     );
     assert_error_at(
         "[telemetry]\nlog_level = \"sluice=loud\"",

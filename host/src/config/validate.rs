@@ -75,6 +75,7 @@ fn server(c: &Config) -> Check {
     positive("server.header_read_timeout_ms", s.header_read_timeout_ms)?;
     positive("server.body_read_timeout_ms", s.body_read_timeout_ms)?;
     positive("server.idle_timeout_ms", s.idle_timeout_ms)?;
+    positive("server.write_stall_timeout_ms", s.write_stall_timeout_ms)?;
     positive("server.max_connections", s.max_connections as u64)?;
     positive("server.max_headers", s.max_headers as u64)?;
     if s.max_header_bytes < super::MIN_HEADER_BYTES {
@@ -287,6 +288,12 @@ fn semantic(c: &Config) -> Check {
         );
     }
     positive("semantic.max_namespaces", s.max_namespaces.into())?;
+    if !(0.0..=1.0).contains(&s.learn_margin) {
+        return fail(
+            "semantic.learn_margin",
+            format!("{} must be between 0 and 1", s.learn_margin),
+        );
+    }
     // Each namespace needs room for its table slot and its mirror.
     if u64::from(s.max_namespaces) > s.max_bytes / 1024 {
         return fail(

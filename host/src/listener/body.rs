@@ -3,6 +3,7 @@
 
 use std::error::Error;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
 
+use super::stall::StallTimer;
+use super::stats::{ConnectionEvent, ConnectionStats};
 use crate::error::GatewayError;
 
 /// Why a request body could not be read.
@@ -104,19 +106,17 @@ struct Stalled(Duration);
 /// body, and restarts with each frame.
 pub(super) struct StallTimeout<B> {
     inner: B,
-    timeout: Duration,
-    /// Created on the first wait and reset after; `armed` while waiting.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    stall: StallTimer,
+    /// Counts the stall.
+    stats: Arc<ConnectionStats>,
 }
 
 impl<B> StallTimeout<B> {
-    pub(super) fn new(inner: B, timeout: Duration) -> Self {
+    pub(super) fn new(inner: B, timeout: Duration, stats: Arc<ConnectionStats>) -> Self {
         StallTimeout {
             inner,
-            timeout,
-            timer: None,
-            armed: false,
+            stall: StallTimer::new(timeout),
+            stats,
         }
     }
 }
@@ -135,19 +135,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.armed = false;
+            this.stall.progressed();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let deadline = Instant::now() + this.timeout;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.armed {
-            timer.as_mut().reset(deadline);
-            this.armed = true;
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.timeout))))),
+        match this.stall.poll_stalled(cx) {
+            Poll::Ready(()) => {
+                this.stats.record(ConnectionEvent::BodyStall);
+                Poll::Ready(Some(Err(Box::new(Stalled(this.stall.timeout())))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

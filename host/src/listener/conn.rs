@@ -25,6 +25,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::body::StallTimeout;
+use super::stall::StallTimer;
+use super::stats::{ConnectionEvent, ConnectionStats};
 
 // A lingering close reads and discards for at most LINGER_TIME, and stops
 // sooner after LINGER_IDLE without a byte or after LINGER_BYTES.
@@ -42,18 +44,22 @@ pub(super) async fn serve(
     mut stopping: watch::Receiver<bool>,
     alive: watch::Receiver<()>,
 ) {
+    let _open = shared.stats.opened();
     let state = Arc::new(ConnState::new());
     let io = TokioIo::new(Conn {
         stream: Some(stream),
         state: state.clone(),
         read_eof: false,
         slot: Some(slot),
+        write_stall: StallTimer::new(shared.limits.write_stall_timeout),
+        stats: shared.stats.clone(),
     });
     let service = ConnService {
         app: TowerToHyperService::new(shared.app.clone()),
         peer,
         state: state.clone(),
         body_timeout: shared.limits.body_read_timeout,
+        stats: shared.stats.clone(),
     };
     let conn = shared.builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -78,9 +84,11 @@ pub(super) async fn serve(
             expired = state.expired(&shared.limits), if !closing_armed => match expired {
                 Expiry::Head => {
                     tracing::debug!(%peer, "request head not received in time; closing");
+                    shared.stats.record(ConnectionEvent::HeadTimeout);
                     break;
                 }
                 Expiry::Idle => {
+                    shared.stats.record(ConnectionEvent::IdleClosed);
                     conn.as_mut().graceful_shutdown();
                     closing.as_mut().reset(Instant::now() + shared.limits.header_read_timeout);
                     closing_armed = true;
@@ -208,6 +216,7 @@ struct ConnService {
     peer: SocketAddr,
     state: Arc<ConnState>,
     body_timeout: Duration,
+    stats: Arc<ConnectionStats>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -220,7 +229,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let in_flight = InFlight(self.state.clone());
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
-        let body = Body::new(StallTimeout::new(body, self.body_timeout));
+        let body = Body::new(StallTimeout::new(
+            body,
+            self.body_timeout,
+            self.stats.clone(),
+        ));
         let response = self.app.call(Request::from_parts(parts, body));
         Box::pin(async move {
             let response = response.await?;
@@ -269,6 +282,10 @@ struct Conn {
     /// The connection's place under `max_connections`, held through the
     /// linger.
     slot: Option<OwnedSemaphorePermit>,
+    /// Fails a write that waits `write_stall_timeout` for the client to
+    /// read.
+    write_stall: StallTimer,
+    stats: Arc<ConnectionStats>,
 }
 
 impl Conn {
@@ -276,6 +293,31 @@ impl Conn {
         match self.stream.as_mut() {
             Some(s) => Ok(Pin::new(s)),
             None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Runs `write` on the socket under the write stall timeout: a write
+    /// that stays pending that long fails with `TimedOut`, which ends the
+    /// connection.
+    fn poll_write_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let written = write(self.stream()?, cx);
+        if written.is_ready() {
+            self.write_stall.progressed();
+            return written;
+        }
+        match self.write_stall.poll_stalled(cx) {
+            Poll::Ready(()) => {
+                self.stats.record(ConnectionEvent::WriteStall);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read nothing for server.write_stall_timeout_ms",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -307,7 +349,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stream()?.poll_write(cx, buf)
+        self.get_mut()
+            .poll_write_with(cx, |stream, cx| stream.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -315,7 +358,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stream()?.poll_write_vectored(cx, bufs)
+        self.get_mut()
+            .poll_write_with(cx, |stream, cx| stream.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,6 +12,8 @@
 //!   response is in flight until its last byte) is closed after this long.
 //! - `body_read_timeout_ms`: a request body that makes no progress for this
 //!   long fails to read ([`read_body`] turns that into a 408).
+//! - `write_stall_timeout_ms`: a response write that makes no progress for
+//!   this long (a client that stopped reading) closes the connection.
 //! - `max_headers` and `max_header_bytes`: larger heads get 431 from hyper.
 //! - After an early answer (a 413 before the body is read, a 408), the rest
 //!   of the request is read and discarded for a bounded time before the
@@ -24,6 +26,8 @@
 mod body;
 mod conn;
 mod refuse;
+mod stall;
+mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +43,8 @@ use crate::config::ServerConfig;
 use crate::policy::Route;
 
 pub use body::{BodyError, read_body};
+use stats::ConnectionEvent;
+pub use stats::{ConnectionCounts, ConnectionStats, ListenerStats};
 
 /// Connections the admin listener holds at most (it has few clients; a
 /// flood on it cannot take descriptors from the API listener).
@@ -56,6 +62,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub write_stall_timeout: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
@@ -68,6 +75,7 @@ impl Limits {
             header_read_timeout: s.header_read_timeout(),
             body_read_timeout: s.body_read_timeout(),
             idle_timeout: s.idle_timeout(),
+            write_stall_timeout: s.write_stall_timeout(),
             max_connections: s.max_connections,
             max_headers: s.max_headers,
             max_header_bytes: s.max_header_bytes,
@@ -98,16 +106,19 @@ struct Shared {
     app: Router,
     limits: Limits,
     builder: Builder<TokioExecutor>,
+    stats: Arc<ConnectionStats>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for the connections' in-flight requests (streams
 /// included) to finish. Handlers see the peer as
-/// `ConnectInfo<SocketAddr>`.
+/// `ConnectInfo<SocketAddr>`; what happens to connections is counted in
+/// `stats`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     mut limits: Limits,
+    stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Some(capacity) = fd_capacity()
@@ -125,6 +136,7 @@ pub async fn serve(
         app,
         builder: builder(&limits),
         limits,
+        stats,
     });
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING));
@@ -157,9 +169,12 @@ pub async fn serve(
                 alive_rx.clone(),
             ));
         } else if let Ok(slot) = refusing.clone().try_acquire_owned() {
+            shared.stats.record(ConnectionEvent::Refused);
             tokio::spawn(refuse::refuse(stream, shared.limits.max_connections, slot));
+        } else {
+            // Closed unanswered.
+            shared.stats.record(ConnectionEvent::Dropped);
         }
-        // else: dropped, closing it unanswered.
     }
     drop(listener);
     let _ = stopping_tx.send(true);

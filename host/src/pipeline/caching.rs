@@ -18,12 +18,23 @@ use crate::telemetry::CacheOutcome;
 struct Directives {
     no_cache: bool,
     no_store: bool,
+    /// `x-sluice-semantic-feedback: wrong`: the semantic answer this
+    /// request got before was wrong.
+    semantic_wrong: bool,
 }
+
+/// The header a client sends, repeating a request, to say the semantic
+/// answer it got was wrong (value `wrong`).
+pub const SEMANTIC_FEEDBACK_HEADER: &str = "x-sluice-semantic-feedback";
 
 fn directives(headers: &HeaderMap) -> Directives {
     let mut d = Directives {
         no_cache: false,
         no_store: false,
+        semantic_wrong: headers
+            .get(SEMANTIC_FEEDBACK_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("wrong")),
     };
     for value in headers.get_all(http::header::CACHE_CONTROL) {
         for token in value.to_str().unwrap_or("").split(',') {
@@ -72,6 +83,7 @@ pub async fn derive_key(
     ctx.cache = CacheOutcome::Miss;
     // no-cache skips the lookup but still stores the fresh answer.
     ctx.no_cache = d.no_cache;
+    ctx.semantic_wrong = d.semantic_wrong;
     Ok(())
 }
 

@@ -70,6 +70,9 @@ pub struct RequestCtx {
     pub no_cache: bool,
     /// The client sent `cache-control: no-store` (skip storing).
     pub no_store: bool,
+    /// The client said the semantic answer it got for this request before
+    /// was wrong (`x-sluice-semantic-feedback: wrong`).
+    pub semantic_wrong: bool,
     /// What storing a semantic miss's answer needs (set by [`semantic::lookup`]).
     pub semantic: Option<store::SemanticPending>,
     /// This request's roles when it leads a coalesced call.
@@ -98,6 +101,7 @@ impl RequestCtx {
             cache_key: None,
             no_cache: false,
             no_store: false,
+            semantic_wrong: false,
             semantic: None,
             coalescing: Coalescing::default(),
             attempts: 0,

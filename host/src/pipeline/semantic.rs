@@ -5,6 +5,10 @@
 //! The semantic cache only ever helps: an embedder error or a state error
 //! skips it (logged) and the request goes upstream; a plugin error does the
 //! same unless the slot is configured fail-closed.
+//!
+//! A request that contradicts an earlier semantic hit (the client says it
+//! was wrong, or re-asks; see [`crate::semantic::learn`]) goes upstream and
+//! raises the score that hit's entry requires.
 
 use std::sync::Arc;
 
@@ -16,7 +20,8 @@ use super::{RequestCtx, respond};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::policy::{SemanticCandidate, Slot};
-use crate::semantic::{IndexKey, NEAR_MISS_BAND};
+use crate::semantic::learn::Asked;
+use crate::semantic::{IndexKey, NEAR_MISS_BAND, Served};
 use crate::telemetry::CacheOutcome;
 
 /// Answers from the semantic index when the plugin accepts the nearest
@@ -48,6 +53,10 @@ pub(super) async fn lookup(
         }
     };
     let key = IndexKey::new(&ctx.caller.tenant, &probe.namespace);
+    let asked = ctx.cache_key.as_ref().map(|(exact, _)| Asked {
+        exact: *exact,
+        streaming: ctx.policy.streaming,
+    });
     if !ctx.no_store {
         ctx.semantic = Some(SemanticPending {
             cache: cache.clone(),
@@ -56,7 +65,15 @@ pub(super) async fn lookup(
             vector: vector.clone(),
         });
     }
-    if ctx.no_cache {
+    // A re-ask of a request this node answered from the semantic cache
+    // contradicts that answer.
+    if let Some(asked) = asked
+        && let Some(served) = cache.recent().reasked(&key, asked)
+    {
+        cache.contradict(&key, &served, "reask").await;
+        return Ok(None);
+    }
+    if ctx.no_cache && !ctx.semantic_wrong {
         return Ok(None);
     }
     let hit = match cache.index().search(&key, &vector).await {
@@ -86,14 +103,30 @@ pub(super) async fn lookup(
         Ok(false) => return Ok(None),
         Err(e) => return super::plugin_failed(gw, Slot::Semantic, &e).map(|()| None),
     }
-    let answer = match cache.index().answer(&key, hit.seq).await {
-        Ok(Some(a)) if a.route == ctx.route => a,
+    // The client says this answer was wrong: the entry learns, and the
+    // request goes upstream.
+    if ctx.semantic_wrong {
+        cache.contradict(&key, &hit, "feedback").await;
+        return Ok(None);
+    }
+    let answer = match cache.index().answer_for(&key, &hit).await {
+        Ok(Served::Answer(a)) if a.route == ctx.route => a,
+        Ok(Served::Distrusted { required }) => {
+            tracing::debug!(id = %ctx.id, score = hit.score, required, "semantic entry distrusted");
+            if let Some(m) = cache.metrics() {
+                m.semantic_distrusted();
+            }
+            return Ok(None);
+        }
         Ok(_) => return Ok(None),
         Err(e) => {
             tracing::warn!(id = %ctx.id, error = %e, "semantic answer unavailable");
             return Ok(None);
         }
     };
+    if let Some(asked) = asked {
+        cache.recent().served(&key, asked, &hit);
+    }
     // A hit is not stored again.
     ctx.semantic = None;
     let mut response = respond::replay(gw, ctx, Arc::new(answer), CacheOutcome::SemanticHit);

@@ -5,7 +5,9 @@
 //! of tenant and plugin namespace, so tenants never share entries):
 //! - `{h}:seq`: a counter; each stored entry takes the next number;
 //! - `{h}:a:{seq}`: the answer ([`Answer::encode`]), written first;
-//! - `{h}:v:{seq}`: the vector, prompt and times ([`encode_entry`]).
+//! - `{h}:v:{seq}`: the vector, prompt and times ([`encode_entry`]);
+//! - `{h}:t:{seq}`: once the entry was served and contradicted, the score a
+//!   candidate must now beat to be answered by it ([`SemanticIndex::contradict`]).
 //!
 //! Every entry expires with its TTL. The counter is an append log: a node
 //! that sees it move reads the new entries, so nodes converge within
@@ -107,7 +109,23 @@ pub struct Hit {
     pub score: f32,
     pub prompt: String,
     pub stored_at_ms: u64,
+    pub expires_ms: u64,
 }
+
+/// What entry `seq` may answer, from [`SemanticIndex::answer_for`].
+#[derive(Debug)]
+pub enum Served {
+    /// The stored answer: the hit's score beats what the entry requires.
+    Answer(Answer),
+    /// The entry was contradicted before; it now requires a score above
+    /// `required`, which this hit does not reach.
+    Distrusted { required: f32 },
+    /// The entry or its answer is gone.
+    Gone,
+}
+
+/// Bytes a contradicted entry's `t:` value takes.
+const REQUIRED_SCORE_BYTES: usize = 4;
 
 /// An entry as stored under `{h}:v:{seq}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +172,11 @@ pub fn decode_entry(bytes: &[u8]) -> Option<Entry> {
         stored_at_ms,
         expires_ms,
     })
+}
+
+/// A `t:` value: a little-endian f32.
+fn decode_score(bytes: &[u8]) -> Option<f32> {
+    Some(f32::from_le_bytes(bytes.try_into().ok()?)).filter(|s| s.is_finite())
 }
 
 fn now_ms() -> u64 {
@@ -310,6 +333,50 @@ impl SemanticIndex {
             .and_then(|(answer, left)| left.map(|_| answer)))
     }
 
+    /// The answer `hit`'s entry may give: read together with the score the
+    /// entry requires since it was last contradicted (both reads in one
+    /// round trip to a shared state).
+    pub async fn answer_for(&self, key: &IndexKey, hit: &Hit) -> Result<Served, StateError> {
+        let required_key = key.key(&format!("t:{}", hit.seq));
+        let (answer, required) = tokio::join!(
+            self.answer(key, hit.seq),
+            self.inner.state.get(STATE_NS, &required_key)
+        );
+        if let Some(required) = required?.as_deref().and_then(decode_score)
+            && hit.score <= required
+        {
+            return Ok(Served::Distrusted { required });
+        }
+        Ok(answer?.map_or(Served::Gone, Served::Answer))
+    }
+
+    /// `hit`'s entry answered a prompt it should not have (a client said
+    /// so): from now on it answers only candidates scoring above
+    /// `hit.score + margin` (at most 1, where only the same text is
+    /// answered). Raises, never lowers, what it required before; lives as
+    /// long as the entry. Returns the new requirement.
+    pub async fn contradict(
+        &self,
+        key: &IndexKey,
+        hit: &Hit,
+        margin: f32,
+    ) -> Result<f32, StateError> {
+        let state = &self.inner.state;
+        let required_key = key.key(&format!("t:{}", hit.seq));
+        let before = state
+            .get(STATE_NS, &required_key)
+            .await?
+            .as_deref()
+            .and_then(decode_score)
+            .unwrap_or(f32::NEG_INFINITY);
+        let required = (hit.score + margin).min(1.0).max(before);
+        let left = Duration::from_millis(hit.expires_ms.saturating_sub(now_ms()).max(1000));
+        state
+            .set(STATE_NS, &required_key, &required.to_le_bytes(), Some(left))
+            .await?;
+        Ok(required)
+    }
+
     /// Appends an entry; returns its sequence number. Evicts the entry that
     /// falls out of the size bound.
     pub async fn insert(
@@ -333,7 +400,9 @@ impl SemanticIndex {
         };
         // The answer first: a node that reads the entry finds its answer.
         let (answer, encoded) = (answer.encode(ttl), encode_entry(&entry));
-        let held = inner.held(encoded.len()) + inner.held(answer.len());
+        // Room for a `t:` value too, should the entry be contradicted.
+        let held =
+            inner.held(encoded.len()) + inner.held(answer.len()) + inner.held(REQUIRED_SCORE_BYTES);
         state
             .set(STATE_NS, &key.key(&format!("a:{seq}")), &answer, Some(ttl))
             .await?;
@@ -465,7 +534,7 @@ impl Inner {
     /// removes them anyway).
     async fn delete_entries(&self, key: &IndexKey, seqs: &[u64]) {
         for seq in seqs {
-            for kind in ["v", "a"] {
+            for kind in ["v", "a", "t"] {
                 let _ = self
                     .state
                     .delete(STATE_NS, &key.key(&format!("{kind}:{seq}")))

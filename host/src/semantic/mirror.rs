@@ -201,6 +201,7 @@ impl Mirror {
             score: best.score,
             prompt: m.prompt.to_string(),
             stored_at_ms: m.stored_at_ms,
+            expires_ms: m.expires_ms,
         })
     }
 }

@@ -10,6 +10,7 @@
 pub mod embed;
 pub mod hnsw;
 pub mod index;
+pub mod learn;
 mod mirror;
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::telemetry::Metrics;
 use crate::upstream::Upstreams;
 
 pub use embed::{Cached, EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
-pub use index::{Hit, IndexKey, IndexSettings, IndexStats, SemanticIndex};
+pub use index::{Hit, IndexKey, IndexSettings, IndexStats, SemanticIndex, Served};
+pub use learn::RecentHits;
 
 /// The share of `[semantic] max_bytes` that remembers recent embeddings
 /// (one part in this many); the index has the rest.
@@ -31,11 +33,35 @@ pub const NEAR_MISS_BAND: f32 = 0.05;
 /// Deadline of one `openai` embedding call.
 const EMBED_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An embedder plus the index, with their metrics.
+/// An embedder plus the index, with their metrics, and what this node
+/// remembers to learn from contradicted hits ([`learn`]).
 pub struct SemanticCache {
     embedder: Cached,
     index: SemanticIndex,
     metrics: Option<Arc<Metrics>>,
+    recent: RecentHits,
+    learn_margin: f32,
+}
+
+/// How entries learn from contradicted hits (`[semantic]`'s
+/// `reask_window_seconds` and `learn_margin`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnSettings {
+    /// A re-ask of the exact request this soon after a semantic hit
+    /// contradicts it; zero: only explicit feedback does.
+    pub reask_window: Duration,
+    /// A contradicted entry requires more than the contradicted score plus
+    /// this.
+    pub margin: f32,
+}
+
+impl Default for LearnSettings {
+    fn default() -> Self {
+        LearnSettings {
+            reask_window: Duration::from_secs(120),
+            margin: 0.01,
+        }
+    }
 }
 
 impl SemanticCache {
@@ -47,6 +73,7 @@ impl SemanticCache {
         state: State,
         max_bytes: usize,
         settings: IndexSettings,
+        learn: LearnSettings,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         let embed_bytes = max_bytes / EMBED_CACHE_SHARE;
@@ -58,6 +85,8 @@ impl SemanticCache {
             embedder: Cached::new(embedder, embed_bytes),
             index: SemanticIndex::new(state, settings),
             metrics,
+            recent: RecentHits::new(learn.reask_window),
+            learn_margin: learn.margin,
         }
     }
 
@@ -116,6 +145,10 @@ impl SemanticCache {
                 max_namespaces: s.max_namespaces as usize,
                 ..IndexSettings::default()
             },
+            LearnSettings {
+                reask_window: Duration::from_secs(s.reask_window_seconds),
+                margin: s.learn_margin,
+            },
             metrics,
         ))
     }
@@ -132,6 +165,32 @@ impl SemanticCache {
 
     pub fn index(&self) -> &SemanticIndex {
         &self.index
+    }
+
+    /// This node's recent semantic hits (the re-ask signal).
+    pub fn recent(&self) -> &RecentHits {
+        &self.recent
+    }
+
+    /// Marks `hit`'s entry as having answered wrongly: it now requires a
+    /// higher score ([`SemanticIndex::contradict`]); logged and counted.
+    pub async fn contradict(&self, key: &IndexKey, hit: &Hit, signal: &'static str) {
+        match self.index.contradict(key, hit, self.learn_margin).await {
+            Ok(required) => {
+                tracing::info!(
+                    namespace = key.label(),
+                    entry = hit.seq,
+                    score = hit.score,
+                    required,
+                    signal,
+                    "semantic entry contradicted; it now requires a higher score"
+                );
+                if let Some(m) = &self.metrics {
+                    m.semantic_contradiction();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record a contradicted semantic entry"),
+        }
     }
 
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {

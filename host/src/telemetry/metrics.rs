@@ -154,6 +154,7 @@ pub struct Metrics {
     state_fallbacks: Counter,
     state_degraded: Gauge,
     edge: super::edge::EdgeMetrics,
+    connections: super::connections::ConnectionMetrics,
     coalesced: Counter,
     semantic: SemanticSeries,
     /// Asynchronous jobs and webhooks.
@@ -164,6 +165,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct SemanticSeries {
     near_misses: Counter,
+    contradictions: Counter,
+    distrusted: Counter,
     embed_duration: HistogramFamily<Vec<(String, String)>>,
     index_entries: Gauge,
     index_namespaces: Gauge,
@@ -177,6 +180,18 @@ impl SemanticSeries {
             "semantic_near_misses",
             "Semantic lookups whose best candidate scored just under the threshold",
             near_misses.clone(),
+        );
+        let contradictions = Counter::default();
+        registry.register(
+            "semantic_contradictions",
+            "Semantic hits a client contradicted (feedback header or re-ask); each raises its entry's required score",
+            contradictions.clone(),
+        );
+        let distrusted = Counter::default();
+        registry.register(
+            "semantic_distrusted",
+            "Semantic candidates refused because their entry, once contradicted, requires a higher score",
+            distrusted.clone(),
         );
         let embed_duration: HistogramFamily<Vec<(String, String)>> =
             Family::new_with_constructor(|| Histogram::new(PLUGIN_BUCKETS));
@@ -209,6 +224,8 @@ impl SemanticSeries {
         );
         Self {
             near_misses,
+            contradictions,
+            distrusted,
             embed_duration,
             index_entries,
             index_namespaces,
@@ -446,6 +463,7 @@ impl Metrics {
             state_degraded.clone(),
         );
         let edge = super::edge::EdgeMetrics::register(&mut registry);
+        let connections = super::connections::ConnectionMetrics::register(&mut registry);
         let coalesced = Counter::default();
         registry.register(
             "coalesced_requests",
@@ -472,6 +490,7 @@ impl Metrics {
             plugin_custom,
             state_fallbacks,
             edge,
+            connections,
             state_degraded,
             coalesced,
             semantic,
@@ -524,6 +543,16 @@ impl Metrics {
     /// A semantic lookup's best score fell just under the threshold.
     pub fn semantic_near_miss(&self) {
         self.semantic.near_misses.inc();
+    }
+
+    /// A client contradicted a semantic hit.
+    pub fn semantic_contradiction(&self) {
+        self.semantic.contradictions.inc();
+    }
+
+    /// A semantic candidate refused by its entry's learned requirement.
+    pub fn semantic_distrusted(&self) {
+        self.semantic.distrusted.inc();
     }
 
     /// One prompt embedded by `embedder` in `took`.
@@ -621,6 +650,13 @@ impl Metrics {
     /// Copies a shared state's lease and settle counters in (at scrape time).
     pub fn sync_edge(&self, stats: &crate::state::EdgeStats) {
         self.edge.sync(stats);
+    }
+
+    /// Copies the API and admin listeners' connection counters in (at
+    /// scrape time).
+    pub fn sync_connections(&self, listeners: &crate::listener::ListenerStats) {
+        self.connections.sync("api", &listeners.api.read());
+        self.connections.sync("admin", &listeners.admin.read());
     }
 
     /// One request made `round_trips` Redis round trips on its path.

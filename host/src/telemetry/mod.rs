@@ -5,6 +5,7 @@
 //! small enums ([`ApiRoute`], [`CacheOutcome`], [`UpstreamOutcome`],
 //! [`PluginCallResult`]); provider and tenant labels are config names only.
 
+mod connections;
 mod edge;
 mod jobs;
 mod labels;

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::gateway::{TestGateway, mock, providers};
+use crate::support::scrape::{metrics_text, sample};
 
 const TOKEN: &str = "admin-secret";
 
@@ -142,6 +143,17 @@ async fn slow_heads_neither_delay_others_nor_outlive_the_header_timeout() {
         earliest >= timeout - Duration::from_millis(100),
         "closed after {earliest:?}, before the header timeout"
     );
+    // /metrics counts them per listener.
+    let text = metrics_text(gw.url("/metrics")).await;
+    let head = |listener: &str| {
+        sample(
+            &text,
+            &format!(
+                "sluice_connection_timeouts_total{{listener=\"{listener}\",timeout=\"head\"}}"
+            ),
+        )
+    };
+    assert_eq!((head("api"), head("admin")), (Some(490.0), Some(10.0)));
 }
 
 #[tokio::test]
@@ -180,6 +192,14 @@ async fn a_stalled_body_is_cut_with_a_408_at_the_body_timeout() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "cut after {took:?}"
     );
+    let text = metrics_text(gw.url("/metrics")).await;
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_connection_timeouts_total{listener=\"api\",timeout=\"body\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -206,6 +226,14 @@ async fn idle_connections_close_after_the_idle_timeout_and_long_streams_do_not()
     assert!(
         after >= idle - Duration::from_millis(100),
         "closed after {after:?}"
+    );
+    let text = metrics_text(gw.url("/metrics")).await;
+    assert_eq!(
+        sample(
+            &text,
+            "sluice_connection_timeouts_total{listener=\"api\",timeout=\"idle\"}"
+        ),
+        Some(1.0)
     );
 
     // A stream longer than the idle timeout is not cut, over HTTP/1.1 or
@@ -258,6 +286,43 @@ async fn idle_connections_close_after_the_idle_timeout_and_long_streams_do_not()
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_write_stall_timeout() {
+    let up = mock();
+    let gw = gateway(&up, "write_stall_timeout_ms = 1000").await;
+    // About 9 MB of embeddings: more than the socket buffers hold, so the
+    // gateway's writes wait on a client that reads nothing.
+    let inputs: Vec<String> = (0..120).map(|i| format!("text {i}")).collect();
+    let body = serde_json::to_vec(&json!({
+        "model": "text-embedding-3-small",
+        "input": inputs,
+        "dimensions": 4096,
+    }))
+    .expect("json");
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&body).await.expect("body");
+    let series = "sluice_connection_timeouts_total{listener=\"api\",timeout=\"write\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics_text(gw.url("/metrics")).await;
+        if sample(&text, series) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write stall counted");
+        tokio::time::sleep(POLL).await;
+    }
+    // The connection is gone: what the client can still read ends before
+    // the whole answer.
+    let (bytes, ending) = read_to_close(&mut s, Instant::now() + Duration::from_secs(10)).await;
+    assert_ne!(ending, Ending::Open);
+    assert!(bytes.len() < 8_000_000, "{} bytes arrived", bytes.len());
+}
+
+#[tokio::test]
 async fn past_max_connections_a_connection_gets_a_503_until_one_closes() {
     let up = mock();
     let gw = gateway(&up, "max_connections = 4").await;
@@ -300,6 +365,20 @@ async fn past_max_connections_a_connection_gets_a_503_until_one_closes() {
         assert!(Instant::now() < deadline, "still refused");
         tokio::time::sleep(POLL).await;
     }
+    // /metrics (on a connection freed for it) counts the refusals and the
+    // connections open.
+    drop(open.pop());
+    let text = metrics_text(gw.url("/metrics")).await;
+    let refused = sample(
+        &text,
+        "sluice_connections_total{listener=\"api\",outcome=\"refused\"}",
+    );
+    assert!(refused >= Some(2.0), "{refused:?}");
+    let open_now = sample(&text, "sluice_connections_open{listener=\"api\"}");
+    assert!(
+        open_now >= Some(3.0) && open_now <= Some(4.0),
+        "{open_now:?}"
+    );
 }
 
 #[tokio::test]

@@ -398,3 +398,108 @@ async fn the_local_model_scores_paraphrases_above_unrelated_prompts() {
     assert!(close > 0.8, "paraphrase scored {close}");
     assert!(far < 0.3, "unrelated scored {far}");
 }
+
+/// A near miss of [`ASKED`] scoring about as close as [`REPHRASED`].
+const NEAR_TOO: &str = "what is the capital city of france and why is it really famous";
+/// [`ASKED`] as another client writes it: the same words, the same order.
+const SAME_WORDS: &str = "What is the capital city of France, and why is it famous?";
+
+/// Asks `prompt` as acme on `gw` with extra headers; the cache outcome and
+/// the answer's content.
+async fn outcome(gw: &TestGateway, prompt: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut req = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme")
+        .json(&chat(prompt));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let r = req.send().await.expect("request");
+    assert_eq!(r.status(), 200);
+    let cache = header(&r, "x-sluice-cache").to_owned();
+    let body: Value = r.json().await.expect("json");
+    (cache, content(&body).to_owned())
+}
+
+fn metric(gw: &TestGateway, name: &str) -> f64 {
+    crate::support::scrape::sample(&gw.gw.metrics.encode(), name).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_reasked_semantic_hit_teaches_its_entry_to_refuse_as_close_a_prompt() {
+    let (s1, s2, s3) = (
+        cosine(ASKED, REPHRASED),
+        cosine(ASKED, NEAR_TOO),
+        cosine(ASKED, SAME_WORDS),
+    );
+    // NEAR_TOO is no closer to ASKED than REPHRASED was (within the 0.01
+    // margin), and closer to ASKED than to REPHRASED; SAME_WORDS is closer.
+    assert!(s2 >= THRESHOLD && s2 <= s1 + 0.01, "{s1} {s2}");
+    assert!(s2 > cosine(REPHRASED, NEAR_TOO), "{s2}");
+    assert!(s3 > s1 + 0.01, "{s3}");
+    let up = mock();
+    let gw = TestGateway::start(&format!("{}{}", providers(&up), semantic_toml())).await;
+    assert_eq!(outcome(&gw, ASKED, &[]).await.0, "miss");
+    wait_indexed(&gw, 1).await;
+    let answer_to_asked = format!("mock answer to: {ASKED}");
+    assert_eq!(
+        outcome(&gw, REPHRASED, &[]).await,
+        ("semantic-hit".to_owned(), answer_to_asked.clone())
+    );
+    // The client asks the very same thing again: that answer was not what
+    // it wanted. This one goes upstream, and the entry learns.
+    assert_eq!(
+        outcome(&gw, REPHRASED, &[]).await,
+        ("miss".to_owned(), format!("mock answer to: {REPHRASED}"))
+    );
+    assert_eq!(metric(&gw, "sluice_semantic_contradictions_total"), 1.0);
+    wait_indexed(&gw, 2).await;
+    // Before, NEAR_TOO was a semantic hit on ASKED's entry (its score is
+    // over the threshold); now the entry wants more.
+    assert_eq!(outcome(&gw, NEAR_TOO, &[]).await.0, "miss");
+    assert_eq!(metric(&gw, "sluice_semantic_distrusted_total"), 1.0);
+    // A closer prompt is still answered by it.
+    assert_eq!(
+        outcome(&gw, SAME_WORDS, &[]).await,
+        ("semantic-hit".to_owned(), answer_to_asked)
+    );
+}
+
+#[tokio::test]
+async fn explicit_feedback_on_one_node_is_learned_by_every_node() {
+    let redis = RedisServer::start();
+    let up = mock();
+    let config = format!(
+        "{}{}\n[state]\nkind = \"redis\"\nurl = \"{}\"\non_error = \"fail-closed\"\nop_timeout_ms = 2000\n",
+        providers(&up),
+        semantic_toml().replace(
+            "dimensions = 256",
+            "dimensions = 256\nreask_window_seconds = 0"
+        ),
+        redis.url()
+    );
+    let a = TestGateway::start(&config).await;
+    let b = TestGateway::start(&config).await;
+    assert_eq!(outcome(&a, ASKED, &[]).await.0, "miss");
+    wait_indexed(&a, 1).await;
+    assert_eq!(outcome(&b, NEAR_TOO, &[]).await.0, "semantic-hit");
+    // Re-asking is no signal with the window off …
+    assert_eq!(outcome(&b, NEAR_TOO, &[]).await.0, "semantic-hit");
+    // … the feedback header is, on any node.
+    let wrong = [("x-sluice-semantic-feedback", "wrong")];
+    assert_eq!(
+        outcome(&a, NEAR_TOO, &wrong).await,
+        ("miss".to_owned(), format!("mock answer to: {NEAR_TOO}"))
+    );
+    assert_eq!(metric(&a, "sluice_semantic_contradictions_total"), 1.0);
+    // Node b now refuses REPHRASED, as close to ASKED as NEAR_TOO was, but
+    // not the closer SAME_WORDS.
+    assert_eq!(outcome(&b, REPHRASED, &[]).await.0, "miss");
+    assert_eq!(
+        outcome(&b, SAME_WORDS, &[]).await,
+        (
+            "semantic-hit".to_owned(),
+            format!("mock answer to: {ASKED}")
+        )
+    );
+}
