@@ -56,6 +56,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/releases", get(book))
             .route("/admin/spend", get(spend))
             .merge(crate::keys::routes())
+            .merge(crate::job_runner::routes::admin())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),
     )

@@ -40,6 +40,9 @@ pub struct Gateway {
     pub spend: crate::spend::Spend,
     /// Virtual keys made at run time (`/admin/keys`), this node's table.
     pub keys: Arc<VirtualKeys>,
+    /// The job queue, when `[jobs]` is enabled (workers start with
+    /// [`crate::job_runner::spawn_workers`]).
+    pub jobs: Option<Arc<crate::jobs::Jobs>>,
 }
 
 impl Gateway {
@@ -101,6 +104,9 @@ impl Gateway {
             tracing::warn!(error = %e, "virtual keys not loaded yet: will retry");
         }
         VirtualKeys::spawn_sync(&keys);
+        let jobs = crate::jobs::Jobs::build(&config.jobs, &state, metrics.clone())
+            .await
+            .context("jobs")?;
         Ok(Arc::new(Gateway {
             spend,
             config,
@@ -115,6 +121,7 @@ impl Gateway {
             metrics,
             connections: Default::default(),
             keys,
+            jobs,
         }))
     }
 

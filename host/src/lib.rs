@@ -28,6 +28,10 @@
 //! - [`state`]: shared state (memory or Redis / Redis Cluster) behind one
 //!   backend trait: key-value and the atomic rate-limit charge, one Lua
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
+//! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`): records,
+//!   queues (Redis Streams or in process) and signed webhooks;
+//!   [`job_runner`]: the workers that run them through the pipeline, and
+//!   their routes.
 //! - [`admin`]: the admin API; [`keys`]: virtual keys made at run time
 //!   (admin API, state, each node's in-memory table); [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
@@ -50,6 +54,8 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod keys;
+pub mod job_runner;
+pub mod jobs;
 pub mod listener;
 pub mod mock;
 pub mod pipeline;

@@ -37,6 +37,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
+        .merge(if gw.jobs.is_some() {
+            crate::job_runner::routes::api()
+        } else {
+            Router::new()
+        })
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -84,6 +89,11 @@ async fn api(
     request: http::Request<Body>,
 ) -> Response {
     let ip = client_ip(&gw, peer, request.headers());
+    if let Some(jobs) = gw.jobs.clone()
+        && crate::job_runner::routes::wants_async(request.headers())
+    {
+        return crate::job_runner::routes::accept(gw, jobs, route, ip, request).await;
+    }
     pipeline::handle(gw, route, ip, request).await
 }
 

@@ -66,6 +66,7 @@ pub(super) async fn serve(
         gw.plugins.watch_config_file(path);
     }
     crate::versions::spawn_watchers(&gw.plugins);
+    let workers = crate::job_runner::spawn_workers(&gw);
     if let Some(admin_addr) = gw.config.server.admin_listen {
         let admin = tokio::net::TcpListener::bind(admin_addr)
             .await
@@ -80,8 +81,13 @@ pub(super) async fn serve(
     }
     let grace = gw.config.server.shutdown_grace();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_workers = workers.as_ref().map(|w| w.stopper());
     let shutdown = async move {
         super::shutdown_signal().await;
+        // Workers stop claiming at once and finish alongside the requests.
+        if let Some(stop) = stop_workers {
+            stop(grace);
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
@@ -92,6 +98,10 @@ pub(super) async fn serve(
         _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
+    }
+    // Running jobs finish within the grace period or go back to the queue.
+    if let Some(workers) = workers {
+        workers.shutdown(grace).await;
     }
     // Hand back leases and write queued rate-limit corrections.
     gw.state.close(STATE_CLOSE_DEADLINE).await;

@@ -14,6 +14,7 @@
 //! Without a file, `sluice serve` runs [`Config::embedded_default`].
 
 mod embedded;
+mod jobs;
 mod plugins;
 mod secret;
 mod sections;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 
 use crate::policy::Slot;
 pub use crate::state::StateSettings;
+pub use jobs::{JobsConfig, WebhooksConfig, compile_callback_allow, decode_webhook_secret};
 pub use plugins::{PluginLimits, PluginSlotConfig, PluginSource, PluginsConfig};
 pub use secret::{EnvLookup, Secret};
 pub use sections::{
@@ -114,6 +116,8 @@ pub struct Config {
     pub prices: Vec<PriceConfig>,
     /// `[alerts]`: budget alert webhooks.
     pub alerts: AlertsConfig,
+    /// `[jobs]`: asynchronous jobs (`Prefer: respond-async`) and webhooks.
+    pub jobs: JobsConfig,
     /// blake3(virtual key) → index into `tenants`. Hashing first means the
     /// map lookup's timing says nothing about the key bytes themselves.
     #[serde(skip)]
@@ -261,7 +265,7 @@ impl Config {
             w.secret
                 .resolve_env(&format!("alerts.webhooks[{i}].secret"), env)?;
         }
-        Ok(())
+        self.jobs.resolve_env(env)
     }
 
     fn fill_derived_defaults(&mut self) {

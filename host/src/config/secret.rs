@@ -47,7 +47,7 @@ impl Secret {
             })
     }
 
-    pub(super) fn resolve_env(
+    pub(crate) fn resolve_env(
         &mut self,
         path: &str,
         env: EnvLookup<'_>,

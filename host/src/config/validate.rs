@@ -22,7 +22,8 @@ pub(super) fn validate(c: &Config) -> Check {
     semantic(c)?;
     plugins(c)?;
     telemetry(c)?;
-    super::spend::validate(c)
+    super::spend::validate(c)?;
+    c.jobs.validate()
 }
 
 fn fail(path: impl Into<String>, message: impl Into<String>) -> Check {

@@ -42,7 +42,7 @@ use crate::policy::{ChargeResult, FailurePolicy, PolicyRequest, Route, Slot, Slo
 use crate::telemetry::{CacheOutcome, log_safe};
 use coalesce::Coalescing;
 
-pub use auth::Caller;
+pub use auth::{Caller, policy_headers};
 
 /// The plugin versions one request uses from start to end, so every decision
 /// of a request comes from one version even across a hot swap.
@@ -130,10 +130,41 @@ pub async fn handle(
     client_ip: IpAddr,
     request: http::Request<Body>,
 ) -> Response {
+    handle_with(gw, route, client_ip, None, request).await.0
+}
+
+/// [`handle`] for a caller authenticated earlier (a queued job, whose
+/// request carries no credentials): every other phase runs as for a
+/// synchronous call. Also says who caused a failure, so the job worker
+/// tells the tenant's own rate limit (wait) from a provider's (retry).
+pub async fn handle_as(
+    gw: Arc<Gateway>,
+    route: Route,
+    client_ip: IpAddr,
+    caller: Caller,
+    request: http::Request<Body>,
+) -> (Response, Option<crate::error::Origin>) {
+    handle_with(gw, route, client_ip, Some(caller), request).await
+}
+
+/// The caller presenting `headers`'s credentials (the auth phase alone).
+pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+    let mut ctx = RequestCtx::new(gw, Route::Chat, String::new(), IpAddr::from([0, 0, 0, 0]));
+    auth::authenticate(gw, headers, &mut ctx)?;
+    Ok(ctx.caller)
+}
+
+async fn handle_with(
+    gw: Arc<Gateway>,
+    route: Route,
+    client_ip: IpAddr,
+    caller: Option<Caller>,
+    request: http::Request<Body>,
+) -> (Response, Option<crate::error::Origin>) {
     let id = request_id(request.headers());
     let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
     let (outcome, round_trips) =
-        crate::state::round_trips::counted(run(&gw, &mut ctx, request)).await;
+        crate::state::round_trips::counted(run(&gw, &mut ctx, caller, request)).await;
     if gw.state.is_shared() {
         gw.metrics.round_trips(ctx.cache, round_trips);
     }
@@ -170,16 +201,20 @@ pub async fn handle(
         error = %log_safe(error),
         "request"
     );
-    response
+    (response, failure.map(|(origin, _)| origin))
 }
 
 async fn run(
     gw: &Arc<Gateway>,
     ctx: &mut RequestCtx,
+    caller: Option<Caller>,
     request: http::Request<Body>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    auth::authenticate(gw, &parts.headers, ctx).await?;
+    match caller {
+        Some(caller) => ctx.caller = caller,
+        None => auth::authenticate(gw, &parts.headers, ctx).await?,
+    }
     let body = read_body(body, gw.config.server.max_body_bytes).await?;
     parse(gw, ctx, &parts.headers, body)?;
     auth::authorize_model(ctx)?;

@@ -75,6 +75,15 @@ impl Fallback {
         self.redis.name()
     }
 
+    /// Raw Redis access with this state's connection and `op_timeout`,
+    /// for data that must live in Redis or nowhere (the job queue).
+    pub(crate) fn link(&self) -> super::RedisLink {
+        super::RedisLink {
+            redis: self.redis.clone(),
+            op_timeout: self.op_timeout,
+        }
+    }
+
     /// Whether Redis is failing (calls answer from the fallback, or fail).
     pub(crate) fn is_failing(&self) -> bool {
         self.status.degraded.load(Ordering::Acquire)

@@ -108,10 +108,65 @@ pub enum Fill {
     Held,
 }
 
+/// Raw Redis access for data that lives in Redis or nowhere (the job
+/// queue's streams): the state's own connection (standalone or cluster,
+/// reconnecting by itself), each call bounded by `op_timeout`. No local
+/// fallback: a failure is an error for the caller to handle.
+#[derive(Clone)]
+pub struct RedisLink {
+    redis: Arc<redis_backend::RedisBackend>,
+    op_timeout: Duration,
+}
+
+impl RedisLink {
+    /// Runs `cmd` within `op_timeout`.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StateError> {
+        self.bounded(self.redis.query_cmd(cmd)).await
+    }
+
+    /// Runs `pipe` in one round trip within `op_timeout` (on a cluster all
+    /// its keys must share one hash tag).
+    pub async fn pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StateError> {
+        self.bounded(self.redis.query_pipe(pipe)).await
+    }
+
+    /// Runs a script invocation within `op_timeout`.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        self.bounded(self.redis.run_script(call)).await
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.redis.name() == "redis-cluster"
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StateError>>,
+    ) -> Result<T, StateError> {
+        tokio::time::timeout(self.op_timeout, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StateError::Unavailable(format!(
+                    "no answer from Redis within {} ms",
+                    self.op_timeout.as_millis()
+                )))
+            })
+    }
+}
+
 /// A handle on the shared state: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct State {
     backend: Arc<dyn Backend>,
+    /// Raw Redis access, when the state is Redis.
+    link: Option<RedisLink>,
     /// Leases and queued corrections, when the state is Redis.
     edge: Option<Arc<EdgeLimits>>,
 }
@@ -152,6 +207,7 @@ impl State {
                 }
                 Ok(State {
                     edge: Some(EdgeLimits::start(remote.clone(), settings)),
+                    link: Some(remote.link()),
                     backend: remote,
                 })
             }
@@ -165,6 +221,7 @@ impl State {
         State {
             backend: Arc::new(backend),
             edge: None,
+            link: None,
         }
     }
 
@@ -381,6 +438,11 @@ impl State {
             Some(edge) => edge.flush().await,
             None => Ok(()),
         }
+    }
+
+    /// Raw Redis access, when the state is Redis (see [`RedisLink`]).
+    pub fn redis_link(&self) -> Option<&RedisLink> {
+        self.link.as_ref()
     }
 
     /// Whether the state is shared by several nodes (Redis).

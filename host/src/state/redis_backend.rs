@@ -252,9 +252,29 @@ impl RedisBackend {
         }
     }
 
+    /// Runs one command (one round trip), with the retry-once rule of
+    /// [`Self::with_conn`].
+    pub(crate) async fn query_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+    ) -> Result<T, StateError> {
+        self.with_conn(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// Runs a pipeline (one round trip; on a cluster every key of it must
+    /// share one hash tag), with the retry-once rule of [`Self::with_conn`].
+    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, StateError> {
+        self.with_conn(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
     /// Runs a prepared script invocation (EVALSHA, loading the script on
     /// NOSCRIPT) with the same retry-once rule as [`Self::with_conn`].
-    async fn run_script<T: redis::FromRedisValue>(
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
         &self,
         call: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StateError> {

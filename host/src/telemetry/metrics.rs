@@ -159,6 +159,8 @@ pub struct Metrics {
     coalesced: Counter,
     semantic: SemanticSeries,
     spend: super::spend::SpendMetrics,
+    /// Asynchronous jobs and webhooks.
+    pub jobs: super::jobs::JobMetrics,
 }
 
 /// The semantic cache's series (hits are a [`CacheOutcome`]).
@@ -483,8 +485,10 @@ impl Metrics {
             provider_map.keys().map(|k| &**k),
             tenant_map.keys().map(|k| &**k),
         );
+        let jobs = super::jobs::JobMetrics::register(&mut registry);
 
         Self {
+            jobs,
             registry,
             requests,
             request_duration,

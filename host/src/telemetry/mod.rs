@@ -7,6 +7,7 @@
 
 mod connections;
 mod edge;
+mod jobs;
 mod labels;
 mod logging;
 mod metrics;
@@ -16,6 +17,7 @@ mod spend;
 mod tests;
 
 pub use connections::ConnectionCounts;
+pub use jobs::JobMetrics;
 pub use labels::{
     ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
 };

@@ -21,6 +21,7 @@ mod fuzz_corpora;
 mod gateway_flow;
 mod hardening;
 mod hardening_http;
+mod jobs;
 mod loadgen_smoke;
 mod memory_caches;
 mod memory_parse;

@@ -1,0 +1,535 @@
+//! The workers of one node: a supervisor that claims jobs (up to `[jobs]
+//! concurrency` at once) and one task per claimed job.
+//!
+//! Claiming: the supervisor picks a priority by smooth weighted round robin
+//! over the non-empty queues (weights 16, 8, 4, 2, 1 from `critical` to
+//! `bulk`): a level passed over gains credit every round until it is
+//! picked, so under a full backlog `bulk` still gets one claim in 31 and is
+//! never starved. It also moves due retries into their queues, takes over
+//! jobs whose node stopped renewing them for the visibility timeout, and
+//! renews its own every third of it.
+//!
+//! Running: the stored request goes through [`crate::pipeline::handle_as`]
+//! as the tenant that sent it. Its answer decides:
+//! - 2xx: `succeeded`, the answer kept as the result;
+//! - 429 from the tenant's own rate limit: the job waits `retry-after`
+//!   (no attempt counted) and runs again, up to its deadline;
+//! - 408, 429 from the provider, 5xx: the pipeline's retry plugin has
+//!   already retried within the call; the job is then retried with
+//!   exponential backoff (`retry_base_ms` doubled per attempt, capped at
+//!   `retry_max_ms`, equal jitter) until `max_attempts`, then dead-lettered;
+//! - other 4xx: `failed` (retrying a bad request cannot help).
+//!
+//! Shutdown: the supervisor stops claiming, waits for running jobs up to
+//! the grace period, and hands the rest back to the queue (queued again, no
+//! attempt counted) for another node.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+
+use crate::error::Origin;
+use crate::gateway::Gateway;
+use crate::jobs::queue::{Delivery, Finish, Start};
+use crate::jobs::webhook;
+use crate::jobs::{JobRecord, JobResult, JobStatus, Jobs, Priority, now_ms};
+use crate::pipeline::Caller;
+use crate::policy::Route;
+
+/// Largest answer a job keeps.
+const MAX_RESULT_BYTES: usize = 64 << 20;
+/// How often a node samples queue depths for the metrics.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// The running workers of a node; [`Workers::shutdown`] stops them.
+pub struct Workers {
+    stop: Arc<tokio::sync::watch::Sender<Option<Duration>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    /// Tells the workers to stop (see [`Workers::shutdown`]) without
+    /// waiting: for a signal handler.
+    pub fn stopper(&self) -> impl Fn(Duration) + Send + Sync + 'static {
+        let stop = self.stop.clone();
+        move |grace| {
+            let _ = stop.send(Some(grace));
+        }
+    }
+
+    /// Stops claiming, lets running jobs finish within `grace`, hands the
+    /// others back to the queue, and returns when done.
+    pub async fn shutdown(self, grace: Duration) {
+        if self.stop.borrow().is_none() {
+            let _ = self.stop.send(Some(grace));
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the workers when `[jobs]` is enabled.
+pub fn spawn_workers(gw: &Arc<Gateway>) -> Option<Workers> {
+    let jobs = gw.jobs.clone()?;
+    let (stop, stopped) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(supervise(gw.clone(), jobs, stopped));
+    Some(Workers {
+        stop: Arc::new(stop),
+        task,
+    })
+}
+
+/// Smooth weighted round robin over the priorities.
+#[derive(Default)]
+struct Picker {
+    credit: [i64; 5],
+}
+
+impl Picker {
+    fn pick(&mut self, empty: &[bool; 5]) -> Option<Priority> {
+        let live: Vec<Priority> = Priority::ALL
+            .into_iter()
+            .filter(|p| !empty[p.index()])
+            .collect();
+        let total: i64 = live.iter().map(|p| i64::from(p.weight())).sum();
+        if total == 0 {
+            return None;
+        }
+        for p in &live {
+            self.credit[p.index()] += i64::from(p.weight());
+        }
+        // Ties go to the higher priority (the earlier one).
+        let best = *live
+            .iter()
+            .max_by_key(|p| (self.credit[p.index()], -(p.index() as i64)))?;
+        self.credit[best.index()] -= total;
+        Some(best)
+    }
+}
+
+type Held = Arc<Mutex<HashMap<String, Delivery>>>;
+
+/// Stops renewing an entry when its task ends, however it ends (a
+/// panicking task's job is then taken over after the visibility timeout).
+struct Release(Held, String);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
+async fn supervise(
+    gw: Arc<Gateway>,
+    jobs: Arc<Jobs>,
+    mut stop: tokio::sync::watch::Receiver<Option<Duration>>,
+) {
+    let cfg = jobs.config.clone();
+    let visibility = cfg.visibility_timeout();
+    let renew_every = visibility / 3;
+    let held: Held = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut picker = Picker::default();
+    let long_ago = Instant::now() - visibility;
+    let (mut last_renew, mut last_reclaim, mut last_depth) = (Instant::now(), long_ago, long_ago);
+    let mut warned: Option<Instant> = None;
+    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
+        if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "jobs: {what} failed");
+            warned = Some(Instant::now());
+        }
+    };
+    let grace = loop {
+        if let Some(grace) = *stop.borrow() {
+            break grace;
+        }
+        let queue = &jobs.queue;
+        if let Err(e) = queue.promote(now_ms()).await {
+            warn("moving due retries", &e);
+        }
+        if last_renew.elapsed() >= renew_every {
+            renew(&jobs, &held).await;
+            last_renew = Instant::now();
+        }
+        if last_depth.elapsed() >= DEPTH_EVERY {
+            if let Ok(d) = queue.depths().await {
+                jobs.metrics.jobs.depths(d);
+            }
+            last_depth = Instant::now();
+        }
+        let free = cfg.concurrency.saturating_sub(tasks.len());
+        let mut claimed = Vec::new();
+        if free > 0 && last_reclaim.elapsed() >= visibility / 4 {
+            match queue.reclaim(&jobs.node, visibility, free).await {
+                Ok(mut v) => {
+                    for d in &v {
+                        tracing::info!(job = %d.id, "jobs: took over a job whose node stopped renewing it");
+                    }
+                    claimed.append(&mut v);
+                }
+                Err(e) => warn("reclaiming", &e),
+            }
+            last_reclaim = Instant::now();
+        }
+        let mut empty = [false; 5];
+        while claimed.len() < free {
+            let Some(p) = picker.pick(&empty) else { break };
+            match queue.claim(&jobs.node, p, 1).await {
+                Ok(v) if v.is_empty() => empty[p.index()] = true,
+                Ok(mut v) => claimed.append(&mut v),
+                Err(e) => {
+                    warn("claiming", &e);
+                    break;
+                }
+            }
+        }
+        for d in claimed {
+            held.lock().insert(d.entry.clone(), d.clone());
+            let (gw, jobs, held) = (gw.clone(), jobs.clone(), held.clone());
+            tasks.spawn(async move {
+                let _release = Release(held, d.entry.clone());
+                run_one(&gw, &jobs, &d).await;
+            });
+        }
+        let poll = tokio::time::sleep(cfg.poll().min(renew_every));
+        tokio::select! {
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = jobs.wake.notified() => {}
+            _ = poll => {}
+            _ = stop.changed() => {}
+        }
+    };
+    // Shutdown: finish within the grace period, renewing meanwhile.
+    let deadline = tokio::time::Instant::now() + grace;
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep(renew_every) => renew(&jobs, &held).await,
+        }
+    }
+    // What is still running goes back to the queue (a task that ends
+    // between this snapshot and the abort has acknowledged its entry; the
+    // hand-back then only schedules a claim that finds the job final).
+    let left: Vec<Delivery> = held.lock().values().cloned().collect();
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    for d in &left {
+        let handed = jobs
+            .queue
+            .later(d, now_ms(), false, Some("handed back by a stopping node"))
+            .await;
+        match handed {
+            Ok(()) => tracing::info!(job = %d.id, "jobs: handed back at shutdown"),
+            Err(e) => {
+                tracing::warn!(job = %d.id, error = %e, "jobs: could not hand back; another node takes it after the visibility timeout")
+            }
+        }
+    }
+}
+
+async fn renew(jobs: &Jobs, held: &Held) {
+    let mine: Vec<Delivery> = held.lock().values().cloned().collect();
+    if mine.is_empty() {
+        return;
+    }
+    if let Err(e) = jobs
+        .queue
+        .renew(&jobs.node, &mine, jobs.config.visibility_timeout() / 4)
+        .await
+    {
+        tracing::warn!(error = %e, "jobs: renewing claims failed");
+    }
+}
+
+fn route_of(path: &str) -> Option<Route> {
+    match path {
+        "/v1/chat/completions" => Some(Route::Chat),
+        "/v1/embeddings" => Some(Route::Embeddings),
+        "/v1/messages" => Some(Route::AnthropicMessages),
+        _ => None,
+    }
+}
+
+/// Response headers a job result keeps.
+fn kept_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "retry-after" | "retry-after-ms" | "x-request-id" | "request-id"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("x-sluice-")
+        || name.starts_with("anthropic-ratelimit-")
+}
+
+async fn run_one(gw: &Arc<Gateway>, jobs: &Jobs, d: &Delivery) {
+    let queue = &jobs.queue;
+    let start = match queue.start(&d.id, now_ms()).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Left unacknowledged: taken over after the visibility timeout.
+            tracing::warn!(job = %d.id, error = %e, "jobs: could not start a job");
+            return;
+        }
+    };
+    let (record, body) = match start {
+        Start::Gone => {
+            let _ = queue.ack(d).await;
+            return;
+        }
+        Start::Done(record) => {
+            // Finished (or cancelled) already; a node that died before its
+            // webhook went out left it pending.
+            if record.webhook.as_deref() == Some("pending") {
+                notify(jobs, &record).await;
+            }
+            let _ = queue.ack(d).await;
+            return;
+        }
+        Start::Run(record, body) => (record, body),
+    };
+    let spec = &record.spec;
+    let now = now_ms();
+    jobs.metrics.jobs.started(
+        d.priority.as_str(),
+        Duration::from_millis(now.saturating_sub(spec.created_ms)),
+    );
+    if now >= spec.deadline_ms {
+        let error = "the job's deadline passed before it could run";
+        finalize(jobs, d, &record, JobStatus::Failed, None, error).await;
+        return;
+    }
+    let Some(route) = route_of(&spec.path) else {
+        let error = format!("unknown job route {}", spec.path);
+        finalize(jobs, d, &record, JobStatus::Failed, None, &error).await;
+        return;
+    };
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(&spec.path);
+    for (name, value) in &spec.headers {
+        request = request.header(name, value);
+    }
+    if !spec.headers.iter().any(|(n, _)| n == "x-request-id") {
+        request = request.header("x-request-id", &spec.id);
+    }
+    let request = match request.body(Body::from(body)) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = format!("the stored request is not valid: {e}");
+            finalize(jobs, d, &record, JobStatus::Failed, None, &error).await;
+            return;
+        }
+    };
+    let caller = Caller {
+        tenant: spec.tenant.clone(),
+        tier: spec.tier.clone(),
+        key_id: spec.key_id.clone(),
+    };
+    let ip = spec.client_ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let t0 = Instant::now();
+    let (response, origin) =
+        crate::pipeline::handle_as(gw.clone(), route, ip, caller, request).await;
+    let result = collect(response).await;
+    jobs.metrics.jobs.ran(d.priority.as_str(), t0.elapsed());
+    let status = result.status;
+    let now = now_ms();
+    if (200..300).contains(&status) {
+        finalize(jobs, d, &record, JobStatus::Succeeded, Some(&result), "").await;
+        return;
+    }
+    let error = error_text(&result);
+    if status == 429 && origin == Some(Origin::Downstream) {
+        let wait = retry_after(&result).max(Duration::from_millis(50));
+        if now + (wait.as_millis() as u64) < spec.deadline_ms {
+            tracing::debug!(job = %spec.id, wait_ms = wait.as_millis() as u64, "jobs: waiting for the tenant's rate limit");
+            if let Err(e) = queue
+                .later(d, now + wait.as_millis() as u64, false, Some(&error))
+                .await
+            {
+                tracing::warn!(job = %spec.id, error = %e, "jobs: could not reschedule");
+            }
+            return;
+        }
+        finalize(jobs, d, &record, JobStatus::Failed, Some(&result), &error).await;
+        return;
+    }
+    let retryable = status == 408 || status == 429 || status >= 500;
+    if !retryable {
+        finalize(jobs, d, &record, JobStatus::Failed, Some(&result), &error).await;
+        return;
+    }
+    if record.attempts < jobs.config.max_attempts {
+        let delay = backoff(jobs, record.attempts);
+        let at = now + delay.as_millis() as u64;
+        if at < spec.deadline_ms {
+            if let Err(e) = queue.later(d, at, true, Some(&error)).await {
+                tracing::warn!(job = %spec.id, error = %e, "jobs: could not reschedule");
+            }
+            return;
+        }
+    }
+    let error = format!("failed {} times; last: {error}", record.attempts);
+    finalize(jobs, d, &record, JobStatus::Dead, Some(&result), &error).await;
+}
+
+/// `retry_base_ms · 2^(attempt-1)`, capped at `retry_max_ms`, with equal
+/// jitter (half fixed, half random).
+fn backoff(jobs: &Jobs, attempt: u32) -> Duration {
+    let c = &jobs.config;
+    let cap = c
+        .retry_base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30))
+        .min(c.retry_max_ms);
+    let half = cap / 2;
+    Duration::from_millis(half + (rand::random::<f64>() * (cap - half) as f64) as u64)
+}
+
+fn retry_after(result: &JobResult) -> Duration {
+    let header = |name: &str| {
+        result
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    if let Some(ms) = header("retry-after-ms") {
+        return Duration::from_millis(ms.max(0.0) as u64);
+    }
+    header("retry-after")
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86400.0)))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// `HTTP <status>: <error message>` from a provider-shaped error body.
+fn error_text(result: &JobResult) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(&result.body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    format!("HTTP {}: {message}", result.status)
+}
+
+async fn collect(response: axum::response::Response) -> JobResult {
+    let (parts, body) = response.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| kept_header(n.as_str()))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let body = match axum::body::to_bytes(body, MAX_RESULT_BYTES).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("{{\"error\":{{\"message\":\"reading the answer failed: {e}\"}}}}"),
+    };
+    JobResult {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    }
+}
+
+/// The final transition, then the webhook, then the queue entry goes.
+async fn finalize(
+    jobs: &Jobs,
+    d: &Delivery,
+    record: &JobRecord,
+    status: JobStatus,
+    result: Option<&JobResult>,
+    error: &str,
+) {
+    let now = now_ms();
+    let dead = status == JobStatus::Dead;
+    let callback = record.spec.callback_url.as_deref();
+    let error_kept = (!error.is_empty()).then_some(error);
+    let finish = Finish {
+        status,
+        result,
+        error: error_kept,
+        webhook: callback.map(|_| "pending"),
+        now_ms: now,
+        ttl: if dead {
+            jobs.config.dead_ttl()
+        } else {
+            jobs.config.result_ttl()
+        },
+        keep_body: dead,
+    };
+    match jobs.queue.finish(&record.spec.id, finish).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another run of this job finished first: its result stands.
+            jobs.metrics.jobs.duplicate();
+            tracing::info!(job = %record.spec.id, "jobs: duplicate run; the first result stands");
+            let _ = jobs.queue.ack(d).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job = %record.spec.id, error = %e, "jobs: could not store the result; the job runs again after the visibility timeout");
+            return;
+        }
+    }
+    jobs.metrics.jobs.finished(status.as_str());
+    tracing::info!(job = %record.spec.id, status = status.as_str(), attempts = record.attempts, "jobs: finished");
+    if callback.is_some() {
+        let mut done = record.clone();
+        done.status = status;
+        done.result = result.cloned();
+        done.error = error_kept.map(str::to_owned);
+        done.finished_ms = Some(now);
+        notify(jobs, &done).await;
+    }
+    let gone = if dead {
+        jobs.queue.bury(d, error, now).await
+    } else {
+        jobs.queue.ack(d).await
+    };
+    if let Err(e) = gone {
+        tracing::warn!(job = %record.spec.id, error = %e, "jobs: could not acknowledge");
+    }
+}
+
+/// Delivers the webhook of a final `record` and records how it went.
+async fn notify(jobs: &Jobs, record: &JobRecord) {
+    let Some(url) = record.spec.callback_url.as_deref() else {
+        return;
+    };
+    let outcome = webhook::deliver(jobs, record, url).await;
+    if let Err(e) = jobs
+        .queue
+        .set_webhook(&record.spec.id, outcome.as_str())
+        .await
+    {
+        tracing::warn!(job = %record.spec.id, error = %e, "jobs: could not record the webhook outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picker_follows_the_weights_and_never_starves_bulk() {
+        let mut p = Picker::default();
+        let mut counts = [0u32; 5];
+        for _ in 0..31 {
+            counts[p.pick(&[false; 5]).unwrap().index()] += 1;
+        }
+        assert_eq!(counts, [16, 8, 4, 2, 1]);
+        // Only bulk and critical queued: bulk still gets its share.
+        let mut counts = [0u32; 5];
+        for _ in 0..17 {
+            counts[p.pick(&[false, true, true, true, false]).unwrap().index()] += 1;
+        }
+        assert_eq!(counts[0] + counts[4], 17);
+        assert!(counts[4] >= 1);
+        assert_eq!(p.pick(&[true; 5]), None);
+    }
+}
