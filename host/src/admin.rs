@@ -22,7 +22,10 @@
 //!   each slot serves (`serving`: source and hash).
 //! - `GET  /admin/spend`: spend records, grouped (see
 //!   [`crate::spend::admin`]).
-//! - `/admin/keys…`: virtual keys, see [`crate::keys`].
+//! - `/admin/keys…`: virtual keys (routes in `admin/keys.rs`, the keys
+//!   themselves in [`crate::keys`]).
+
+mod keys;
 
 use std::sync::Arc;
 
@@ -55,7 +58,7 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
             .route("/admin/spend", get(spend))
-            .merge(crate::keys::routes())
+            .merge(keys::routes())
             .merge(crate::job_runner::routes::admin())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
             .with_state(gw),

@@ -53,9 +53,9 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
-pub mod keys;
 pub mod job_runner;
 pub mod jobs;
+pub mod keys;
 pub mod listener;
 pub mod mock;
 pub mod pipeline;

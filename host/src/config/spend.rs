@@ -32,11 +32,15 @@ pub struct PriceConfig {
 
 /// `budget_usd = { day = …, month = …, total = … }`: caps on spend in USD
 /// per UTC day, per UTC month and in total; each optional.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+/// The same shape is a virtual key's `budget_usd` (stored as JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetUsd {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub day: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub month: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
 }
 

@@ -118,14 +118,14 @@ fn reply(r: Result<Response, GatewayError>) -> Response {
     r.unwrap_or_else(|e| e.into_response(Route::Chat))
 }
 
-fn context(gw: &Gateway, headers: &HeaderMap) -> Result<(Arc<Jobs>, Caller), GatewayError> {
+async fn context(gw: &Gateway, headers: &HeaderMap) -> Result<(Arc<Jobs>, Caller), GatewayError> {
     let jobs = gw.jobs.clone().ok_or_else(|| {
         err(
             StatusCode::NOT_FOUND,
             "Jobs are not enabled on this gateway.",
         )
     })?;
-    Ok((jobs, pipeline::authenticate(gw, headers)?))
+    Ok((jobs, pipeline::authenticate(gw, headers).await?))
 }
 
 async fn store_file(jobs: &Jobs, meta: &FileMeta, content: &[u8]) -> Result<(), GatewayError> {
@@ -206,7 +206,7 @@ fn multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
 async fn upload(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             let body =
                 crate::listener::read_body(body, jobs.config.max_file_bytes + 64 * 1024).await?;
             let ct = headers
@@ -257,7 +257,7 @@ async fn file_meta(
 ) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             let meta = load_file(&jobs, &caller.tenant, &id).await?;
             Ok(axum::Json(meta.view()).into_response())
         }
@@ -272,7 +272,7 @@ async fn file_content(
 ) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             load_file(&jobs, &caller.tenant, &id).await?;
             let data = jobs
                 .state
@@ -304,7 +304,7 @@ const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/embeddings", "/v1/mes
 async fn create(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             let body = crate::listener::read_body(body, 64 * 1024).await?;
             let req: CreateBatch = serde_json::from_slice(&body)
                 .map_err(|e| GatewayError::bad_request(format!("Invalid batch request: {e}")))?;
@@ -548,7 +548,7 @@ async fn retrieve(
 ) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             let mut batch = load(&jobs, &caller.tenant, &id).await?;
             refresh(&jobs, &mut batch).await?;
             Ok(axum::Json(batch.view()).into_response())
@@ -564,7 +564,7 @@ async fn cancel(
 ) -> Response {
     reply(
         async {
-            let (jobs, caller) = context(&gw, &headers)?;
+            let (jobs, caller) = context(&gw, &headers).await?;
             let mut batch = load(&jobs, &caller.tenant, &id).await?;
             if batch.status == "in_progress" {
                 for (_, job_id) in &batch.jobs {

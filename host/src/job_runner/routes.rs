@@ -90,7 +90,7 @@ async fn accept_inner(
     request: http::Request<Body>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    let caller = pipeline::authenticate(gw, &parts.headers)?;
+    let caller = pipeline::authenticate(gw, &parts.headers).await?;
     let body = crate::listener::read_body(body, jobs.config.max_body_bytes).await?;
     let mut json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("The body is not valid JSON: {e}")))?;
@@ -208,7 +208,7 @@ async fn own_job(
             "Jobs are not enabled on this gateway.",
         )
     })?;
-    let caller = pipeline::authenticate(gw, headers)?;
+    let caller = pipeline::authenticate(gw, headers).await?;
     let missing = || {
         err(
             StatusCode::NOT_FOUND,

@@ -324,10 +324,14 @@ async fn run_one(gw: &Arc<Gateway>, jobs: &Jobs, d: &Delivery) {
             return;
         }
     };
+    // A run-time virtual key's limits apply while it is on this node's
+    // table (a key revoked since the job was accepted no longer limits it).
+    let key = spec.key_id.as_deref().and_then(|id| gw.keys.local(id));
     let caller = Caller {
         tenant: spec.tenant.clone(),
         tier: spec.tier.clone(),
         key_id: spec.key_id.clone(),
+        key,
     };
     let ip = spec.client_ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let t0 = Instant::now();

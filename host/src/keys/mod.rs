@@ -16,7 +16,6 @@
 //! [`NEGATIVE_MAX`] of them). Keys in the config file are checked first and
 //! never touch the state.
 
-mod admin_routes;
 pub mod limits;
 mod record;
 mod store;
@@ -29,7 +28,6 @@ use std::time::Duration;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use parking_lot::{Mutex, RwLock};
 
-pub use admin_routes::routes;
 pub use record::{BudgetUsd, InputError, KeyInput, KeyRecord, SECRET_PREFIX, parse_input};
 pub use store::KeyError;
 pub use time::{format_rfc3339, now_ms, parse_rfc3339};

@@ -17,22 +17,9 @@ pub const MAX_METADATA_BYTES: usize = 16 << 10;
 /// Most `models` globs on one key.
 pub const MAX_MODELS: usize = 64;
 
-/// USD budgets of a key. Stored here; enforced by the budget module.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct BudgetUsd {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub day: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub month: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total: Option<f64>,
-}
-
-impl BudgetUsd {
-    fn is_empty(&self) -> bool {
-        self.day.is_none() && self.month.is_none() && self.total.is_none()
-    }
-}
+/// USD budgets of a key: the shape of a tenant's `budget_usd`, enforced
+/// by the budget phase (`pipeline/budget.rs`) like a tenant's.
+pub use crate::config::BudgetUsd;
 
 /// One secret that opens a key: its blake3 digest (hex), a hint for humans
 /// (`sk-sluice-…abcd`) and, after a rotation, when it stops working.

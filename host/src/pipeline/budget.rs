@@ -1,7 +1,7 @@
 //! Budget phase: just before the upstream call, reserve the request's
 //! worst-case cost from every budget it is charged to (the tenant's from
-//! the config, and any pushed onto `ctx.spend.subjects` during
-//! authentication). A refusal is a 429 `insufficient_quota`. Settling to
+//! the config, the run-time virtual key's, and any pushed onto
+//! `ctx.spend.subjects` during authentication). A refusal is a 429 `insufficient_quota`. Settling to
 //! the actual cost happens with the throttle's settle, after the answer
 //! (`respond::settle_later`).
 
@@ -19,6 +19,11 @@ const MAX_CHOICES: u64 = 128;
 pub async fn reserve(gw: &Gateway, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let mut subjects = std::mem::take(&mut ctx.spend.subjects);
     subjects.extend(Spend::tenant_budget(&gw.config, &ctx.caller.tenant));
+    if let Some(key) = &ctx.caller.key
+        && let Some(budget) = &key.record.budget_usd
+    {
+        subjects.extend(Spend::key_budget(&key.record.id, budget));
+    }
     if subjects.is_empty() {
         return Ok(());
     }

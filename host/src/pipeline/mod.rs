@@ -148,9 +148,9 @@ pub async fn handle_as(
 }
 
 /// The caller presenting `headers`'s credentials (the auth phase alone).
-pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+pub async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, GatewayError> {
     let mut ctx = RequestCtx::new(gw, Route::Chat, String::new(), IpAddr::from([0, 0, 0, 0]));
-    auth::authenticate(gw, headers, &mut ctx)?;
+    auth::authenticate(gw, headers, &mut ctx).await?;
     Ok(ctx.caller)
 }
 

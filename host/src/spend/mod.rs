@@ -18,7 +18,7 @@ pub mod records;
 use std::sync::Arc;
 
 use crate::alerts::Alerts;
-use crate::config::Config;
+use crate::config::{BudgetUsd, Config};
 use crate::policy::Usage;
 use crate::state::State;
 use crate::telemetry::Metrics;
@@ -94,6 +94,15 @@ impl Spend {
         let limits = BudgetLimits::from_usd(b);
         (!limits.is_empty()).then(|| SubjectBudget {
             subject: BudgetSubject::Tenant(tenant.to_owned()),
+            limits,
+        })
+    }
+
+    /// The budget of the run-time virtual key `id`, if it caps anything.
+    pub fn key_budget(id: &str, b: &BudgetUsd) -> Option<SubjectBudget> {
+        let limits = BudgetLimits::from_usd(b);
+        (!limits.is_empty()).then(|| SubjectBudget {
+            subject: BudgetSubject::Key(id.to_owned()),
             limits,
         })
     }

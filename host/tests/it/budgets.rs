@@ -644,3 +644,64 @@ fn bad_prices_budgets_and_webhooks_name_their_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_virtual_keys_budget_holds_beside_its_tenants() {
+    let up = mock();
+    let config = format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\nadmin_on_listen = true\n{}\n{}\n[[tenants]]\nname = \"roomy\"\nkeys = [\"sk-roomy\"]\nbudget_usd = {{ total = 100.0 }}\n",
+        providers(&up),
+        prices_toml()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = reqwest::Client::new();
+    let url = gw.url("");
+    let made: Value = client
+        .post(gw.url("/admin/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"tenant": "roomy", "name": "tight", "budget_usd": {"total": 0.005}}))
+        .send()
+        .await
+        .expect("create key")
+        .json()
+        .await
+        .expect("key json");
+    let (id, secret) = (
+        made["id"].as_str().expect("id"),
+        made["key"].as_str().expect("key"),
+    );
+    // The tenant has $100 left; the key runs out of its $0.005.
+    let mut refusal = None;
+    for i in 0..20 {
+        let o = send(
+            &client,
+            &url,
+            secret,
+            &body(&format!("{i} {}", "k".repeat(200)), false, Some(60)),
+        )
+        .await;
+        if o.status != 200 {
+            refusal = Some(o);
+            break;
+        }
+    }
+    let o = refusal.expect("$0.005 runs out");
+    assert_eq!(o.status, 429, "{o:?}");
+    assert_eq!(o.error["error"]["code"], "insufficient_quota");
+    assert!(
+        o.error["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(id),
+        "the refusal names the key: {o:?}"
+    );
+    // The tenant's own key is not held to the virtual key's budget.
+    let other = send(
+        &client,
+        &url,
+        "sk-roomy",
+        &body("tenant key", false, Some(60)),
+    )
+    .await;
+    assert_eq!(other.status, 200, "{other:?}");
+}

@@ -23,9 +23,8 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::record::parse_input;
-use super::{InputError, KeyError, KeyRecord, now_ms};
 use crate::gateway::Gateway;
+use crate::keys::{InputError, KeyError, KeyRecord, now_ms, parse_input};
 
 /// Largest body a key route accepts.
 pub const MAX_BODY_BYTES: usize = 64 << 10;
