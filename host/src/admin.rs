@@ -20,6 +20,8 @@
 //!   holds none), this node's view of it (`node`: `status` ok, missing or
 //!   regressed, the lineage and version it follows, what to do) and what
 //!   each slot serves (`serving`: source and hash).
+//! - `/dashboard` and `/admin/dashboard/*`: the live dashboard
+//!   ([`crate::dashboard`]); the page itself asks for the token.
 
 use std::sync::Arc;
 
@@ -51,7 +53,9 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/plugins/{slot}", post(upload))
             .route("/admin/plugins/{slot}/rollback", post(rollback))
             .route("/admin/releases", get(book))
+            .merge(crate::dashboard::data())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
+            .merge(crate::dashboard::pages())
             .with_state(gw),
     )
 }

@@ -28,7 +28,7 @@
 //! - [`state`]: shared state (memory or Redis / Redis Cluster) behind one
 //!   backend trait: key-value and the atomic rate-limit charge, one Lua
 //!   algorithm for both backends, the Redis-with-local-fallback wrapper.
-//! - [`admin`]: the admin API; [`config`]: the TOML config, defaults and
+//! - [`admin`]: the admin API; [`dashboard`]: its live page; [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
 //!   plugin, bench, eval); [`authoring`]: scaffolding and building policies
@@ -41,6 +41,7 @@ pub mod authoring;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

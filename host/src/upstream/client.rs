@@ -172,6 +172,7 @@ impl Upstreams {
                     probe_in_ms,
                     keys: p.keys.len(),
                     keys_cooling: p.keys.cooling(now),
+                    key_rest_ms: p.keys.rest_ms(now),
                 }
             })
             .collect()
@@ -560,14 +561,16 @@ mod tests {
                     circuit: CircuitState::Closed,
                     probe_in_ms: None,
                     keys: 2,
-                    keys_cooling: 0
+                    keys_cooling: 0,
+                    key_rest_ms: vec![0, 0],
                 },
                 ProviderHealth {
                     name: "claude".into(),
                     circuit: CircuitState::Closed,
                     probe_in_ms: None,
                     keys: 0,
-                    keys_cooling: 0
+                    keys_cooling: 0,
+                    key_rest_ms: vec![],
                 },
             ]
         );

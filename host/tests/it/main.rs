@@ -12,6 +12,7 @@ mod authoring_new;
 mod breaker;
 mod cli;
 mod config_load;
+mod dashboard;
 mod edge_state;
 mod fleet_releases;
 mod fuzz_corpora;
