@@ -33,6 +33,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub retry_budget: RetryBudget,
     pub metrics: Arc<Metrics>,
+    /// OTLP traces (`[telemetry.otlp]`); off by default.
+    pub traces: crate::telemetry::Traces,
 }
 
 impl Gateway {
@@ -42,6 +44,8 @@ impl Gateway {
     /// are started by the caller ([`versions::spawn_watchers`]).
     pub async fn build(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let metrics = Arc::new(config.metrics());
+        let traces = crate::telemetry::Traces::from_config(&config.telemetry.otlp)
+            .context("telemetry.otlp")?;
         let state = State::connect(&config.state)
             .await
             .context("state backend")?;
@@ -92,6 +96,7 @@ impl Gateway {
             upstreams,
             retry_budget,
             metrics,
+            traces,
         }))
     }
 

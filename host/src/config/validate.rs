@@ -381,5 +381,21 @@ fn telemetry(c: &Config) -> Check {
     not_blank("telemetry.log_level", &c.telemetry.log_level)?;
     parse_log_filter(&c.telemetry.log_level)
         .map(|_| ())
-        .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))
+        .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))?;
+    let otlp = &c.telemetry.otlp;
+    if let Some(endpoint) = &otlp.endpoint {
+        let ok = reqwest::Url::parse(endpoint)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !ok {
+            return Err(ConfigError::invalid(
+                "telemetry.otlp.endpoint",
+                format!(
+                    "{endpoint:?} is not an http(s) URL (e.g. \"http://collector:4318/v1/traces\")"
+                ),
+            ));
+        }
+    }
+    not_blank("telemetry.otlp.service_name", &otlp.service_name)?;
+    positive("telemetry.otlp.timeout_ms", otlp.timeout_ms)?;
+    positive("telemetry.otlp.batch_delay_ms", otlp.batch_delay_ms)
 }

@@ -1,5 +1,5 @@
-//! Telemetry: the Prometheus metrics registry ([`Metrics`]) and process-wide
-//! logging ([`init_logging`]).
+//! Telemetry: the Prometheus metrics registry ([`Metrics`]), process-wide
+//! logging ([`init_logging`]) and a gateway's OTLP traces ([`traces`]).
 //!
 //! Metric label values are bounded: routes, statuses, outcomes and slots are
 //! small enums ([`ApiRoute`], [`CacheOutcome`], [`UpstreamOutcome`],
@@ -12,6 +12,7 @@ mod metrics;
 mod plugin_metrics;
 #[cfg(test)]
 mod tests;
+pub mod traces;
 
 pub use labels::{
     ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
@@ -21,3 +22,4 @@ pub use logging::{
 };
 pub use metrics::{CONTENT_TYPE, Metrics, OTHER_LABEL};
 pub use plugin_metrics::MAX_NAMES_PER_SLOT;
+pub use traces::{OtlpConfig, Traces};

@@ -23,6 +23,7 @@ mod loadgen_smoke;
 mod memory_caches;
 mod memory_parse;
 mod mock_upstream;
+mod otlp_traces;
 mod multinode_coalescing;
 mod multinode_redis;
 mod plugin_sandbox;
