@@ -31,12 +31,14 @@
 //! - [`admin`]: the admin API; [`dashboard`]: its live page; [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
-//!   plugin, bench, eval); [`authoring`]: scaffolding and building policies
+//!   plugin, bench, eval); `authoring` (feature `authoring`, on by
+//!   default): scaffolding and building policies
 //!   in Rust, C, Python and JavaScript; [`mock`]: a mock provider. The load
 //!   generator behind `sluice bench` is its own crate, `sluice-loadgen`.
 
 pub mod admin;
 pub mod api;
+#[cfg(feature = "authoring")]
 pub mod authoring;
 pub mod cache;
 pub mod cli;

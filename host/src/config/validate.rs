@@ -312,6 +312,10 @@ fn semantic(c: &Config) -> Check {
         return Ok(());
     }
     match s.embedder {
+        EmbedderKind::Local if cfg!(not(feature = "local-embedder")) => fail(
+            "semantic.embedder",
+            "\"local\" needs a sluice built with the `local-embedder` feature (this one is an edge build without it); use \"openai\"",
+        ),
         EmbedderKind::Local if s.path.is_none() => fail(
             "semantic.path",
             "is required when semantic.embedder = \"local\"",

@@ -42,7 +42,7 @@ fn traffic(base: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> 
         let client = reqwest::Client::new();
         let mut sent = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let prompt = if sent % 2 == 0 {
+            let prompt = if sent.is_multiple_of(2) {
                 "same question".to_string()
             } else {
                 format!("question {sent}")

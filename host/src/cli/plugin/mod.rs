@@ -1,13 +1,14 @@
 //! `sluice plugin`: author, inspect and release policy plugins.
 //!
-//! - `new`, `build` ([`project`]): scaffold and build a policy project in
-//!   Rust, Python, C or JavaScript.
+//! - `new`, `build` (`project`, feature `authoring`): scaffold and build a
+//!   policy project in Rust, Python, C or JavaScript.
 //! - `check`, `test` ([`inspect`]): is a file a usable plugin; run one call
 //!   in the sandbox.
 //! - `push`, `rollback`, `status` ([`release`]): fleet releases through a
 //!   node's admin API or straight to Redis.
 
 mod inspect;
+#[cfg(feature = "authoring")]
 mod project;
 mod release;
 
@@ -21,8 +22,10 @@ use crate::config::PluginLimits;
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Scaffold a policy project (Rust, Python, C or JavaScript) that builds as generated.
+    #[cfg(feature = "authoring")]
     New(project::NewArgs),
     /// Build a policy project to a component and check it.
+    #[cfg(feature = "authoring")]
     Build(project::BuildArgs),
     /// Check that a file is a usable plugin: kinds, imports, size, compile time.
     Check {
@@ -73,7 +76,9 @@ pub enum PluginCommand {
 /// Runs one `sluice plugin` verb.
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "authoring")]
         PluginCommand::New(args) => project::new(args),
+        #[cfg(feature = "authoring")]
         PluginCommand::Build(args) => project::build(args).await,
         PluginCommand::Check { file, json } => inspect::check(&file, json).await,
         PluginCommand::Test {
