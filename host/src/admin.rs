@@ -24,6 +24,8 @@
 //!   [`crate::spend::admin`]).
 //! - `/admin/keys…`: virtual keys (routes in `admin/keys.rs`, the keys
 //!   themselves in [`crate::keys`]).
+//! - `/dashboard` and `/admin/dashboard/*`: the live dashboard
+//!   ([`crate::dashboard`]); the page itself asks for the token.
 
 mod keys;
 
@@ -60,7 +62,9 @@ pub fn router(gw: Arc<Gateway>) -> Option<Router> {
             .route("/admin/spend", get(spend))
             .merge(keys::routes())
             .merge(crate::job_runner::routes::admin())
+            .merge(crate::dashboard::data())
             .route_layer(middleware::from_fn_with_state(gw.clone(), authorize))
+            .merge(crate::dashboard::pages())
             .with_state(gw),
     )
 }

@@ -43,6 +43,8 @@ pub struct Gateway {
     /// The job queue, when `[jobs]` is enabled (workers start with
     /// [`crate::job_runner::spawn_workers`]).
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
+    /// OTLP traces (`[telemetry.otlp]`); off by default.
+    pub traces: crate::telemetry::Traces,
 }
 
 impl Gateway {
@@ -52,6 +54,8 @@ impl Gateway {
     /// are started by the caller ([`versions::spawn_watchers`]).
     pub async fn build(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let metrics = Arc::new(config.metrics());
+        let traces = crate::telemetry::Traces::from_config(&config.telemetry.otlp)
+            .context("telemetry.otlp")?;
         let state = State::connect(&config.state)
             .await
             .context("state backend")?;
@@ -122,6 +126,7 @@ impl Gateway {
             connections: Default::default(),
             keys,
             jobs,
+            traces,
         }))
     }
 

@@ -32,23 +32,26 @@
 //!   queues (Redis Streams or in process) and signed webhooks;
 //!   [`job_runner`]: the workers that run them through the pipeline, and
 //!   their routes.
-//! - [`admin`]: the admin API; [`keys`]: virtual keys made at run time
+//! - [`admin`]: the admin API; [`dashboard`]: its live page; [`keys`]: virtual keys made at run time
 //!   (admin API, state, each node's in-memory table); [`config`]: the TOML config, defaults and
 //!   validation; [`telemetry`]: metrics and logging.
 //! - [`translate`]: OpenAI chat <-> Anthropic messages, requests, answers,
 //!   errors and streams, for a provider of the other kind.
 //! - [`cli`]: the `sluice` command, one module per verb (serve, mock,
-//!   plugin, bench, eval); [`authoring`]: scaffolding and building policies
+//!   plugin, bench, eval); `authoring` (feature `authoring`, on by
+//!   default): scaffolding and building policies
 //!   in Rust, C, Python and JavaScript; [`mock`]: a mock provider. The load
 //!   generator behind `sluice bench` is its own crate, `sluice-loadgen`.
 
 pub mod admin;
 pub mod alerts;
 pub mod api;
+#[cfg(feature = "authoring")]
 pub mod authoring;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -49,6 +49,19 @@ async fn require_token(
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut resp = encode(&gw).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
+    );
+    resp
+}
+
+/// Every series of this node in OpenMetrics text: the registry, after
+/// copying in the state's counters, with the plugin reload counters (their
+/// own registry) spliced in. `/metrics` serves it; the dashboard reads it
+/// in-process ([`crate::dashboard`]).
+pub fn encode(gw: &Gateway) -> String {
     let health = gw.state.health();
     gw.metrics.set_state_degraded(health.degraded);
     gw.metrics.sync_state_fallbacks(health.fallbacks);
@@ -67,10 +80,5 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             text = spliced;
         }
     }
-    let mut resp = text.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
-    );
-    resp
+    text
 }

@@ -657,13 +657,15 @@ impl Default for SemanticConfig {
 
 // === [telemetry] ===
 
-/// `[telemetry]`: logging.
+/// `[telemetry]`: logging and traces.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter: `info`, `sluice=debug,info`, …
     pub log_level: String,
+    /// `[telemetry.otlp]`: OTLP trace export, off without an endpoint.
+    pub otlp: crate::telemetry::OtlpConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -671,6 +673,7 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            otlp: crate::telemetry::OtlpConfig::default(),
         }
     }
 }

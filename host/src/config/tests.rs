@@ -678,6 +678,17 @@ fn state_semantic_and_telemetry_rules() {
         "telemetry.log_level",
         "sluice=loud",
     );
+    assert_error_at(
+        "[telemetry.otlp]\nendpoint = \"collector:4318\"",
+        "telemetry.otlp.endpoint",
+        "not an http(s) URL",
+    );
+    assert_error_at(
+        "[telemetry.otlp]\nendpoint = \"http://c:4318/v1/traces\"\nbatch_delay_ms = 0",
+        "telemetry.otlp.batch_delay_ms",
+        "greater than 0",
+    );
+    parse("[telemetry.otlp]\nendpoint = \"http://c:4318/v1/traces\"").unwrap();
     // A semantic config that routes is fine.
     parse("[[providers]]\nmodels = [\"text-embedding-*\"]\n[semantic]\nenabled = true").unwrap();
 }

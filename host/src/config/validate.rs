@@ -363,6 +363,10 @@ fn semantic(c: &Config) -> Check {
         return Ok(());
     }
     match s.embedder {
+        EmbedderKind::Local if cfg!(not(feature = "local-embedder")) => fail(
+            "semantic.embedder",
+            "\"local\" needs a sluice built with the `local-embedder` feature (this one is an edge build without it); use \"openai\"",
+        ),
         EmbedderKind::Local if s.path.is_none() => fail(
             "semantic.path",
             "is required when semantic.embedder = \"local\"",
@@ -432,5 +436,21 @@ fn telemetry(c: &Config) -> Check {
     not_blank("telemetry.log_level", &c.telemetry.log_level)?;
     parse_log_filter(&c.telemetry.log_level)
         .map(|_| ())
-        .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))
+        .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))?;
+    let otlp = &c.telemetry.otlp;
+    if let Some(endpoint) = &otlp.endpoint {
+        let ok = reqwest::Url::parse(endpoint)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !ok {
+            return Err(ConfigError::invalid(
+                "telemetry.otlp.endpoint",
+                format!(
+                    "{endpoint:?} is not an http(s) URL (e.g. \"http://collector:4318/v1/traces\")"
+                ),
+            ));
+        }
+    }
+    not_blank("telemetry.otlp.service_name", &otlp.service_name)?;
+    positive("telemetry.otlp.timeout_ms", otlp.timeout_ms)?;
+    positive("telemetry.otlp.batch_delay_ms", otlp.batch_delay_ms)
 }

@@ -39,8 +39,11 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::plugin::{CallError, Plugin};
 use crate::policy::{ChargeResult, FailurePolicy, PolicyRequest, Route, Slot, SlotMap};
+use crate::telemetry::traces::{self, RequestTrace};
 use crate::telemetry::{CacheOutcome, log_safe};
 use coalesce::Coalescing;
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt as _;
 
 pub use auth::{Caller, policy_headers};
 
@@ -162,9 +165,19 @@ async fn handle_with(
     request: http::Request<Body>,
 ) -> (Response, Option<crate::error::Origin>) {
     let id = request_id(request.headers());
+    let api_route = crate::telemetry::ApiRoute::from(route);
+    let trace = gw
+        .traces
+        .request(request.headers(), api_route.as_str(), &id);
     let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
-    let (outcome, round_trips) =
-        crate::state::round_trips::counted(run(&gw, &mut ctx, caller, request)).await;
+    let counted =
+        crate::state::round_trips::counted(run(&gw, &mut ctx, caller, request, trace.as_ref()));
+    let (outcome, round_trips) = match &trace {
+        // The request's context travels with its future: plugin calls and
+        // upstream attempts find it as the current context.
+        Some(t) => counted.with_context(t.context().clone()).await,
+        None => counted.await,
+    };
     if gw.state.is_shared() {
         gw.metrics.round_trips(ctx.cache, round_trips);
     }
@@ -176,6 +189,13 @@ async fn handle_with(
         }
     };
     respond::decorate(&ctx, &mut response);
+    if let Some(t) = &trace
+        && let Ok(v) = http::HeaderValue::from_str(&t.trace_id())
+    {
+        response
+            .headers_mut()
+            .insert(crate::telemetry::traces::TRACE_ID_HEADER, v);
+    }
     let status = response.status().as_u16();
     gw.metrics
         .request(route.into(), status, ctx.started.elapsed());
@@ -201,7 +221,34 @@ async fn handle_with(
         error = %log_safe(error),
         "request"
     );
+    if let Some(t) = trace {
+        t.finish(
+            status,
+            vec![
+                KeyValue::new("sluice.tenant", ctx.caller.tenant.clone()),
+                KeyValue::new("sluice.provider", ctx.provider.clone()),
+                KeyValue::new("sluice.model", ctx.model.clone()),
+                KeyValue::new("sluice.cache", ctx.cache.as_str()),
+                KeyValue::new("sluice.attempts", i64::from(ctx.attempts)),
+            ],
+        );
+    }
     (response, failure.map(|(origin, _)| origin))
+}
+
+/// Runs one phase of a traced request inside its own span.
+async fn phase<T>(
+    trace: Option<&RequestTrace>,
+    name: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(trace) = trace else {
+        return work.await;
+    };
+    let cx = trace.phase(name);
+    let out = work.with_context(cx.clone()).await;
+    traces::end(&cx, None);
+    out
 }
 
 async fn run(
@@ -209,29 +256,52 @@ async fn run(
     ctx: &mut RequestCtx,
     caller: Option<Caller>,
     request: http::Request<Body>,
+    trace: Option<&RequestTrace>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    match caller {
-        Some(caller) => ctx.caller = caller,
-        None => auth::authenticate(gw, &parts.headers, ctx).await?,
-    }
-    let body = read_body(body, gw.config.server.max_body_bytes).await?;
-    parse(gw, ctx, &parts.headers, body)?;
+    phase(trace, "auth", async {
+        match caller {
+            Some(caller) => {
+                ctx.caller = caller;
+                Ok(())
+            }
+            None => auth::authenticate(gw, &parts.headers, ctx).await,
+        }
+    })
+    .await?;
+    let body = phase(
+        trace,
+        "read_body",
+        read_body(body, gw.config.server.max_body_bytes),
+    )
+    .await?;
+    phase(trace, "parse", async {
+        parse(gw, ctx, &parts.headers, body)
+    })
+    .await?;
     auth::authorize_model(ctx)?;
-    throttle::admit(gw, ctx).await?;
-    caching::derive_key(gw, ctx, &parts.headers).await?;
-    if let Some(answer) = caching::lookup(gw, ctx).await {
+    phase(trace, "throttle", throttle::admit(gw, ctx)).await?;
+    phase(
+        trace,
+        "cache_key",
+        caching::derive_key(gw, ctx, &parts.headers),
+    )
+    .await?;
+    if let Some(answer) = phase(trace, "cache_lookup", caching::lookup(gw, ctx)).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
-    if let Some(response) = semantic::lookup(gw, ctx).await? {
+    if let Some(response) = phase(trace, "semantic_lookup", semantic::lookup(gw, ctx)).await? {
         return Ok(response);
     }
-    if let Some(answer) = coalesce::join(gw, ctx).await {
+    if let Some(answer) = phase(trace, "coalesce", coalesce::join(gw, ctx)).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
-    budget::reserve(gw, ctx).await?;
-    let upstream = call::call_upstream(gw, ctx).await?;
-    Ok(respond::answer(gw, ctx, upstream))
+    phase(trace, "budget", budget::reserve(gw, ctx)).await?;
+    let upstream = phase(trace, "upstream", call::call_upstream(gw, ctx)).await?;
+    Ok(phase(trace, "respond", async {
+        respond::answer(gw, ctx, upstream)
+    })
+    .await)
 }
 
 /// What a failed call of `slot`'s plugin means for the request: go on

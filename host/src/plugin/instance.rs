@@ -328,6 +328,14 @@ impl Plugin {
         work: impl std::future::Future<Output = Result<R, CallError>>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
+        let span = crate::telemetry::traces::start_child(
+            "sluice.plugin",
+            opentelemetry::trace::SpanKind::Internal,
+            vec![
+                opentelemetry::KeyValue::new("sluice.plugin.slot", self.env.slot.name()),
+                opentelemetry::KeyValue::new("sluice.plugin.version", self.info.hash.clone()),
+            ],
+        );
         let result = if self.may_wait {
             // The epoch callback stops guest code; this bounds time spent
             // suspended in host imports too.
@@ -342,6 +350,10 @@ impl Plugin {
             work.await
         };
         let took = started.elapsed();
+        if let Some(cx) = &span {
+            let error = result.as_ref().err().map(ToString::to_string);
+            crate::telemetry::traces::end(cx, error.as_deref());
+        }
         self.stats.record(took, result.is_err());
         if let Some(m) = &self.env.metrics {
             m.call(

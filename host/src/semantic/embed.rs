@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::mem::size_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,24 +134,59 @@ impl Embedder for OpenAiEmbedder {
 // === local ===
 
 /// Longest input, in tokens (BERT's position table; longer text is cut).
+#[cfg(feature = "local-embedder")]
 const MAX_TOKENS: usize = 256;
 
-/// A BERT sentence model on the CPU.
+/// A BERT sentence model on the CPU (feature `local-embedder`; without it
+/// [`LocalEmbedder::load`] says this build has none).
 pub struct LocalEmbedder {
+    #[cfg(feature = "local-embedder")]
     inner: Arc<LocalModel>,
+    /// A build without the feature cannot hold one.
+    #[cfg(not(feature = "local-embedder"))]
+    never: std::convert::Infallible,
 }
 
+#[cfg(not(feature = "local-embedder"))]
+impl LocalEmbedder {
+    /// Always fails: this build has no local embedder.
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+        Err(EmbedError::Model(format!(
+            "{}: this sluice was built without the `local-embedder` feature; use embedder = \"openai\" or a full build",
+            dir.display()
+        )))
+    }
+
+    /// Unreachable: no value exists.
+    pub fn embed_blocking(&self, _text: &str) -> Result<Vec<f32>, EmbedError> {
+        match self.never {}
+    }
+}
+
+#[cfg(not(feature = "local-embedder"))]
+impl Embedder for LocalEmbedder {
+    fn embed<'a>(&'a self, _text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, EmbedError>> {
+        match self.never {}
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+}
+
+#[cfg(feature = "local-embedder")]
 struct LocalModel {
     model: candle_transformers::models::bert::BertModel,
     tokenizer: tokenizers::Tokenizer,
     device: candle_core::Device,
 }
 
+#[cfg(feature = "local-embedder")]
 impl LocalEmbedder {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from
     /// `dir`. Slow (reads the whole model); call once at startup.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let file = |name: &str| -> PathBuf { dir.join(name) };
+        let file = |name: &str| -> std::path::PathBuf { dir.join(name) };
         let read = |name: &str| {
             std::fs::read(file(name))
                 .map_err(|e| EmbedError::Model(format!("{}: {e}", file(name).display())))
@@ -192,6 +227,7 @@ impl LocalEmbedder {
     }
 }
 
+#[cfg(feature = "local-embedder")]
 impl LocalModel {
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         use candle_core::{DType, Tensor};
@@ -221,6 +257,7 @@ impl LocalModel {
     }
 }
 
+#[cfg(feature = "local-embedder")]
 impl Embedder for LocalEmbedder {
     fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<Vec<f32>, EmbedError>> {
         let model = self.inner.clone();

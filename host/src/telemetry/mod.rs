@@ -1,5 +1,5 @@
-//! Telemetry: the Prometheus metrics registry ([`Metrics`]) and process-wide
-//! logging ([`init_logging`]).
+//! Telemetry: the Prometheus metrics registry ([`Metrics`]), process-wide
+//! logging ([`init_logging`]) and a gateway's OTLP traces ([`traces`]).
 //!
 //! Metric label values are bounded: routes, statuses, outcomes and slots are
 //! small enums ([`ApiRoute`], [`CacheOutcome`], [`UpstreamOutcome`],
@@ -15,6 +15,7 @@ mod plugin_metrics;
 mod spend;
 #[cfg(test)]
 mod tests;
+pub mod traces;
 
 pub use connections::ConnectionCounts;
 pub use jobs::JobMetrics;
@@ -27,3 +28,4 @@ pub use logging::{
 pub use metrics::{CONTENT_TYPE, Metrics, OTHER_LABEL};
 pub use plugin_metrics::MAX_NAMES_PER_SLOT;
 pub use spend::{MAX_MODEL_LABELS, SpendMetrics};
+pub use traces::{OtlpConfig, Traces};

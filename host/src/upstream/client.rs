@@ -183,6 +183,7 @@ impl Upstreams {
                     probe_in_ms,
                     keys: p.keys.len(),
                     keys_cooling: p.keys.cooling(now),
+                    key_rest_ms: p.keys.rest_ms(now),
                 }
             })
             .collect()
@@ -318,9 +319,25 @@ impl Provider {
 
         let in_flight = self.latency.start();
         let started = Instant::now();
-        let result = self.attempt(request, key_index, settings).await;
+        // Inside a traced request: a client span per attempt, sent to the
+        // provider as `traceparent`.
+        let span = crate::telemetry::traces::start_child(
+            "sluice.upstream_attempt",
+            opentelemetry::trace::SpanKind::Client,
+            vec![opentelemetry::KeyValue::new(
+                "sluice.provider",
+                self.name.clone(),
+            )],
+        );
+        let result = self
+            .attempt(request, key_index, settings, span.as_ref())
+            .await;
         drop(in_flight);
         self.latency.observe(started.elapsed(), clock.now_ms());
+        if let Some(cx) = &span {
+            let error = result.as_ref().err().map(|f| format!("{:?}", f.outcome));
+            crate::telemetry::traces::end(cx, error.as_deref());
+        }
 
         // The provider failing, not the request or a key: a 4xx (429
         // included: the key pool handles those) counts as an answer.
@@ -438,6 +455,7 @@ impl Provider {
         request: UpstreamRequest,
         key_index: Option<usize>,
         settings: &UpstreamSettings,
+        trace: Option<&opentelemetry::Context>,
     ) -> Result<UpstreamResponse, AttemptFailure> {
         let deadline = Instant::now() + request.timeout;
         let url = format!("{}{}", self.base_url, request.path);
@@ -445,6 +463,9 @@ impl Provider {
             .map_err(|e| AttemptFailure::connect(format!("invalid upstream URL: {e}")))?;
         let mut http = reqwest::Request::new(Method::POST, url);
         *http.headers_mut() = self.request_headers(key_index, request.request_id, request.stream);
+        if let Some(cx) = trace {
+            crate::telemetry::traces::inject(cx, http.headers_mut());
+        }
         *http.body_mut() = Some(request.body.into());
 
         let response = match tokio::time::timeout_at(deadline, self.client.execute(http)).await {
@@ -686,14 +707,16 @@ mod tests {
                     circuit: CircuitState::Closed,
                     probe_in_ms: None,
                     keys: 2,
-                    keys_cooling: 0
+                    keys_cooling: 0,
+                    key_rest_ms: vec![0, 0],
                 },
                 ProviderHealth {
                     name: "claude".into(),
                     circuit: CircuitState::Closed,
                     probe_in_ms: None,
                     keys: 0,
-                    keys_cooling: 0
+                    keys_cooling: 0,
+                    key_rest_ms: vec![],
                 },
             ]
         );

@@ -89,6 +89,15 @@ impl KeyPool {
         }
     }
 
+    /// Milliseconds each key (in config order) still rests at `now_ms`;
+    /// 0 = available.
+    pub fn rest_ms(&self, now_ms: u64) -> Vec<u64> {
+        self.cooling_until
+            .iter()
+            .map(|until| until.load(Ordering::Relaxed).saturating_sub(now_ms))
+            .collect()
+    }
+
     /// How many keys are resting at `now_ms`.
     pub fn cooling(&self, now_ms: u64) -> usize {
         self.cooling_until

@@ -187,4 +187,7 @@ pub struct ProviderHealth {
     pub keys: usize,
     /// Keys resting after a 429/401/403.
     pub keys_cooling: usize,
+    /// Per key (config order, never the key itself): milliseconds it still
+    /// rests; 0 = available.
+    pub key_rest_ms: Vec<u64>,
 }

@@ -3,6 +3,10 @@
 //! notification API (inotify on Linux, through the `notify` crate), so a
 //! change is picked up within a millisecond instead of at the next poll.
 //!
+//! A Kubernetes ConfigMap or Secret volume changes by swapping its `..data`
+//! symlink (the watched files are symlinks through it): that rename wakes
+//! the loop too.
+//!
 //! The poll ([`super::FILE_POLL`]) stays as the fallback: for filesystems
 //! that send no events (network mounts, some container bind mounts), for
 //! changes made through a symlink's target, and when the OS refuses another
@@ -99,7 +103,11 @@ impl FileEvents {
                 return;
             }
             let files = files.lock();
-            if event.paths.iter().any(|p| files.contains(p)) {
+            if event
+                .paths
+                .iter()
+                .any(|p| files.contains(p) || swaps_a_mounted_volume(p, &files))
+            {
                 // Stores a permit when nobody waits: the loop is checking
                 // files and will check again.
                 wake.notify_one();
@@ -124,6 +132,18 @@ fn key(file: &Path) -> Option<PathBuf> {
         _ => Path::new("."),
     };
     Some(dir.join(name))
+}
+
+/// The name Kubernetes (its atomic writer, for ConfigMap and Secret
+/// volumes) gives the symlink to the current version of a volume's files:
+/// each file is a symlink through it, and an update swaps `..data` alone.
+const VOLUME_DATA_LINK: &str = "..data";
+
+/// Whether `path` is the `..data` link of a directory holding a watched
+/// file: its swap changes what every file of the volume points to.
+fn swaps_a_mounted_volume(path: &Path, files: &HashSet<PathBuf>) -> bool {
+    path.file_name() == Some(std::ffi::OsStr::new(VOLUME_DATA_LINK))
+        && files.iter().any(|f| f.parent() == path.parent())
 }
 
 /// Whether an event can mean a file now holds its new content. Creating,
@@ -194,6 +214,30 @@ mod tests {
         std::fs::write(&watched, b"v4").expect("write");
         let quiet = tokio::time::timeout(Duration::from_millis(200), events.changed()).await;
         assert!(quiet.is_err(), "woken by a file no longer watched");
+    }
+
+    #[tokio::test]
+    async fn wakes_when_a_configmap_volume_swaps_its_data_link() {
+        // The layout of a ConfigMap volume: the file is a symlink through
+        // `..data`, itself a symlink to a timestamped directory.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("..v1")).expect("mkdir");
+        std::fs::write(d.join("..v1/sluice.toml"), b"v1").expect("write");
+        std::os::unix::fs::symlink("..v1", d.join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/sluice.toml", d.join("sluice.toml")).expect("symlink");
+        let mut events = FileEvents::default();
+        events.watch(&[d.join("sluice.toml")]);
+        assert!(events.watcher.is_some(), "inotify is available here");
+
+        // The atomic writer's update: a new directory, a temporary link to
+        // it, renamed over `..data`.
+        std::fs::create_dir(d.join("..v2")).expect("mkdir");
+        std::fs::write(d.join("..v2/sluice.toml"), b"v2").expect("write");
+        std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).expect("symlink");
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("rename");
+        assert!(woken(&events).await, "no wake after the ..data swap");
+        assert_eq!(std::fs::read(d.join("sluice.toml")).expect("read"), b"v2");
     }
 
     #[tokio::test]

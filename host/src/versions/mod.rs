@@ -53,6 +53,8 @@ use load::{plugin_bytes, slot_limits};
 
 /// How many refused versions the admin API remembers.
 const MAX_REFUSED: usize = 20;
+/// How many version changes (installs and refusals) the dashboard shows.
+const MAX_HISTORY: usize = 50;
 
 /// Where the version serving a slot came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,21 @@ pub struct Installed {
     pub load_ms: f64,
 }
 
+/// One install or refusal of a slot's version, for the dashboard's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionEvent {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub slot: String,
+    /// `"installed"` or `"refused"`.
+    pub event: &'static str,
+    pub hash: String,
+    pub source: Origin,
+    /// Why a version was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     slot: String,
@@ -137,6 +154,7 @@ pub struct PluginVersions {
     /// with the older one serving.
     locks: SlotMap<tokio::sync::Mutex<()>>,
     refused: Mutex<VecDeque<Refusal>>,
+    history: Mutex<VecDeque<VersionEvent>>,
     config_file: Mutex<Option<(PathBuf, Option<FileStamp>)>>,
     registry: Registry,
     reloads: Family<ReloadLabels, Counter>,
@@ -206,6 +224,7 @@ impl PluginVersions {
             records,
             locks: SlotMap::default(),
             refused: Mutex::new(VecDeque::new()),
+            history: Mutex::new(VecDeque::new()),
             config_file: Mutex::new(None),
             registry,
             reloads,
@@ -249,6 +268,19 @@ impl PluginVersions {
     /// The refused versions, newest first.
     pub fn refused(&self) -> Vec<Refusal> {
         self.refused.lock().iter().rev().cloned().collect()
+    }
+
+    /// The last installs and refusals of every slot, newest first.
+    pub fn history(&self) -> Vec<VersionEvent> {
+        self.history.lock().iter().rev().cloned().collect()
+    }
+
+    fn remember(&self, event: VersionEvent) {
+        let mut history = self.history.lock();
+        if history.len() == MAX_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(event);
     }
 
     /// The fleet release this node last tried for the slot.
@@ -323,6 +355,14 @@ impl PluginVersions {
             source = %origin,
             "plugin version installed"
         );
+        self.remember(VersionEvent {
+            at_ms: unix_ms(SystemTime::now()),
+            slot: kind.name().to_string(),
+            event: "installed",
+            hash: plugin.info().hash.clone(),
+            source: origin.clone(),
+            reason: None,
+        });
         self.serving[kind].swap(plugin);
         self.records[kind].lock().origin = origin;
         self.count(kind, "ok");
@@ -383,6 +423,14 @@ impl PluginVersions {
         }
         refused.push_back(refusal.clone());
         drop(refused);
+        self.remember(VersionEvent {
+            at_ms: refusal.at_ms,
+            slot: refusal.slot.clone(),
+            event: "refused",
+            hash: refusal.hash.clone(),
+            source: origin.clone(),
+            reason: Some(refusal.reason.clone()),
+        });
         self.count(kind, "refused");
         refusal
     }

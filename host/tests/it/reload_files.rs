@@ -11,7 +11,7 @@ use crate::support::gateway::{TestGateway, mock, providers, request_limit};
 
 const DEADLINE: Duration = Duration::from_secs(3);
 
-fn throttle_bytes() -> Vec<u8> {
+pub(crate) fn throttle_bytes() -> Vec<u8> {
     std::fs::read(
         PathBuf::from(env!("SLUICE_TEST_PLUGINS_DIR")).join("sluice_plugin_throttle.wasm"),
     )
@@ -20,7 +20,7 @@ fn throttle_bytes() -> Vec<u8> {
 
 /// The same component with a custom section appended: a new version (new
 /// hash) that behaves the same.
-fn tagged(mut wasm: Vec<u8>, tag: &str) -> Vec<u8> {
+pub(crate) fn tagged(mut wasm: Vec<u8>, tag: &str) -> Vec<u8> {
     let name = b"sluice-test";
     let mut payload = vec![name.len() as u8];
     payload.extend_from_slice(name);

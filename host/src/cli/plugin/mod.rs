@@ -1,7 +1,7 @@
 //! `sluice plugin`: author, inspect and release policy plugins.
 //!
-//! - `new`, `build` ([`project`]): scaffold and build a policy project in
-//!   Rust, Python, C or JavaScript.
+//! - `new`, `build` (`project`, feature `authoring`): scaffold and build a
+//!   policy project in Rust, Python, C or JavaScript.
 //! - `check`, `test` ([`inspect`]): is a file a usable plugin; run one call
 //!   in the sandbox.
 //! - `push`, `rollback`, `status` ([`release`]): fleet releases through a
@@ -9,6 +9,7 @@
 
 mod input;
 mod inspect;
+#[cfg(feature = "authoring")]
 mod project;
 mod release;
 
@@ -22,8 +23,10 @@ use crate::config::PluginLimits;
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Scaffold a policy project (Rust, Python, C or JavaScript) that builds as generated.
+    #[cfg(feature = "authoring")]
     New(project::NewArgs),
     /// Build a policy project to a component and check it.
+    #[cfg(feature = "authoring")]
     Build(project::BuildArgs),
     /// Write a project's generated bindings for editors and its own tests
     /// (Python: bindings/, C: build/bindings/).
@@ -83,7 +86,9 @@ pub enum PluginCommand {
 /// Runs one `sluice plugin` verb.
 pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "authoring")]
         PluginCommand::New(args) => project::new(args),
+        #[cfg(feature = "authoring")]
         PluginCommand::Build(args) => project::build(args).await,
         PluginCommand::Bindings(args) => project::bindings(args),
         PluginCommand::Check { file, json } => inspect::check(&file, json).await,

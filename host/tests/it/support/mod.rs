@@ -3,6 +3,7 @@
 //! line here.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod gateway;
 pub mod node;
 pub mod polyglot;
