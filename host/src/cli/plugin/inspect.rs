@@ -126,9 +126,7 @@ pub async fn test(args: TestArgs<'_>) -> anyhow::Result<ExitCode> {
     };
     let single = match (args.input, &scenario) {
         (Some(path), _) => input::parse_input(read_json(path, "input")?)?,
-        (None, _) => input::parse_input(serde_json::from_str(&crate::authoring::sample_request(
-            kind,
-        ))?)?,
+        (None, _) => sample_input(kind)?,
     };
     let config = match args.config {
         Some(p) => read_json(p, "config")?,
@@ -297,4 +295,21 @@ fn hint(e: &dyn std::fmt::Display) -> &'static str {
     } else {
         ""
     }
+}
+
+/// The input `plugin test` uses without `--input`: the sample `plugin new`
+/// writes.
+#[cfg(feature = "authoring")]
+fn sample_input(kind: Slot) -> anyhow::Result<input::TestInput> {
+    input::parse_input(serde_json::from_str(&crate::authoring::sample_request(
+        kind,
+    ))?)
+}
+
+/// Without the authoring feature there is no built-in sample.
+#[cfg(not(feature = "authoring"))]
+fn sample_input(_kind: Slot) -> anyhow::Result<input::TestInput> {
+    anyhow::bail!(
+        "give the request with --input: this build has no sample requests (it lacks the `authoring` feature)"
+    )
 }

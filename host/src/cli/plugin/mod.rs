@@ -30,6 +30,7 @@ pub enum PluginCommand {
     Build(project::BuildArgs),
     /// Write a project's generated bindings for editors and its own tests
     /// (Python: bindings/, C: build/bindings/).
+    #[cfg(feature = "authoring")]
     Bindings(project::BuildArgs),
     /// Check that a file is a usable plugin: kinds, imports, size, compile time.
     Check {
@@ -90,6 +91,7 @@ pub(super) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::New(args) => project::new(args),
         #[cfg(feature = "authoring")]
         PluginCommand::Build(args) => project::build(args).await,
+        #[cfg(feature = "authoring")]
         PluginCommand::Bindings(args) => project::bindings(args),
         PluginCommand::Check { file, json } => inspect::check(&file, json).await,
         PluginCommand::Test {
