@@ -126,9 +126,18 @@ def exposed_metrics() -> dict[str, dict]:
                 full += "_" + m.group("unit").lower()
             var = m.group("value").split(".")[-1]
             let = re.search(r"\blet\s+(?:mut\s+)?" + re.escape(var) + r"\b[^;]*;", text, re.S)
-            if not let:
+            # Or a field of the struct holding the series (`m.accepted`),
+            # its type spelled out or a type alias of the same file.
+            field = re.search(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?" + re.escape(var) + r"\s*:\s*(.+),\s*$", text, re.M)
+            if let:
+                stmt = let.group(0)
+            elif field:
+                stmt = field.group(1)
+                alias = re.search(r"\btype\s+" + re.escape(stmt.strip()) + r"\s*=\s*([^;]+);", text)
+                if alias:
+                    stmt = alias.group(1)
+            else:
                 raise Failure(f"{path}: cannot find how `{var}` (metric {full}) is built")
-            stmt = let.group(0)
             if "Histogram" in stmt:
                 kind = "histogram"
             elif "Counter" in stmt:
