@@ -435,7 +435,14 @@ mod tests {
         let mut acc = StreamAccumulator::new(Route::Chat);
         out.iter().for_each(|e| acc.observe(e));
         assert!(acc.is_complete());
-        assert_eq!(acc.reported_usage(), Some(TokenCount::new(14, 7)));
+        // The provider's cache read stays known (it is priced apart).
+        assert_eq!(
+            acc.reported_usage(),
+            Some(TokenCount {
+                cached_prompt: 4,
+                ..TokenCount::new(14, 7)
+            })
+        );
     }
 
     #[test]
