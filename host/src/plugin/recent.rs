@@ -14,6 +14,10 @@ use crate::policy::{PolicyRequest, Slot, SlotMap};
 
 /// Requests kept per slot.
 pub const RECENT_PER_SLOT: usize = 4;
+/// Requests larger than this (messages, params and headers, in bytes) are
+/// not recorded: four per slot of the largest bodies a gateway takes
+/// would otherwise keep tens of MiB alive.
+const MAX_RECORDED_BYTES: usize = 64 << 10;
 /// At most one request a slot is recorded this often.
 const EVERY: Duration = Duration::from_secs(1);
 /// Ids of requests that must not be recorded (verification samples).
@@ -44,7 +48,7 @@ impl Default for RecentRequests {
 impl RecentRequests {
     /// Records `req` for `slot` unless one was recorded within [`EVERY`].
     pub(crate) fn offer(&self, slot: Slot, req: &PolicyRequest) {
-        if req.id.starts_with(SAMPLE_ID_PREFIX) {
+        if req.id.starts_with(SAMPLE_ID_PREFIX) || size_of_request(req) > MAX_RECORDED_BYTES {
             return;
         }
         let now = self.started.elapsed().as_millis() as u64 + 1;
@@ -74,6 +78,18 @@ impl RecentRequests {
     }
 }
 
+/// About the bytes a copy of `req` holds: its texts.
+fn size_of_request(req: &PolicyRequest) -> usize {
+    let messages: usize = req
+        .messages
+        .iter()
+        .map(|m| m.text.len() + m.extra_json.as_ref().map_or(0, String::len))
+        .sum();
+    let params: usize = req.params.iter().map(|p| p.name.len() + p.json.len()).sum();
+    let headers: usize = req.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    messages + params + headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +116,16 @@ mod tests {
         };
         recent.offer(Slot::Retry, &sample);
         assert!(recent.of(Slot::Retry).is_empty());
+        // A request larger than the cap is not kept.
+        let mut big = req.clone();
+        big.id = "big".into();
+        big.messages = vec![crate::policy::Message {
+            role: "user".into(),
+            text: "x".repeat(MAX_RECORDED_BYTES + 1),
+            has_tool_calls: false,
+            extra_json: None,
+        }];
+        recent.offer(Slot::CacheKey, &big);
+        assert!(recent.of(Slot::CacheKey).is_empty());
     }
 }

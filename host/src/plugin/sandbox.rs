@@ -392,3 +392,23 @@ pub fn import_access(name: &str) -> (Access, &'static str) {
         _ => (Access::Denied, "linked, not granted"),
     }
 }
+
+// The gateway's metrics take what the runtime reports. (Here, not in
+// telemetry: telemetry does not depend on the plugin runtime.)
+impl PluginMetrics for crate::telemetry::Metrics {
+    fn call(&self, slot: Slot, result: &'static str, took: Duration) {
+        self.plugin_call(slot, result, took);
+    }
+
+    fn counter_add(&self, slot: Slot, name: &str, value: u64) {
+        self.plugin_counter_add(slot, name, value);
+    }
+
+    fn gauge_set(&self, slot: Slot, name: &str, value: f64) {
+        self.plugin_gauge_set(slot, name, value);
+    }
+
+    fn histogram_observe(&self, slot: Slot, name: &str, value: f64) {
+        self.plugin_histogram_observe(slot, name, value);
+    }
+}

@@ -731,23 +731,3 @@ impl Metrics {
         }
     }
 }
-
-// The plugin runtime reports through its own trait so it does not depend on
-// this module.
-impl crate::plugin::PluginMetrics for Metrics {
-    fn call(&self, slot: Slot, result: &'static str, took: Duration) {
-        self.plugin_call(slot, result, took);
-    }
-
-    fn counter_add(&self, slot: Slot, name: &str, value: u64) {
-        self.plugin_counter_add(slot, name, value);
-    }
-
-    fn gauge_set(&self, slot: Slot, name: &str, value: f64) {
-        self.plugin_gauge_set(slot, name, value);
-    }
-
-    fn histogram_observe(&self, slot: Slot, name: &str, value: f64) {
-        self.plugin_histogram_observe(slot, name, value);
-    }
-}
