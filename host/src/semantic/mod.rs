@@ -55,15 +55,6 @@ pub struct LearnSettings {
     pub margin: f32,
 }
 
-impl Default for LearnSettings {
-    fn default() -> Self {
-        LearnSettings {
-            reask_window: Duration::from_secs(120),
-            margin: 0.01,
-        }
-    }
-}
-
 impl SemanticCache {
     /// A semantic cache holding at most `max_bytes` on this node: an eighth
     /// for recent embeddings, the rest for the index (`settings.max_bytes`

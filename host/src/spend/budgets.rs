@@ -99,6 +99,14 @@ pub struct SubjectBudget {
     pub limits: BudgetLimits,
 }
 
+impl SubjectBudget {
+    /// `subject`'s budget of `b`, if it caps any period.
+    pub fn capping(subject: BudgetSubject, b: &BudgetUsd) -> Option<Self> {
+        let limits = BudgetLimits::from_usd(b);
+        (!limits.is_empty()).then_some(SubjectBudget { subject, limits })
+    }
+}
+
 /// Why a reservation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BudgetError {

@@ -91,20 +91,12 @@ impl Spend {
     /// The budget of `tenant` from the config, if it has one.
     pub fn tenant_budget(config: &Config, tenant: &str) -> Option<SubjectBudget> {
         let b = config.tenant(tenant)?.budget_usd.as_ref()?;
-        let limits = BudgetLimits::from_usd(b);
-        (!limits.is_empty()).then(|| SubjectBudget {
-            subject: BudgetSubject::Tenant(tenant.to_owned()),
-            limits,
-        })
+        SubjectBudget::capping(BudgetSubject::Tenant(tenant.to_owned()), b)
     }
 
     /// The budget of the run-time virtual key `id`, if it caps anything.
     pub fn key_budget(id: &str, b: &BudgetUsd) -> Option<SubjectBudget> {
-        let limits = BudgetLimits::from_usd(b);
-        (!limits.is_empty()).then(|| SubjectBudget {
-            subject: BudgetSubject::Key(id.to_owned()),
-            limits,
-        })
+        SubjectBudget::capping(BudgetSubject::Key(id.to_owned()), b)
     }
 
     /// `(cost, saved)` of an answer whose prompt the provider read
