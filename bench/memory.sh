@@ -117,12 +117,24 @@ for what in "${SELECTED[@]}"; do
       report exact "$N_EXACT" "$N_EXACT distinct prompts"
       ;;
     semantic)
-      semantic=$'[semantic]\nenabled = true\nembedder = "openai"\nmodel = "text-embedding-3-small"\ndimensions = 384\nmax_bytes = 8388608\nmax_namespaces = 4096'
+      semantic=$'[semantic]\nenabled = true\nembedder = "openai"\nmodel = "text-embedding-3-small"\ndimensions = 384'
       config semantic-off $'[cache]\nmax_bytes = 1048576'
-      config semantic-on $'[cache]\nmax_bytes = 1048576\n'"$semantic"
+      config semantic-on $'[cache]\nmax_bytes = 1048576\n'"$semantic"$'\nmax_bytes = 8388608\nmax_namespaces = 4096'
+      # The semantic feature's fixed overhead: the same traffic with the
+      # semantic cache at its smallest bound (1 MiB, 64 namespaces), so the
+      # semantic plugin's instances, the embeddings client and the index's
+      # structures are there but it can keep little.
+      config semantic-floor $'[cache]\nmax_bytes = 1048576\n'"$semantic"$'\nmax_bytes = 1048576\nmax_namespaces = 64'
       run semantic-off "$N_SEMANTIC" --unique-system
+      run semantic-floor "$N_SEMANTIC" --unique-system
       run semantic-on "$N_SEMANTIC" --unique-system
       report semantic "$N_SEMANTIC" "$N_SEMANTIC distinct system prompts"
+      floor=$(cat "$WORK/semantic-floor.rss")
+      on=$(cat "$WORK/semantic-on.rss")
+      off=$(cat "$WORK/semantic-off.rss")
+      printf '\nsemantic fixed overhead (1 MiB bound, over cache off): %.1f MiB; 8 MiB bound over the 1 MiB one: %.1f MiB (at most 7 allowed)\n' \
+        "$(echo "($floor - $off) / 1024" | bc -l)" "$(echo "($on - $floor) / 1024" | bc -l)"
+      ((on - floor <= 7 * 1024)) || echo "  over the bound: the 8 MiB cache keeps $((on - floor)) KiB more than the 1 MiB one" >&2
       ;;
     *) echo "unknown: $what (exact or semantic)" >&2; exit 2 ;;
   esac

@@ -126,6 +126,9 @@ pub struct BenchOptions {
     /// Give every request a system prompt of its own (a semantic-cache
     /// namespace of its own, and a cache miss); the user prompt stays.
     pub unique_system: bool,
+    /// Send a bodyless `GET` instead of a chat completion: for probing an
+    /// endpoint such as `/healthz` while other load runs.
+    pub get: bool,
     /// Sent as `Authorization: Bearer <token>`.
     pub bearer: Option<String>,
     /// A request not complete after this long counts as a `timeout` error.
@@ -149,6 +152,7 @@ impl Default for BenchOptions {
             stream: false,
             unique: false,
             unique_system: false,
+            get: false,
             bearer: None,
             timeout: Duration::from_secs(10),
         }

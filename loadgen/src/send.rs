@@ -35,6 +35,7 @@ pub(crate) struct Sender {
     body: BodyTemplate,
     auth: Option<HeaderValue>,
     timeout: Duration,
+    get: bool,
 }
 
 impl Sender {
@@ -71,6 +72,7 @@ impl Sender {
             body: BodyTemplate::new(opts),
             auth,
             timeout: opts.timeout,
+            get: opts.get,
         })
     }
 
@@ -98,11 +100,17 @@ impl Sender {
                 result: Err(failure),
             }
         };
-        let mut req = Request::new(Full::new(self.body.for_request(seq)));
-        *req.method_mut() = Method::POST;
+        let mut req = if self.get {
+            Request::new(Full::new(Bytes::new()))
+        } else {
+            let mut req = Request::new(Full::new(self.body.for_request(seq)));
+            *req.method_mut() = Method::POST;
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            req
+        };
         *req.uri_mut() = self.uris[target].clone();
         let headers = req.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
         }

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// semantic-cache namespace, and a cache miss).
     #[arg(long)]
     pub unique_system: bool,
+    /// Send a bodyless GET instead of a chat completion (to probe e.g.
+    /// `/healthz` while other load runs).
+    #[arg(long)]
+    pub get: bool,
     /// Bearer token sent with every request.
     #[arg(long, env = "SLUICE_BENCH_TOKEN", hide_env_values = true)]
     pub bearer: Option<String>,
@@ -108,6 +112,7 @@ impl BenchArgs {
             stream: self.stream,
             unique: self.unique,
             unique_system: self.unique_system,
+            get: self.get,
             bearer: self.bearer.clone(),
             timeout: self.timeout,
         }

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use parking_lot::Mutex;
 use sluice_loadgen::{self as loadgen, BenchError, BenchOptions, Interleave, Load, Report, Target};
@@ -50,6 +50,7 @@ impl Upstream {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/probe", get(probe))
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -68,6 +69,16 @@ impl Upstream {
 
     fn target(&self, name: &str) -> Target {
         Target::new(name, format!("http://{}/v1/chat/completions", self.addr))
+    }
+}
+
+/// A GET-only endpoint, like `/healthz`: a POST gets 405.
+async fn probe(State(s): State<Arc<Shared>>, body: Bytes) -> StatusCode {
+    s.hits.fetch_add(1, Ordering::Relaxed);
+    if body.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
     }
 }
 
@@ -292,4 +303,22 @@ async fn targets_off_this_machine_are_refused_before_sending() {
     .await
     .unwrap_err();
     assert!(matches!(err, BenchError::NotLoopback { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn get_probes_a_bodyless_endpoint() {
+    let up = Upstream::start(Reply::Json).await;
+    let report = bench(BenchOptions {
+        targets: vec![Target::new("probe", format!("http://{}/probe", up.addr))],
+        load: Load::Rate(200.0),
+        warmup: Duration::ZERO,
+        duration: Some(Duration::from_millis(250)),
+        get: true,
+        ..BenchOptions::default()
+    })
+    .await
+    .unwrap();
+    let t = &report.targets[0];
+    assert_eq!((t.requests, t.ok), (50, 50), "{:?}", t.errors);
+    assert_eq!(up.hits.load(Ordering::Relaxed), 50);
 }
