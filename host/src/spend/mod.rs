@@ -84,7 +84,9 @@ impl Spend {
             };
             for period in Period::ALL {
                 if limits.get(period).is_some() {
-                    metrics.spend().expect_refusals(&tenant.name, period.as_str());
+                    metrics
+                        .spend()
+                        .expect_refusals(&tenant.name, period.as_str());
                 }
             }
         }
