@@ -20,9 +20,11 @@
 #     config structs in host/src declare;
 #   - deploy/sluice.service: `systemd-analyze verify`, and the hardening the
 #     unit must keep (and MemoryDenyWriteExecute, which it must not set);
-#   - deploy/Containerfile: its stages, the wasm targets host/build.rs needs,
-#     the build command, a non-root runtime user, and build inputs that
-#     exist and that the ignore file lets through.
+#   - deploy/Containerfile: two stages pinned to versioned images on one
+#     Debian release, the wasm targets host/build.rs needs, the build
+#     command, a non-root runtime user, no secrets in ARG/ENV, health
+#     probes (a HEALTHCHECK or the Kubernetes probes), and build inputs that
+#     exist and that the ignore file (deny-all first) lets through.
 #
 # With SLUICE_METRICS_URL set (e.g. http://127.0.0.1:8080/metrics of a
 # running sluice), it also checks that every extracted name is in the real
@@ -142,9 +144,49 @@ check_containerfile() {
         [[ -e "$src" ]] || errors+=("COPY source $src does not exist")
         grep -qx "!${src%/}/\?" "$ignore" || errors+=("$ignore excludes build input $src")
     done
+    # Pinned stages: each FROM names an image (directly or through an ARG's
+    # default) with a version tag or a digest, never `latest` or no tag;
+    # both on the same Debian release (a binary linked against a newer
+    # glibc than the runtime's does not start).
+    local from image images=()
+    while read -r from; do
+        image=$from
+        if [[ $from =~ ^\$\{?([A-Za-z_]+)\}?$ ]]; then
+            image=$(sed -n "s/^ARG ${BASH_REMATCH[1]}=\(.*\)$/\1/p" "$cf")
+            [[ -n "$image" ]] || { errors+=("FROM $from: no ARG default"); continue; }
+        fi
+        images+=("$image")
+        if [[ $image != *@sha256:* ]]; then
+            local tag=${image##*/}
+            [[ $tag == *:* && ${tag##*:} != latest ]] || errors+=("FROM $image: not pinned (a version tag or @sha256 digest)")
+        fi
+    done < <(sed -n 's/^FROM \([^ ]*\).*$/\1/p' "$cf")
+    if ((${#images[@]} == 2)); then
+        local release=""
+        for r in bookworm:debian12 trixie:debian13 bullseye:debian11; do
+            if [[ ${images[0]} == *"${r%%:*}"* ]]; then release=${r##*:}; fi
+        done
+        [[ -n "$release" && ${images[1]} == *"$release"* ]] \
+            || errors+=("build (${images[0]}) and runtime (${images[1]}) stages are not on one Debian release")
+    fi
+    # No secrets baked in: no ARG/ENV carrying a key, token or password, and
+    # the ignore file lets nothing through but the build inputs.
+    if grep -Eiq '^(ARG|ENV) [A-Z_]*(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)[A-Z_]*[= ]' "$cf"; then
+        errors+=("an ARG or ENV carries a secret: pass secrets at run time")
+    fi
+    [[ $(grep -v '^#' "$ignore" | sed '/^$/d' | head -n1) == '*' ]] \
+        || errors+=("$ignore must exclude everything first (*), then let the build inputs through")
+    # Health: a HEALTHCHECK, or (distroless: no shell to run one) the
+    # orchestrator probes /healthz and /readyz (checked with deploy/k8s).
+    if ! grep -q '^HEALTHCHECK ' "$cf"; then
+        grep -q 'GET /healthz' "$cf" && grep -q 'GET /readyz' "$cf" \
+            || errors+=("no HEALTHCHECK and no word on probing /healthz and /readyz")
+        grep -q 'livenessProbe' deploy/k8s/deployment.yaml && grep -q 'readinessProbe' deploy/k8s/deployment.yaml \
+            || errors+=("no HEALTHCHECK and deploy/k8s/deployment.yaml has no liveness/readiness probes")
+    fi
     ((${#errors[@]} == 0)) || { printf '%s\n' "${errors[@]}"; return 1; }
 }
-run "deploy/Containerfile: stages, wasm targets, build command, non-root, inputs" check_containerfile
+run "deploy/Containerfile: pinned stages on one Debian release, wasm targets, build command, non-root, no secrets, health probes, inputs" check_containerfile
 
 if ((failed)); then
     echo "deploy/check.sh: some checks failed"

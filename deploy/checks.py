@@ -147,7 +147,7 @@ def exposed_metrics() -> dict[str, dict]:
             else:
                 raise Failure(f"{path}: cannot tell the kind of `{var}` (metric {full})")
             labels: dict[str, list[str] | None] = {}
-            fam = re.search(r"(?:Family::?<|HistogramFamily<)\s*(Vec<\(String,\s*String\)>|[\w:]+)", stmt)
+            fam = re.search(r"(?:Family(?:::)?<|HistogramFamily<)\s*(Vec<\(String,\s*String\)>|[\w:]+)", stmt)
             if fam and fam.group(1).startswith("Vec<"):
                 for label in re.findall(
                     r"\b" + re.escape(var) + r'\s*\.get_or_create(?:_owned)?\(\s*&vec!\[\s*\(\s*"(\w+)"', text

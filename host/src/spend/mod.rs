@@ -74,6 +74,22 @@ impl Spend {
             metrics.clone(),
             state.clone(),
         );
+        // The series alert rules watch exist from the start, at 0.
+        for threshold in crate::alerts::THRESHOLDS {
+            metrics.spend().expect_alert("budget", threshold);
+        }
+        for tenant in &config.tenants {
+            let Some(limits) = tenant.budget_usd.as_ref().map(BudgetLimits::from_usd) else {
+                continue;
+            };
+            for period in Period::ALL {
+                if limits.get(period).is_some() {
+                    metrics
+                        .spend()
+                        .expect_refusals(&tenant.name, period.as_str());
+                }
+            }
+        }
         Ok(Self {
             prices,
             budgets: Budgets::new(state.clone(), alerts.clone(), metrics.clone()),

@@ -147,6 +147,24 @@ impl SpendMetrics {
             .inc();
     }
 
+    /// Creates `tenant`'s refusal series of `period` at 0, so a first
+    /// refusal is an increase to PromQL's `increase()` and `rate()` (a
+    /// series that appears at 1 is not).
+    pub fn expect_refusals(&self, tenant: &str, period: &'static str) {
+        if self.tenants.contains(tenant) {
+            let _ = self.refusals.get_or_create(&RefusalLabels {
+                tenant: tenant.to_owned(),
+                period,
+            });
+        }
+    }
+
+    /// Creates the alert series of `kind` at `threshold` at 0 (see
+    /// [`SpendMetrics::expect_refusals`]).
+    pub fn expect_alert(&self, kind: &'static str, threshold: u8) {
+        let _ = self.alerts.get_or_create(&AlertLabels { kind, threshold });
+    }
+
     /// An alert of `kind` at `threshold` percent.
     pub fn alert(&self, kind: &'static str, threshold: u8) {
         self.alerts

@@ -28,7 +28,7 @@ const PANELS: [&str; 7] = [
 async fn gateway() -> (sluice::mock::MockHandle, TestGateway) {
     let up = mock();
     let config = format!(
-        "{}\n[server]\nadmin_token = \"{TOKEN}\"\nadmin_listen = \"127.0.0.1:0\"\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}\n",
+        "{}\n[server]\nadmin_token = \"{TOKEN}\"\nadmin_listen = \"127.0.0.1:0\"\n[plugins.throttle.config]\nanonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}\n[plugins.throttle.limits]\ndeadline_ms = 2000\n",
         providers(&up)
     );
     let gw = TestGateway::start(&config).await;
@@ -237,6 +237,8 @@ async fn the_page_signs_in_shows_every_panel_and_moves_with_traffic() {
         for name in PANELS {
             assert_eq!(panels[name], json!(true), "panel {name}: {panels}");
         }
+        // Jobs are off here: no job panel.
+        assert_eq!(panels["jobs"], json!(false), "{panels}");
         // The providers and plugins tables are filled from the snapshot.
         b.wait_for(
             "document.querySelectorAll('[data-table=providers] tr').length === 2 && \
@@ -316,4 +318,222 @@ async fn the_page_signs_in_shows_every_panel_and_moves_with_traffic() {
     std::fs::write(&out, &png).expect("write the screenshot");
     eprintln!("dashboard screenshot: {}", out.display());
     assert!(test_started.elapsed() < Duration::from_secs(90));
+}
+
+/// Reads `expression` (JavaScript giving a JSON string) as JSON.
+fn read_json(b: &mut Browser, expression: &str) -> Value {
+    let v = b.eval(expression);
+    serde_json::from_str(v.as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// The dollar amount in a cell such as `$0.00123 of $10.00 · 0.0%`.
+fn dollars(text: &str) -> f64 {
+    let digits: String = text
+        .trim_start_matches('$')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no amount in {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_budget_and_job_panels_show_what_the_node_did() {
+    let test_started = Instant::now();
+    let up = mock();
+    // Output dominates the price, so one answer costs a visible amount.
+    let config = format!(
+        r#"{providers}
+[server]
+admin_token = "{TOKEN}"
+admin_listen = "127.0.0.1:0"
+
+[[prices]]
+model = "gpt-*"
+input_per_mtok = 1.0
+output_per_mtok = 80.0
+max_output_tokens = 64
+
+[[tenants]]
+name = "acme"
+keys = ["sk-acme"]
+budget_usd = {{ day = 10.0, total = 100.0 }}
+
+[plugins.throttle.config]
+anonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}
+
+[jobs]
+enabled = true
+concurrency = 2
+poll_ms = 50
+"#,
+        providers = providers(&up)
+    );
+    let gw = TestGateway::start(&config).await;
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
+    let admin = gw.spawn_admin_listener().await;
+    let client = reqwest::Client::new();
+
+    // One answer now, priced: its cost header.
+    let r = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a priced question"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sync_cost: f64 = r.headers()["x-sluice-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sync_cost > 0.0);
+    // One job, at high priority, run by this node's workers.
+    let r = client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme")
+        .header("prefer", "respond-async")
+        .header("x-sluice-priority", "high")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a question for later"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = client
+            .get(gw.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth("sk-acme")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "succeeded" {
+            break;
+        }
+        assert!(
+            v["status"] == "queued" || v["status"] == "running",
+            "job {v}"
+        );
+        assert!(Instant::now() < deadline, "job not done: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What the spend records say the tenant spent today (both answers).
+    let report: Value = client
+        .get(format!("http://{admin}/admin/spend"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == "acme")
+        .unwrap_or_else(|| panic!("acme in {report}"))
+        .clone();
+    let spent = row["cost_usd"].as_f64().unwrap();
+    assert!(
+        spent > sync_cost * 1.2,
+        "the job is charged too: {spent} vs {sync_cost}"
+    );
+
+    let page = format!("http://{admin}/dashboard");
+    let driver = std::thread::spawn(move || {
+        let mut b = Browser::launch();
+        b.call("Page.navigate", json!({"url": page}));
+        b.wait_for(
+            "document.readyState === 'complete' && !document.querySelector('#login').hidden",
+            Duration::from_secs(20),
+        );
+        b.eval(&format!(
+            "document.querySelector('#token').value = '{TOKEN}'; \
+             document.querySelector('#login').requestSubmit(); true"
+        ));
+        b.wait_for(
+            "!document.querySelector('#board').hidden && \
+             !document.querySelector('[data-panel=budgets]').hidden && \
+             !document.querySelector('[data-panel=jobs]').hidden && \
+             document.querySelector('[data-table=budgets] tr[data-tenant=acme]') !== null && \
+             document.querySelector('[data-metric=\"jobs-succeeded\"]').textContent === '1'",
+            Duration::from_secs(20),
+        );
+        let sized = read_json(
+            &mut b,
+            "JSON.stringify(['budgets', 'jobs'].map(p => \
+             document.querySelector('[data-panel=' + p + ']').getBoundingClientRect().height > 40))",
+        );
+        assert_eq!(sized, json!([true, true]));
+
+        // Spend and budgets: the tenant's row and the totals.
+        let budgets = read_json(
+            &mut b,
+            "JSON.stringify({cells: [...document.querySelectorAll('[data-table=budgets] tr[data-tenant=acme] td')]\
+             .map(td => td.textContent), total: document.querySelector('[data-metric=\"spend-total\"]').textContent, \
+             refusals: document.querySelector('[data-metric=\"budget-refusals\"]').textContent})",
+        );
+        let cells: Vec<String> = serde_json::from_value(budgets["cells"].clone()).unwrap();
+        assert_eq!(cells.len(), 7, "{budgets}");
+        assert_eq!(cells[0], "acme");
+        // toPrecision(3): within 0.5 % of the records.
+        let close = |shown: f64| (shown - spent).abs() <= spent * 0.005;
+        assert!(close(dollars(&cells[1])), "spent {} vs {spent}", cells[1]);
+        assert!(
+            close(dollars(budgets["total"].as_str().unwrap())),
+            "{budgets}"
+        );
+        assert_eq!(cells[3], "0", "no refusals: {budgets}");
+        // day: spent of $10.00 with its share; no monthly cap; total of $100.00.
+        assert!(cells[4].contains(" of $10.00 · "), "{}", cells[4]);
+        assert!(close(dollars(&cells[4])), "{} vs {spent}", cells[4]);
+        let share = format!("{:.1}%", spent / 10.0 * 100.0);
+        assert!(cells[4].ends_with(&share), "{} vs {share}", cells[4]);
+        assert_eq!(cells[5], "no cap");
+        assert!(cells[6].contains(" of $100.00 · "), "{}", cells[6]);
+        assert!(close(dollars(&cells[6])), "{}", cells[6]);
+        assert_eq!(budgets["refusals"], "0");
+
+        // Jobs: one accepted at high priority, succeeded, none queued.
+        let jobs = read_json(
+            &mut b,
+            "JSON.stringify({figures: Object.fromEntries(['queued', 'accepted', 'succeeded', 'failed', 'dead']\
+             .map(k => [k, document.querySelector('[data-metric=\"jobs-' + k + '\"]').textContent])), \
+             high: [...document.querySelectorAll('[data-table=jobs] tr[data-priority=high] td')].map(td => td.textContent), \
+             normal: [...document.querySelectorAll('[data-table=jobs] tr[data-priority=normal] td')].map(td => td.textContent)})",
+        );
+        assert_eq!(
+            jobs["figures"],
+            json!({"queued": "0", "accepted": "1", "succeeded": "1", "failed": "0", "dead": "0"}),
+            "{jobs}"
+        );
+        let high: Vec<String> = serde_json::from_value(jobs["high"].clone()).unwrap();
+        assert_eq!(high[..3], ["high", "0", "1"], "{jobs}");
+        assert!(high[3] != "–" && high[4] != "–", "wait and run p99: {jobs}");
+        let normal: Vec<String> = serde_json::from_value(jobs["normal"].clone()).unwrap();
+        assert_eq!(normal, ["normal", "0", "0", "–", "–"], "{jobs}");
+
+        let errors = b.errors();
+        assert!(errors.is_empty(), "console errors: {errors:#?}");
+        b.screenshot()
+    });
+    let png = tokio::task::spawn_blocking(move || driver.join())
+        .await
+        .unwrap()
+        .expect("the browser checks passed");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-spend-jobs.png");
+    std::fs::write(&out, &png).expect("write the screenshot");
+    eprintln!("dashboard screenshot: {}", out.display());
+    assert!(test_started.elapsed() < Duration::from_secs(60));
 }

@@ -11,13 +11,6 @@
   const WINDOW_MS = 10000;
   // Chart points (one per snapshot).
   const POINTS = 60;
-  // Panels shown only while this node exposes matching metrics (other
-  // modules add them): one entry per panel, by metric-name pattern.
-  const OPTIONAL_PANELS = [
-    { id: 'budgets', title: 'Spend and budgets', match: /^sluice_(budget|spend|cost)/ },
-    { id: 'jobs', title: 'Job backlog', match: /^sluice_jobs?_/ },
-  ];
-
   const $ = (sel, root) => (root || document).querySelector(sel);
   const snaps = [];
   const charts = { rps: [[]], latency: [[], []], cache: [[], []], errors: [[], []] };
@@ -150,13 +143,15 @@
     return sum;
   }
 
-  // Buckets of every series of a histogram, added up: {count, buckets}.
-  function histogram(s, name) {
+  // Buckets of every series of a histogram (those `keep` accepts), added
+  // up: {count, buckets}.
+  function histogram(s, name, keep) {
     const f = family(s, name);
     const byBound = new Map();
     let count = 0;
     if (f) {
       for (const x of f.series) {
+        if (keep && !keep(x.labels)) continue;
         count += x.count || 0;
         for (const [le, c] of x.buckets || []) byBound.set(le, (byBound.get(le) || 0) + c);
       }
@@ -176,8 +171,12 @@
   }
 
   function windowQuantile(q, name) {
-    const now = histogram(snaps[snaps.length - 1], name);
-    const then = histogram(base(), name);
+    return quantile(q, histogram(snaps[snaps.length - 1], name), histogram(base(), name));
+  }
+
+  // The q-quantile of the observations in `now` and not in `then`
+  // (interpolated within a bucket); null without observations.
+  function quantile(q, now, then) {
     const count = now.count - then.count;
     if (count <= 0) return null;
     const before = new Map(then.buckets);
@@ -222,6 +221,12 @@
     if (s < 0.001) return (s * 1e6).toFixed(0) + ' µs';
     if (s < 1) return (s * 1e3).toFixed(s < 0.01 ? 1 : 0) + ' ms';
     return s.toFixed(2) + ' s';
+  }
+
+  function usd(n) {
+    if (n == null || !isFinite(n)) return '–';
+    if (n === 0) return '$0';
+    return '$' + (n >= 1 ? n.toFixed(2) : n.toPrecision(3));
   }
 
   function percent(r) {
@@ -347,7 +352,8 @@
     providers(s);
     plugins(s);
     state(s);
-    optional(s);
+    budgets(s);
+    jobs(s);
   }
 
   function providers(s) {
@@ -422,39 +428,86 @@
     set('state-last-error', st.degraded && st.last_error ? st.last_error : '');
   }
 
-  function optional(s) {
-    const names = Object.keys(s.metrics || {});
-    for (const spec of OPTIONAL_PANELS) {
-      const mine = names.filter((n) => spec.match.test(n));
-      let panel = $('[data-panel="' + spec.id + '"]');
-      if (!mine.length) {
-        if (panel) panel.hidden = true;
-        continue;
-      }
-      if (!panel) {
-        panel = el('section', null, 'panel wide');
-        panel.dataset.panel = spec.id;
-        panel.appendChild(el('h2', spec.title));
-        const table = el('table');
-        const head = row(['metric', 'labels', 'value']);
-        const thead = el('thead');
-        thead.appendChild(head);
-        table.appendChild(thead);
-        table.appendChild(el('tbody'));
-        panel.appendChild(table);
-        $('#board').appendChild(panel);
-      }
-      panel.hidden = false;
-      const rows = [];
-      for (const name of mine) {
-        for (const x of s.metrics[name].series) {
-          const labels = Object.entries(x.labels).map(([k, v]) => k + '=' + v).join(' ');
-          const value = x.value != null ? num(x.value) : num(x.count) + ' obs.';
-          rows.push(row([name.replace(/^sluice_/, ''), labels, value]));
-        }
-      }
-      fill($('tbody', panel), rows);
+  // Spend per tenant (this node's counters) and each configured budget's
+  // current periods (from the shared state): shown once there is either.
+  function budgets(s) {
+    const panel = $('[data-panel="budgets"]');
+    const list = s.budgets || [];
+    const tenants = new Set(list.map((b) => b.tenant));
+    for (const name of ['sluice_spend_usd', 'sluice_saved_usd', 'sluice_budget_refusals']) {
+      const f = family(s, name);
+      for (const x of (f && f.series) || []) if (x.value > 0) tenants.add(x.labels.tenant);
     }
+    panel.hidden = !tenants.size;
+    if (panel.hidden) return;
+    set('spend-total', usd(total(s, 'sluice_spend_usd')));
+    set('saved-total', usd(total(s, 'sluice_saved_usd')));
+    set('budget-refusals', num(total(s, 'sluice_budget_refusals')));
+    set('budget-alerts', num(total(s, 'sluice_alerts', (l) => l.kind === 'budget')));
+    const byTenant = new Map(list.map((b) => [b.tenant, b]));
+    const rows = [...tenants].sort().map((tenant) => {
+      const mine = (l) => l.tenant === tenant;
+      const b = byTenant.get(tenant);
+      const cells = [
+        tenant,
+        usd(total(s, 'sluice_spend_usd', mine)),
+        usd(total(s, 'sluice_saved_usd', mine)),
+        num(total(s, 'sluice_budget_refusals', mine)),
+      ];
+      for (const period of ['day', 'month', 'total']) {
+        const p = b && (b.periods || []).find((x) => x.period === period);
+        let cell;
+        if (b && b.error) {
+          cell = el('span', 'unavailable', 'bad');
+          cell.title = b.error;
+        } else if (!p) {
+          cell = el('span', 'no cap', 'muted');
+        } else {
+          const used = p.limit_usd > 0 ? p.spent_usd / p.limit_usd : 1;
+          cell = el('span', usd(p.spent_usd) + ' of ' + usd(p.limit_usd) + ' · ' + percent(used), used >= 0.95 ? 'bad' : '');
+        }
+        cell.dataset.period = period;
+        cells.push(cell);
+      }
+      const tr = row(cells);
+      tr.dataset.tenant = tenant;
+      return tr;
+    });
+    fill($('[data-table="budgets"]'), rows);
+  }
+
+  // The job queue (read from the shared state) and this node's job
+  // counters: shown while jobs are on.
+  function jobs(s) {
+    const panel = $('[data-panel="jobs"]');
+    panel.hidden = !s.jobs;
+    if (!s.jobs) return;
+    const depths = s.jobs.depths || null;
+    set('jobs-error', s.jobs.error ? 'queue: ' + s.jobs.error : '');
+    const depth = (p) => (depths ? depths[p] : total(s, 'sluice_jobs_queue_depth', (l) => l.priority === p));
+    const priorities = ['critical', 'high', 'normal', 'low', 'bulk'];
+    const status = (v) => (l) => l.status === v;
+    set('jobs-queued', num(priorities.reduce((sum, p) => sum + depth(p), 0)));
+    set('jobs-accepted', num(total(s, 'sluice_jobs_accepted')));
+    set('jobs-succeeded', num(total(s, 'sluice_jobs_finished', status('succeeded'))));
+    set('jobs-failed', num(total(s, 'sluice_jobs_finished', status('failed'))));
+    set('jobs-dead', num(total(s, 'sluice_jobs_dead_letters')));
+    set('jobs-webhook-errors', num(total(s, 'sluice_job_webhook_deliveries', (l) => l.result === 'error')));
+    // Quantiles over every observation since this node started.
+    const none = { count: 0, buckets: [] };
+    const rows = priorities.map((priority) => {
+      const mine = (l) => l.priority === priority;
+      const tr = row([
+        priority,
+        num(depth(priority)),
+        num(total(s, 'sluice_jobs_accepted', mine)),
+        seconds(quantile(0.99, histogram(s, 'sluice_jobs_wait_seconds', mine), none)),
+        seconds(quantile(0.99, histogram(s, 'sluice_jobs_run_seconds', mine), none)),
+      ]);
+      tr.dataset.priority = priority;
+      return tr;
+    });
+    fill($('[data-table="jobs"]'), rows);
   }
 
   connect();
