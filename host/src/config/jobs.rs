@@ -27,12 +27,16 @@ pub struct JobsConfig {
     pub result_ttl_secs: u64,
     /// How long a dead-lettered job stays for inspection and requeue.
     pub dead_ttl_secs: u64,
-    /// Runs of a job before it is dead-lettered.
+    /// Runs of a job before it is dead-lettered (the retry plugin may
+    /// stop sooner).
     pub max_attempts: u32,
-    /// First retry delay; doubled per attempt (with full jitter) up to
-    /// `retry_max_ms`.
+    /// Bounds on the retry plugin's delay before a job runs again: at
+    /// least `retry_base_ms`, at most `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// A job waiting this long in its priority's queue moves up one level
+    /// (again after as long in the next); 0 turns aging off.
+    pub aging_ms: u64,
     /// A job not finished this long after it was accepted fails (a
     /// rate-limited job waits for its bucket at most until then).
     pub max_wait_secs: u64,
@@ -57,6 +61,7 @@ impl Default for JobsConfig {
             max_attempts: 3,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
+            aging_ms: 300_000,
             max_wait_secs: 24 * 3600,
             max_body_bytes: 1 << 20,
             max_file_bytes: 16 << 20,
@@ -122,6 +127,11 @@ impl JobsConfig {
 
     pub fn max_wait(&self) -> Duration {
         Duration::from_secs(self.max_wait_secs)
+    }
+
+    /// `None` when aging is off.
+    pub fn aging(&self) -> Option<Duration> {
+        (self.aging_ms > 0).then(|| Duration::from_millis(self.aging_ms))
     }
 
     pub fn poll(&self) -> Duration {

@@ -1,5 +1,6 @@
 //! The OpenAI Batch API over jobs: `POST /v1/files` (purpose `batch`,
-//! JSONL), `POST /v1/batches`, `GET /v1/batches/{id}`, `POST
+//! JSONL), `POST /v1/batches`, `GET /v1/batches` (list), `GET
+//! /v1/batches/{id}`, `POST
 //! /v1/batches/{id}/cancel`, `GET /v1/files/{id}` and
 //! `GET /v1/files/{id}/content`, so the official SDKs' batch workflow works
 //! against sluice.
@@ -34,6 +35,8 @@ const FILES: &str = "jobs:files";
 const BATCHES: &str = "jobs:batches";
 /// Most lines one batch takes.
 const MAX_LINES: usize = 50_000;
+/// Batches of a tenant `GET /v1/batches` can list (the most recent).
+const MAX_LISTED: usize = 1_000;
 
 /// The Batch API routes (with `[jobs]` enabled).
 pub fn routes() -> Router<Arc<Gateway>> {
@@ -41,7 +44,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/v1/files", post(upload))
         .route("/v1/files/{id}", get(file_meta))
         .route("/v1/files/{id}/content", get(file_content))
-        .route("/v1/batches", post(create))
+        .route("/v1/batches", post(create).get(list))
         .route("/v1/batches/{id}", get(retrieve))
         .route("/v1/batches/{id}/cancel", post(cancel))
 }
@@ -386,6 +389,7 @@ async fn create(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) 
             }
             batch.counts = (batch.jobs.len() + batch.bad_lines.len(), 0, batch.bad_lines.len());
             save(&jobs, &batch).await?;
+            add_to_index(&jobs, &batch).await?;
             Ok(axum::Json(batch.view()).into_response())
         }
         .await,
@@ -539,6 +543,106 @@ async fn refresh(jobs: &Jobs, batch: &mut Batch) -> Result<(), GatewayError> {
         batch.completed_at = Some(now);
     }
     save(jobs, batch).await
+}
+
+/// The key of a tenant's list of batch ids (oldest first).
+fn index_key(tenant: &str) -> String {
+    format!("index/{tenant}")
+}
+
+/// Appends `batch` to its tenant's list (compare-and-swap, so concurrent
+/// creations on several nodes all land), keeping the last [`MAX_LISTED`].
+async fn add_to_index(jobs: &Jobs, batch: &Batch) -> Result<(), GatewayError> {
+    let key = index_key(&batch.tenant);
+    let ttl = Some(jobs.config.max_wait() + jobs.config.result_ttl());
+    for _ in 0..32 {
+        let current = jobs.state.get(BATCHES, &key).await.map_err(unavailable)?;
+        let mut ids: Vec<String> = current
+            .as_deref()
+            .and_then(|raw| serde_json::from_slice(raw).ok())
+            .unwrap_or_default();
+        ids.push(batch.id.clone());
+        if ids.len() > MAX_LISTED {
+            ids.drain(..ids.len() - MAX_LISTED);
+        }
+        let next = serde_json::to_vec(&ids).map_err(unavailable)?;
+        let swapped = jobs
+            .state
+            .compare_and_swap(BATCHES, &key, current.as_deref(), &next, ttl)
+            .await
+            .map_err(unavailable)?;
+        if swapped {
+            return Ok(());
+        }
+    }
+    Err(unavailable("the batch list kept changing; try again"))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /v1/batches?limit=&after=`: the tenant's batches, newest first, in
+/// the OpenAI list shape (cursor `after` = the last id of the previous
+/// page).
+async fn list(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let (jobs, caller) = context(&gw, &headers).await?;
+            let limit = q.limit.unwrap_or(20);
+            if !(1..=100).contains(&limit) {
+                return Err(GatewayError::bad_request(
+                    "`limit` must be between 1 and 100.",
+                ));
+            }
+            let ids: Vec<String> = jobs
+                .state
+                .get(BATCHES, &index_key(&caller.tenant))
+                .await
+                .map_err(unavailable)?
+                .and_then(|raw| serde_json::from_slice(&raw).ok())
+                .unwrap_or_default();
+            let newest_first = ids.iter().rev();
+            let start = match &q.after {
+                Some(after) => ids
+                    .iter()
+                    .rev()
+                    .position(|id| id == after)
+                    .map_or(ids.len(), |i| i + 1),
+                None => 0,
+            };
+            let mut data = Vec::new();
+            let mut more = false;
+            for id in newest_first.skip(start) {
+                // Expired batches drop out of the list.
+                let mut batch = match load(&jobs, &caller.tenant, id).await {
+                    Ok(b) => b,
+                    Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+                    Err(e) => return Err(e),
+                };
+                if data.len() == limit {
+                    more = true;
+                    break;
+                }
+                refresh(&jobs, &mut batch).await?;
+                data.push(batch.view());
+            }
+            let first = data.first().map(|b| b["id"].clone());
+            let last = data.last().map(|b| b["id"].clone());
+            Ok(axum::Json(json!({
+                "object": "list", "data": data,
+                "first_id": first, "last_id": last, "has_more": more,
+            }))
+            .into_response())
+        }
+        .await,
+    )
 }
 
 async fn retrieve(

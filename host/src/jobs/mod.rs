@@ -160,7 +160,11 @@ pub struct JobRecord {
     pub spec: JobSpec,
     pub status: JobStatus,
     pub attempts: u32,
+    /// When the latest run started.
     pub started_ms: Option<u64>,
+    /// When the first run started (the retry plugin's `elapsed_ms` counts
+    /// from it).
+    pub first_started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub result: Option<JobResult>,
     pub error: Option<String>,

@@ -117,13 +117,22 @@ pub(crate) trait Queue: Send + Sync {
         count: bool,
         error: Option<&'a str>,
     ) -> Answer<'a, ()>;
-    /// Adds the job to the dead letters and acknowledges `d` (its record
-    /// must already be `dead`).
-    fn bury<'a>(&'a self, d: &'a Delivery, error: &'a str, now_ms: u64) -> Answer<'a, ()>;
+    /// Adds the job to the dead letters at its own `priority` (where a
+    /// requeue puts it) and acknowledges `d` (its record must already be
+    /// `dead`).
+    fn bury<'a>(
+        &'a self,
+        d: &'a Delivery,
+        priority: Priority,
+        error: &'a str,
+        now_ms: u64,
+    ) -> Answer<'a, ()>;
     /// Removes `d` from the queue.
     fn ack<'a>(&'a self, d: &'a Delivery) -> Answer<'a, ()>;
-    /// Moves delayed jobs that are due into their queues.
-    fn promote<'a>(&'a self, now_ms: u64) -> Answer<'a, usize>;
+    /// Moves delayed jobs that are due into their queues and, with
+    /// `aged_before_ms`, jobs queued (not claimed) at or before that time
+    /// one priority up (aging); how many moved.
+    fn promote<'a>(&'a self, now_ms: u64, aged_before_ms: Option<u64>) -> Answer<'a, usize>;
     /// Entries per priority (queued, delayed excluded, or held).
     fn depths(&self) -> Answer<'_, [u64; 5]>;
     fn dead_list(&self, limit: usize) -> Answer<'_, Vec<DeadEntry>>;
@@ -146,7 +155,8 @@ pub(crate) struct MemoryQueue {
 struct Inner {
     seq: u64,
     records: HashMap<String, Stored>,
-    ready: [VecDeque<(u64, String)>; 5],
+    /// Per priority: (sequence, when it was queued in ms, job id).
+    ready: [VecDeque<(u64, u64, String)>; 5],
     held: HashMap<u64, Held>,
     delayed: BTreeMap<(u64, u64), (Priority, String)>,
     dead: VecDeque<DeadEntry>,
@@ -177,7 +187,7 @@ impl Inner {
     fn enqueue(&mut self, priority: Priority, id: String) {
         self.seq += 1;
         let seq = self.seq;
-        self.ready[priority.index()].push_back((seq, id));
+        self.ready[priority.index()].push_back((seq, super::now_ms(), id));
     }
 }
 
@@ -200,6 +210,7 @@ impl Queue for MemoryQueue {
                     status: JobStatus::Queued,
                     attempts: 0,
                     started_ms: None,
+                    first_started_ms: None,
                     finished_ms: None,
                     result: None,
                     error: None,
@@ -243,7 +254,7 @@ impl Queue for MemoryQueue {
         let mut inner = self.inner.lock();
         let mut out = Vec::new();
         while out.len() < n {
-            let Some((seq, id)) = inner.ready[priority.index()].pop_front() else {
+            let Some((seq, _, id)) = inner.ready[priority.index()].pop_front() else {
                 break;
             };
             inner.held.insert(
@@ -316,6 +327,7 @@ impl Queue for MemoryQueue {
                 s.record.status = JobStatus::Running;
                 s.record.attempts += 1;
                 s.record.started_ms = Some(now_ms);
+                s.record.first_started_ms.get_or_insert(now_ms);
                 Start::Run(s.record.clone(), s.body.clone().unwrap_or_default())
             }
         };
@@ -378,7 +390,13 @@ impl Queue for MemoryQueue {
         ready(())
     }
 
-    fn bury<'a>(&'a self, d: &'a Delivery, error: &'a str, now_ms: u64) -> Answer<'a, ()> {
+    fn bury<'a>(
+        &'a self,
+        d: &'a Delivery,
+        priority: Priority,
+        error: &'a str,
+        now_ms: u64,
+    ) -> Answer<'a, ()> {
         let mut inner = self.inner.lock();
         inner.held.remove(&entry_seq(d));
         inner.seq += 1;
@@ -386,7 +404,7 @@ impl Queue for MemoryQueue {
         inner.dead.push_back(DeadEntry {
             entry: seq.to_string(),
             id: d.id.clone(),
-            priority: d.priority,
+            priority,
             error: error.to_string(),
             at_ms: now_ms,
         });
@@ -398,13 +416,29 @@ impl Queue for MemoryQueue {
         ready(())
     }
 
-    fn promote<'a>(&'a self, now_ms: u64) -> Answer<'a, usize> {
+    fn promote<'a>(&'a self, now_ms: u64, aged_before_ms: Option<u64>) -> Answer<'a, usize> {
         let mut inner = self.inner.lock();
         let later = inner.delayed.split_off(&(now_ms + 1, 0));
         let due = std::mem::replace(&mut inner.delayed, later);
-        let n = due.len();
+        let mut n = due.len();
         for (_, (priority, id)) in due {
             inner.enqueue(priority, id);
+        }
+        // Aging, highest level first: a job moved up now is queued anew
+        // there, so it moves at most one level per call.
+        if let Some(cutoff) = aged_before_ms {
+            for p in Priority::ALL.into_iter().skip(1) {
+                let up = Priority::ALL[p.index() - 1];
+                while inner.ready[p.index()]
+                    .front()
+                    .is_some_and(|(_, at, _)| *at <= cutoff)
+                {
+                    if let Some((_, _, id)) = inner.ready[p.index()].pop_front() {
+                        inner.enqueue(up, id);
+                        n += 1;
+                    }
+                }
+            }
         }
         // Expired records go (lookups drop them lazily too).
         let now = Instant::now();
@@ -438,6 +472,7 @@ impl Queue for MemoryQueue {
             Some(s) if s.record.status == JobStatus::Dead => {
                 s.record.status = JobStatus::Queued;
                 s.record.attempts = 0;
+                s.record.first_started_ms = None;
                 s.record.finished_ms = None;
                 s.record.result = None;
                 s.expires = Instant::now() + ttl;
@@ -463,5 +498,59 @@ impl Queue for MemoryQueue {
             }
         }
         ready(dead.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, priority: Priority) -> JobSpec {
+        JobSpec {
+            id: id.into(),
+            tenant: "t".into(),
+            tier: "default".into(),
+            key_id: None,
+            path: "/v1/chat/completions".into(),
+            priority,
+            created_ms: 0,
+            deadline_ms: u64::MAX,
+            callback_url: None,
+            client_ip: "127.0.0.1".into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn claim_all(q: &MemoryQueue, p: Priority) -> Vec<String> {
+        let claimed = futures::executor::block_on(q.claim("n", p, 100)).unwrap();
+        claimed.into_iter().map(|d| d.id).collect()
+    }
+
+    #[test]
+    fn an_aged_job_moves_up_one_level_per_promotion() {
+        let q = MemoryQueue::default();
+        let ttl = Duration::from_secs(60);
+        futures::executor::block_on(q.submit(&spec("old", Priority::Bulk), b"{}", ttl)).unwrap();
+        let queued = super::super::now_ms();
+        let promote = |cutoff| futures::executor::block_on(q.promote(0, cutoff)).unwrap();
+        // Not aged yet (queued after the cutoff), or aging off: stays.
+        assert_eq!(promote(Some(queued.saturating_sub(1_000))), 0);
+        assert_eq!(promote(None), 0);
+        // Aged: one level up per promotion, up to critical.
+        for level in [
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Critical,
+        ] {
+            assert_eq!(promote(Some(u64::MAX)), 1);
+            let depths = futures::executor::block_on(q.depths()).unwrap();
+            assert_eq!(depths[level.index()], 1, "{level:?}: {depths:?}");
+            assert_eq!(depths.iter().sum::<u64>(), 1);
+        }
+        assert_eq!(promote(Some(u64::MAX)), 0, "critical is the top");
+        assert_eq!(claim_all(&q, Priority::Critical), vec!["old".to_string()]);
+        // A claimed job does not age.
+        assert_eq!(promote(Some(u64::MAX)), 0);
     }
 }

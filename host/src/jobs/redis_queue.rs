@@ -9,7 +9,8 @@
 //!   by the time (ms) a retry or a rate-limit wait is due;
 //! - `sluice:jobs:{q}:dead`: the dead-letter stream;
 //! - `sluice:job:{<id>}`: the job's hash (`spec` JSON, `body`, `status`,
-//!   `attempts`, `started`, `finished`, `result` JSON, `error`, `webhook`).
+//!   `attempts`, `started`, `first` (the first run's start), `finished`,
+//!   `result` JSON, `error`, `webhook`).
 //!
 //! At-least-once: an entry stays pending in the group until acknowledged
 //! (`XACK` + `XDEL`) after its job's final transition or rescheduling. A
@@ -49,6 +50,7 @@ if not st then return {0} end
 if st == 'queued' or st == 'running' then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])
+  redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
   return {1, redis.call('HGETALL', KEYS[1])}
 end
 return {2, redis.call('HGETALL', KEYS[1])}",
@@ -106,14 +108,18 @@ static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0)
-redis.call('HDEL', KEYS[1], 'result', 'finished', 'webhook')
+redis.call('HDEL', KEYS[1], 'result', 'finished', 'webhook', 'first')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1",
     )
 });
 
-/// Due delayed jobs into their streams. KEYS: delayed, then the five
-/// streams by priority index; ARGV: now ms.
+/// Due delayed jobs into their streams, then aging. KEYS: delayed, then
+/// the five streams by priority index; ARGV: now ms, the aging cutoff ms
+/// (0: no aging), the group. Aging moves the entries of `high`..`bulk`
+/// that the group has not delivered yet and were added at or before the
+/// cutoff (entry ids are times) to the next level up, highest level
+/// first, so an entry moves one level per call.
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
@@ -123,7 +129,32 @@ for _, m in ipairs(due) do
   redis.call('XADD', KEYS[p + 2], '*', 'id', string.sub(m, sep + 1))
   redis.call('ZREM', KEYS[1], m)
 end
-return #due",
+local moved = #due
+if ARGV[2] == '0' then return moved end
+for p = 1, 4 do
+  local key = KEYS[p + 2]
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
+  local last = nil
+  if ok then
+    for _, g in ipairs(groups) do
+      local name, delivered = nil, nil
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] end
+        if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+      end
+      if name == ARGV[3] then last = delivered end
+    end
+  end
+  if last then
+    local aged = redis.call('XRANGE', key, '(' .. last, ARGV[2], 'COUNT', 100)
+    for _, e in ipairs(aged) do
+      redis.call('XADD', KEYS[p + 1], '*', unpack(e[2]))
+      redis.call('XDEL', key, e[1])
+      moved = moved + 1
+    end
+  end
+end
+return moved",
     )
 });
 
@@ -482,7 +513,13 @@ impl Queue for RedisQueue {
         })
     }
 
-    fn bury<'a>(&'a self, d: &'a Delivery, error: &'a str, now_ms: u64) -> Answer<'a, ()> {
+    fn bury<'a>(
+        &'a self,
+        d: &'a Delivery,
+        priority: Priority,
+        error: &'a str,
+        now_ms: u64,
+    ) -> Answer<'a, ()> {
         Box::pin(async move {
             self.ack_pipe(d, |pipe| {
                 pipe.cmd("XADD")
@@ -491,7 +528,7 @@ impl Queue for RedisQueue {
                     .arg("id")
                     .arg(&d.id)
                     .arg("priority")
-                    .arg(d.priority.as_str())
+                    .arg(priority.as_str())
                     .arg("error")
                     .arg(error)
                     .arg("at")
@@ -506,14 +543,14 @@ impl Queue for RedisQueue {
         Box::pin(self.ack_pipe(d, |_| {}))
     }
 
-    fn promote<'a>(&'a self, now_ms: u64) -> Answer<'a, usize> {
+    fn promote<'a>(&'a self, now_ms: u64, aged_before_ms: Option<u64>) -> Answer<'a, usize> {
         Box::pin(async move {
             let mut call = PROMOTE.prepare_invoke();
             call.key(DELAYED);
             for p in Priority::ALL {
                 call.key(stream(p));
             }
-            call.arg(now_ms);
+            call.arg(now_ms).arg(aged_before_ms.unwrap_or(0)).arg(GROUP);
             let n: i64 = self.link.script(&call).await?;
             Ok(n.max(0) as usize)
         })
@@ -686,6 +723,7 @@ fn record_from(v: Value) -> Option<(JobRecord, Vec<u8>)> {
             .unwrap_or(JobStatus::Queued),
         attempts: num(&f, "attempts").unwrap_or(0) as u32,
         started_ms: num(&f, "started"),
+        first_started_ms: num(&f, "first"),
         finished_ms: num(&f, "finished"),
         result,
         error: get(&f, "error"),

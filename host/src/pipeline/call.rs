@@ -24,7 +24,8 @@ use super::RequestCtx;
 use crate::config::{Balance, ProviderConfig, ProviderKind};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::policy::{Attempt, AttemptOutcome, RetryVerdict, Route, Slot};
+use crate::plugin::Plugin;
+use crate::policy::{Attempt, AttemptOutcome, PolicyRequest, RetryVerdict, Route, Slot};
 use crate::telemetry::{UpstreamOutcome, log_safe};
 use crate::translate::{self, Plan};
 use crate::upstream::{AttemptFailure, UpstreamBody, UpstreamRequest, UpstreamResponse, balance};
@@ -179,6 +180,7 @@ pub async fn call_upstream(
             }
             Err(f) => f,
         };
+        ctx.last_failure = Some(failure.outcome.clone());
         if caller_fault(&failure.outcome) || number >= cap {
             return Err(final_error(failure, number));
         }
@@ -189,13 +191,7 @@ pub async fn call_upstream(
             model: model.clone(),
             outcome: failure.outcome.clone(),
         };
-        let verdict = match retry.retry_decide(&ctx.policy, &attempt).await {
-            Ok(v) => v,
-            Err(e) => {
-                super::plugin_failed(gw, Slot::Retry, &e)?;
-                RetryVerdict::Stop
-            }
-        };
+        let verdict = decide(gw, &retry, &ctx.policy, &attempt).await?;
         let (next_provider, next_model, wait_ms) = match verdict {
             RetryVerdict::Stop => match chain.next(&refused) {
                 Some((p, m)) => (p, m, 0),
@@ -234,6 +230,36 @@ pub async fn call_upstream(
         model = next_model;
         number += 1;
     }
+}
+
+/// The retry plugin's verdict on a failed `attempt` of `req`. A failing
+/// plugin counts as `Stop` when its slot is fail-open, and is an error
+/// (503) when fail-closed.
+async fn decide(
+    gw: &Gateway,
+    plugin: &Plugin,
+    req: &PolicyRequest,
+    attempt: &Attempt,
+) -> Result<RetryVerdict, GatewayError> {
+    match plugin.retry_decide(req, attempt).await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            super::plugin_failed(gw, Slot::Retry, &e)?;
+            Ok(RetryVerdict::Stop)
+        }
+    }
+}
+
+/// [`decide`] with the retry slot's current plugin: for a job worker
+/// deciding whether a whole run is repeated, the same way a request's
+/// upstream attempts are.
+pub async fn retry_verdict(
+    gw: &Gateway,
+    req: &PolicyRequest,
+    attempt: &Attempt,
+) -> Result<RetryVerdict, GatewayError> {
+    let plugin = gw.plugins.slot(Slot::Retry).current();
+    decide(gw, &plugin, req, attempt).await
 }
 
 /// A provider's answer in the client's format; a stream is held until

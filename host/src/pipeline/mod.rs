@@ -46,6 +46,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::context::FutureExt as _;
 
 pub use auth::{Caller, policy_headers};
+pub use call::retry_verdict;
 
 /// The plugin versions one request uses from start to end, so every decision
 /// of a request comes from one version even across a hot swap.
@@ -84,6 +85,9 @@ pub struct RequestCtx {
     pub coalescing: Coalescing,
     /// Upstream attempts made.
     pub attempts: u32,
+    /// How the last failed upstream attempt failed (what the retry plugin
+    /// was shown).
+    pub last_failure: Option<crate::policy::AttemptOutcome>,
     /// The provider and model that produced the answer.
     pub provider: String,
     pub model: String,
@@ -112,6 +116,7 @@ impl RequestCtx {
             semantic: None,
             coalescing: Coalescing::default(),
             attempts: 0,
+            last_failure: None,
             provider: String::new(),
             model: String::new(),
             spend: crate::spend::RequestSpend::default(),
@@ -133,21 +138,40 @@ pub async fn handle(
     client_ip: IpAddr,
     request: http::Request<Body>,
 ) -> Response {
-    handle_with(gw, route, client_ip, None, request).await.0
+    handle_with(gw, route, client_ip, None, request)
+        .await
+        .response
 }
 
 /// [`handle`] for a caller authenticated earlier (a queued job, whose
 /// request carries no credentials): every other phase runs as for a
 /// synchronous call. Also says who caused a failure, so the job worker
-/// tells the tenant's own rate limit (wait) from a provider's (retry).
+/// tells the tenant's own rate limit (wait) from a provider's (retry), and
+/// what the retry plugin needs to decide about running the job again.
 pub async fn handle_as(
     gw: Arc<Gateway>,
     route: Route,
     client_ip: IpAddr,
     caller: Caller,
     request: http::Request<Body>,
-) -> (Response, Option<crate::error::Origin>) {
+) -> Ran {
     handle_with(gw, route, client_ip, Some(caller), request).await
+}
+
+/// A request run for a job worker ([`handle_as`]).
+pub struct Ran {
+    pub response: Response,
+    /// Who caused a failure (`None` on success).
+    pub origin: Option<crate::error::Origin>,
+    /// The request as the plugins saw it (empty fields when it failed
+    /// before its body parsed).
+    pub policy: PolicyRequest,
+    /// The provider and model of the answer, or of the first attempt when
+    /// none answered.
+    pub provider: String,
+    pub model: String,
+    /// How the last upstream attempt failed, when one did.
+    pub last_failure: Option<crate::policy::AttemptOutcome>,
 }
 
 /// The caller presenting `headers`'s credentials (the auth phase alone).
@@ -163,7 +187,7 @@ async fn handle_with(
     client_ip: IpAddr,
     caller: Option<Caller>,
     request: http::Request<Body>,
-) -> (Response, Option<crate::error::Origin>) {
+) -> Ran {
     let id = request_id(request.headers());
     let api_route = crate::telemetry::ApiRoute::from(route);
     let trace = gw
@@ -233,7 +257,14 @@ async fn handle_with(
             ],
         );
     }
-    (response, failure.map(|(origin, _)| origin))
+    Ran {
+        response,
+        origin: failure.map(|(origin, _)| origin),
+        policy: std::mem::take(&mut ctx.policy),
+        provider: ctx.provider,
+        model: ctx.model,
+        last_failure: ctx.last_failure,
+    }
 }
 
 /// Runs one phase of a traced request inside its own span.

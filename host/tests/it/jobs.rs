@@ -435,6 +435,58 @@ async fn under_a_backlog_higher_priorities_finish_first_and_bulk_progresses() {
 }
 
 #[tokio::test]
+async fn a_bulk_job_waiting_past_the_aging_time_moves_up_to_critical() {
+    let redis = RedisServer::start();
+    let mock = mock();
+    let config = format!(
+        "{}{}{}",
+        providers(&mock).replace("timeout_ms = 2000", "timeout_ms = 20000"),
+        redis_state(Some(&redis.url()), &[]),
+        jobs_toml("aging_ms = 150").replace("concurrency = 4", "concurrency = 1")
+    );
+    let gw = TestGateway::start(&config).await;
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
+    let c = reqwest::Client::new();
+    let base = gw.url("");
+    // The only worker is busy, so the bulk job waits in its queue.
+    mock.pause();
+    let first = submit(&c, &base, &chat("holds the worker"), Some("critical")).await;
+    mock.wait_until(Duration::from_secs(10), |m| m.in_flight() == 1)
+        .await;
+    let id = submit(&c, &base, &chat("waits"), Some("bulk")).await;
+    let len = |p: &str| match redis.cmd(&["XLEN", &format!("sluice:jobs:{{q}}:{p}")]) {
+        Ok(redis::Value::Int(n)) => n,
+        other => panic!("{other:?}"),
+    };
+    // One level per aging period: bulk, low, normal, high, then critical
+    // (where the running job's entry also is).
+    until(
+        Duration::from_secs(20),
+        "the job to reach critical",
+        || async { (len("critical") == 2).then_some(()) },
+    )
+    .await;
+    for p in ["high", "normal", "low", "bulk"] {
+        assert_eq!(len(p), 0, "{p}");
+    }
+    assert_eq!(job(&c, &base, &id, None).await.1["status"], "queued");
+    mock.resume();
+    assert_eq!(
+        until_final(&c, &base, &first, None).await["status"],
+        "succeeded"
+    );
+    let v = until_final(&c, &base, &id, None).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    // It is still a bulk job (its record and metrics say so).
+    assert_eq!(v["priority"], "bulk");
+    let text = metrics_text(gw.url("/metrics")).await;
+    assert_eq!(
+        sample(&text, "sluice_jobs_wait_seconds_count{priority=\"bulk\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
 async fn a_job_failing_every_attempt_is_dead_lettered_and_can_be_requeued() {
     let redis = RedisServer::start();
     let mock = mock();
@@ -541,72 +593,170 @@ op_timeout_ms = 2000
 }
 
 #[tokio::test]
-async fn a_node_killed_while_running_jobs_leaves_every_job_succeeded_once() {
-    const JOBS: usize = 6;
-    let redis = RedisServer::start();
+async fn job_retries_follow_the_retry_plugin() {
     let mock = mock();
-    let hooks = Receiver::start().await;
+    // The retry plugin allows 2 attempts and retries only a 503; the job
+    // level alone would allow 5 runs.
     let config = format!(
         r#"{providers}
-[state]
-kind = "redis"
-url = "{url}"
-on_error = "fail-closed"
-op_timeout_ms = 2000
+[plugins.retry.config]
+max_attempts = 2
+base_ms = 1
+max_backoff_ms = 5
+retry_on = [503]
 {jobs}"#,
-        providers = providers(&mock).replace("timeout_ms = 2000", "timeout_ms = 20000"),
-        url = redis.url(),
-        jobs = jobs_toml("").replace("concurrency = 4", "concurrency = 8")
+        providers = providers(&mock),
+        jobs = jobs_toml("max_attempts = 5")
     );
+    let gw = TestGateway::start(&config).await;
+    let _workers = sluice::job_runner::spawn_workers(&gw.gw).unwrap();
     let c = reqwest::Client::new();
-    // Node A takes every job and stalls on the provider.
-    mock.set_latency(Duration::from_secs(60));
-    let a = Node::start(&config, &[]);
+    let base = gw.url("");
+
+    // A 503 the plugin retries: two upstream attempts per run, and a second
+    // run, after which the plugin (attempt 2 of 2) stops.
+    mock.fail_next(100, 503, None);
+    let id = submit(&c, &base, &chat("retried by the plugin"), None).await;
+    let v = until_final(&c, &base, &id, None).await;
+    assert_eq!(v["status"], "dead", "{v}");
+    assert_eq!(v["attempts"], 2, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed 2 times (the retry policy stopped)"),
+        "{v}"
+    );
+    assert_eq!(mock.total_calls(), 4);
+
+    // A 500 is not in the plugin's `retry_on`: one attempt, one run.
+    mock.reset();
+    mock.set_error_rate(1.0);
+    let id = submit(&c, &base, &chat("stopped by the plugin"), None).await;
+    let v = until_final(&c, &base, &id, None).await;
+    assert_eq!(v["status"], "dead", "{v}");
+    assert_eq!(v["attempts"], 1, "{v}");
+    assert_eq!(mock.total_calls(), 1);
+
+    // Once the provider recovers, a retried job succeeds on its next run.
+    mock.set_error_rate(0.0);
+    mock.fail_next(2, 503, None);
+    let id = submit(&c, &base, &chat("recovers"), None).await;
+    let v = until_final(&c, &base, &id, None).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["attempts"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn a_node_killed_while_running_jobs_leaves_every_job_succeeded_once() {
+    const JOBS: usize = 24;
+    const PER_NODE: usize = 3;
+    let redis = RedisServer::start();
+    // Three `sluice serve` processes share one queue. A's provider never
+    // answers (its calls hang until A dies); B's and C's answer slowly
+    // enough that all three nodes hold jobs at once.
+    let stuck = mock();
+    stuck.pause();
+    let slow = mock();
+    slow.set_latency(Duration::from_millis(150));
+    let hooks = Receiver::start().await;
+    let config = |m: &sluice::mock::MockHandle| {
+        format!(
+            "{}{}{}",
+            providers(m).replace("timeout_ms = 2000", "timeout_ms = 60000"),
+            redis_state(Some(&redis.url()), &[]),
+            jobs_toml("").replace("concurrency = 4", &format!("concurrency = {PER_NODE}"))
+        )
+    };
+    let a = Node::start(&config(&stuck), &[]);
+    let b = Node::start(&config(&slow), &[]);
+    let c_node = Node::start(&config(&slow), &[]);
+    let c = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..JOBS {
         let mut body = chat(&format!("survive {i}"));
         body["callback_url"] = json!(hooks.url);
-        ids.push(submit(&c, &a.url, &body, None).await);
+        // Accepted by all three nodes in turn; any node may run any job.
+        let via = [&a.url, &b.url, &c_node.url][i % 3];
+        ids.push(submit(&c, via, &body, None).await);
     }
-    mock.wait_until(Duration::from_secs(20), |m| m.in_flight() == JOBS)
-        .await;
-    for id in &ids {
-        assert_eq!(job(&c, &a.url, id, None).await.1["status"], "running");
+    // A holds a full share of jobs, mid-call.
+    assert!(
+        stuck
+            .wait_until(Duration::from_secs(20), |m| m.in_flight() == PER_NODE)
+            .await,
+        "node A never held {PER_NODE} jobs"
+    );
+    let held: Vec<String> = stuck
+        .requests()
+        .iter()
+        .map(|r| {
+            let content = r.json().unwrap()["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let i: usize = content.strip_prefix("survive ").unwrap().parse().unwrap();
+            ids[i].clone()
+        })
+        .collect();
+    assert_eq!(held.len(), PER_NODE);
+    for id in &held {
+        assert_eq!(job(&c, &b.url, id, None).await.1["status"], "running");
     }
-    // Dropping a node SIGKILLs it: no chance to hand anything back.
+    // SIGKILL (dropping a node kills it): no chance to hand anything back.
     drop(a);
-    mock.set_latency(Duration::ZERO);
-    // Node B takes the jobs over after the visibility timeout.
-    let b = Node::start(&config, &[]);
+    // B and C run the rest, and take A's jobs over after the visibility
+    // timeout (2 s here).
     for id in &ids {
         let v = until_final(&c, &b.url, id, None).await;
         assert_eq!(v["status"], "succeeded", "{v}");
-        assert_eq!(v["attempts"], 2, "one run on A, one on B: {v}");
+        assert_eq!(v["result"]["status"], 200, "{v}");
+        let runs = if held.contains(id) { 2 } else { 1 };
+        assert_eq!(v["attempts"], runs, "{v}");
     }
-    // One webhook per job, whatever ran twice.
+    // Exactly one stored result per job: the final transition was won once
+    // per job, all on B and C, and no later run overwrote it.
+    let mut won = 0.0;
+    for node in [&b, &c_node] {
+        let text = metrics_text(node.url("/metrics")).await;
+        won += sample(&text, "sluice_jobs_finished_total{status=\"succeeded\"}").unwrap_or(0.0);
+        assert_eq!(
+            sample(&text, "sluice_jobs_duplicates_suppressed_total").unwrap_or(0.0),
+            0.0
+        );
+    }
+    assert_eq!(won, JOBS as f64);
+    // One webhook per job, whatever ran twice: deliveries are counted by
+    // `webhook-id` (`msg_<job id>`), and none was sent twice.
     until(Duration::from_secs(10), "every webhook", || async {
         (hooks.by_id().len() == JOBS).then_some(())
     })
     .await;
-    let counts = hooks.by_id();
-    for id in &ids {
-        assert_eq!(counts.get(&format!("msg_{id}")), Some(&1), "{counts:?}");
-    }
     for id in &ids {
         let v = until(Duration::from_secs(10), "webhook recorded", || async {
             let v = job(&c, &b.url, id, None).await.1;
             (v["webhook"] == "delivered").then_some(v)
         })
         .await;
-        assert_eq!(v["result"]["status"], 200);
+        assert_eq!(v["status"], "succeeded");
     }
-    // One stored result each, and nothing left pending in the group.
+    let counts = hooks.by_id();
+    for id in &ids {
+        assert_eq!(counts.get(&format!("msg_{id}")), Some(&1), "{counts:?}");
+    }
+    assert_eq!(hooks.seen.lock().len(), JOBS);
+    for (_, body) in hooks.seen.lock().iter() {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["type"], "job.succeeded", "{v}");
+    }
+    // Nothing left pending in the group.
     let pending = redis.cmd(&["XPENDING", "sluice:jobs:{q}:normal", "workers"]);
     assert!(
         matches!(&pending, Ok(redis::Value::Array(v)) if matches!(v.first(), Some(redis::Value::Int(0)))),
         "{pending:?}"
     );
-    assert!(b.log().contains("took over a job"), "{}", b.log());
+    let logs = format!("{}{}", b.log(), c_node.log());
+    assert_eq!(logs.matches("took over a job").count(), PER_NODE, "{logs}");
 }
 
 #[tokio::test]
@@ -952,7 +1102,7 @@ async fn jobs_run_on_a_redis_cluster_with_retries_and_dead_letters() {
 async fn the_openai_sdk_batch_workflow_runs_end_to_end() {
     let mock = mock();
     let config = format!(
-        "{}\n[[tenants]]\nname = \"acme\"\nkeys = [\"sk-acme\"]\n{}",
+        "{}\n[[tenants]]\nname = \"acme\"\nkeys = [\"sk-acme\"]\n[[tenants]]\nname = \"globex\"\nkeys = [\"sk-globex\"]\n{}",
         providers(&mock),
         jobs_toml("")
     );
@@ -1003,11 +1153,31 @@ async fn the_openai_sdk_batch_workflow_runs_end_to_end() {
             .unwrap()
             .starts_with("line 3: not valid JSON")
     );
-    // The batch's jobs ran at bulk priority, as jobs.
+    // batches.list: both batches, newest first, across pages.
+    let created = out["created"].as_array().unwrap();
+    assert_eq!(
+        out["listed"],
+        json!([created[1], created[0]]),
+        "{}",
+        out["listed"]
+    );
+    // Another tenant lists none of them.
+    let other: Value = reqwest::Client::new()
+        .get(gw.url("/v1/batches"))
+        .bearer_auth("sk-globex")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["data"], json!([]), "{other}");
+    assert_eq!(other["has_more"], false);
+    // The batch's jobs ran at bulk priority, as jobs (3 lines, twice).
     let text = metrics_text(gw.url("/metrics")).await;
     assert_eq!(
         sample(&text, "sluice_jobs_accepted_total{priority=\"bulk\"}"),
-        Some(3.0)
+        Some(6.0)
     );
 }
 
