@@ -236,7 +236,11 @@ pub async fn call_upstream(
                     Some(queue) => next_routed(queue, &avoid, Some(&model)).map(|(p, _)| p),
                     None => pick(gw, ctx.route, &model, &avoid),
                 };
-                (other.unwrap_or_else(|| provider.clone()), model.clone(), after_ms)
+                (
+                    other.unwrap_or_else(|| provider.clone()),
+                    model.clone(),
+                    after_ms,
+                )
             }
             RetryVerdict::Fallback {
                 model: fallback,

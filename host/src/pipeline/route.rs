@@ -28,7 +28,8 @@ pub const MAX_CANDIDATES: usize = 64;
 /// the model's price (None when unpriced).
 pub fn candidates(gw: &Gateway, route: Route, model: &str) -> Vec<RouteCandidate> {
     let mut out: Vec<RouteCandidate> = Vec::new();
-    let models = std::iter::once(model).chain(gw.config.fallbacks(model).iter().map(String::as_str));
+    let models =
+        std::iter::once(model).chain(gw.config.fallbacks(model).iter().map(String::as_str));
     for model in models {
         for p in &gw.config.providers {
             if out.len() == MAX_CANDIDATES {
@@ -44,10 +45,14 @@ pub fn candidates(gw: &Gateway, route: Route, model: &str) -> Vec<RouteCandidate
                 continue;
             };
             // Pico-USD per token is USD per million tokens times 10^6.
-            let price = gw.spend.prices.price(&p.name, model).map(|price| RoutePrice {
-                input_per_mtok: price.input as f64 / 1e6,
-                output_per_mtok: price.output as f64 / 1e6,
-            });
+            let price = gw
+                .spend
+                .prices
+                .price(&p.name, model)
+                .map(|price| RoutePrice {
+                    input_per_mtok: price.input as f64 / 1e6,
+                    output_per_mtok: price.output as f64 / 1e6,
+                });
             out.push(RouteCandidate {
                 provider: p.name.clone(),
                 model: model.to_owned(),

@@ -685,13 +685,23 @@ mod tests {
 
     #[test]
     fn a_route_answer_may_only_order_and_prune_the_candidates() {
-        let candidates = [candidate("a", "m"), candidate("b", "m"), candidate("b", "n")];
+        let candidates = [
+            candidate("a", "m"),
+            candidate("b", "m"),
+            candidate("b", "n"),
+        ];
         assert!(check_choices(&[choice("b", "n"), choice("a", "m")], &candidates).is_ok());
         assert!(check_choices(&[], &candidates).is_ok());
         let invented = check_choices(&[choice("evil", "m")], &candidates).unwrap_err();
-        assert!(invented.to_string().contains("not one of the candidates"), "{invented}");
+        assert!(
+            invented.to_string().contains("not one of the candidates"),
+            "{invented}"
+        );
         let other_model = check_choices(&[choice("a", "n")], &candidates).unwrap_err();
-        assert!(other_model.to_string().contains("not one of"), "{other_model}");
+        assert!(
+            other_model.to_string().contains("not one of"),
+            "{other_model}"
+        );
         let twice = check_choices(&[choice("a", "m"), choice("a", "m")], &candidates).unwrap_err();
         assert!(twice.to_string().contains("twice"), "{twice}");
         let long = "x".repeat(MAX_NAME_BYTES + 1);

@@ -356,8 +356,8 @@ impl RouteCandidate {
     /// at a dear and healthy provider, at a cheap one whose circuit is
     /// open, and at a cheap healthy one, then an unpriced fallback.
     pub fn samples(model: &str) -> Vec<RouteCandidate> {
-        let candidate = |provider: &str, model: &str, price: Option<(f64, f64)>, circuit| {
-            RouteCandidate {
+        let candidate =
+            |provider: &str, model: &str, price: Option<(f64, f64)>, circuit| RouteCandidate {
                 provider: provider.to_owned(),
                 model: model.to_owned(),
                 kind: "openai".to_owned(),
@@ -371,8 +371,7 @@ impl RouteCandidate {
                     input_per_mtok,
                     output_per_mtok,
                 }),
-            }
-        };
+            };
         vec![
             candidate("primary", model, Some((2.5, 10.0)), Circuit::Closed),
             candidate("budget", model, Some((0.15, 0.6)), Circuit::Open),

@@ -696,7 +696,10 @@ impl Drop for FirstContent {
 impl std::fmt::Debug for FirstContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FirstContent")
-            .field("provider", &self.upstreams.inner.providers[self.provider].name)
+            .field(
+                "provider",
+                &self.upstreams.inner.providers[self.provider].name,
+            )
             .finish()
     }
 }

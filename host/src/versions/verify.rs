@@ -7,7 +7,8 @@
 
 use crate::plugin::{CallError, Plugin, SAMPLE_ID_PREFIX};
 use crate::policy::{
-    Attempt, AttemptOutcome, RouteCandidate, Message, Param, PolicyRequest, Route, SemanticCandidate, Slot, Usage,
+    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, RouteCandidate,
+    SemanticCandidate, Slot, Usage,
 };
 
 /// One sample: its name (in refusals) and request.

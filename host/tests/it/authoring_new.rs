@@ -113,7 +113,11 @@ fn c_scaffolds_of_every_kind_build_and_decide() {
                     .iter()
                     .map(|c| c["provider"].as_str().expect("a provider"))
                     .collect();
-                assert_eq!(order, ["primary", "replica", "local", "budget"], "{decision}");
+                assert_eq!(
+                    order,
+                    ["primary", "replica", "local", "budget"],
+                    "{decision}"
+                );
             }
             _ => assert_eq!(decision["verdict"]["verdict"], "retry", "{decision}"),
         }

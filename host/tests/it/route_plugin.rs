@@ -170,7 +170,13 @@ async fn rust_and_c_pick_the_cheapest_healthy_and_put_an_open_circuit_last() {
         candidate("cheapest", "gpt-4o", Some((0.1, 0.4)), Circuit::Open, 0.0),
         candidate("unpriced", "gpt-4o", None, Circuit::Closed, 0.0),
         candidate("failing", "gpt-4o", Some((0.12, 0.5)), Circuit::Closed, 0.9),
-        candidate("cheap", "gpt-4o-mini", Some((0.15, 0.6)), Circuit::HalfOpen, 0.1),
+        candidate(
+            "cheap",
+            "gpt-4o-mini",
+            Some((0.15, 0.6)),
+            Circuit::HalfOpen,
+            0.1,
+        ),
     ];
     for (lang, wasm) in implementations() {
         let plugin = load(&rt, &wasm, &json!({})).await.unwrap();
@@ -220,7 +226,10 @@ async fn rust_and_c_make_identical_decisions() {
     }
     assert_eq!(compared, configs.len() * sets.len());
     // The sets exercise the ordering, not just the identity.
-    assert!(reordered > compared / 3, "{reordered} of {compared} reordered");
+    assert!(
+        reordered > compared / 3,
+        "{reordered} of {compared} reordered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,11 +343,18 @@ async fn routes_to_the_cheapest_healthy(source: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while gw.gw.upstreams.available("cheap") {
         assert_eq!(send(&gw, 1).await, 1, "a failure at the cheapest moves on");
-        assert!(Instant::now() < deadline, "the cheapest's circuit never opened");
+        assert!(
+            Instant::now() < deadline,
+            "the cheapest's circuit never opened"
+        );
     }
     let before = (cheap.calls(Route::Chat), mid.calls(Route::Chat));
     assert_eq!(send(&gw, 10).await, 10);
-    assert_eq!(cheap.calls(Route::Chat), before.0, "an open circuit got traffic");
+    assert_eq!(
+        cheap.calls(Route::Chat),
+        before.0,
+        "an open circuit got traffic"
+    );
     assert_eq!(mid.calls(Route::Chat), before.1 + 10);
     assert_eq!(dear.calls(Route::Chat), 0, "the dearest was never needed");
 }
@@ -364,5 +380,9 @@ async fn without_a_route_plugin_the_config_order_holds() {
     let gw = TestGateway::start(&text).await;
     assert!(!gw.gw.config.plugins.routes());
     assert_eq!(send(&gw, 3).await, 3);
-    assert_eq!(dear.calls(Route::Chat), 3, "config order: the first provider");
+    assert_eq!(
+        dear.calls(Route::Chat),
+        3,
+        "config order: the first provider"
+    );
 }

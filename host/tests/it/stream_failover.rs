@@ -213,7 +213,10 @@ async fn a_stream_failing_before_its_first_token_counts_against_the_breaker() {
     // answer.
     primary.push_fault(Fault::AbortBeforeContent);
     let (status, events) = stream_chat(&gw, "breaker one").await;
-    assert_eq!((status, text_of(&events).as_str()), (200, "mock answer to: breaker one"));
+    assert_eq!(
+        (status, text_of(&events).as_str()),
+        (200, "mock answer to: breaker one")
+    );
     let health = gw.gw.upstreams.route_health("primary").unwrap();
     assert_eq!(health.error_rate, 1.0, "the first failure was counted");
     assert!(gw.gw.upstreams.available("primary"), "under min_calls");
@@ -227,7 +230,10 @@ async fn a_stream_failing_before_its_first_token_counts_against_the_breaker() {
     );
     // Now refused without sending: the fallback serves.
     let (status, events) = stream_chat(&gw, "breaker three").await;
-    assert_eq!((status, text_of(&events).as_str()), (200, "mock answer to: breaker three"));
+    assert_eq!(
+        (status, text_of(&events).as_str()),
+        (200, "mock answer to: breaker three")
+    );
     assert_eq!(primary.calls(Route::Chat), 2);
     assert_eq!(backup.calls(Route::AnthropicMessages), 3);
 }

@@ -73,7 +73,10 @@ pub fn group(config: &Config, c: &Candidate) -> u8 {
 pub fn cost(config: &Config, req: &Request, c: &Candidate) -> Option<f64> {
     let p = c.price.as_ref()?;
     let completion = req.max_tokens.unwrap_or(config.completion_tokens);
-    Some(f64::from(req.estimated_prompt_tokens) * p.input_per_mtok + f64::from(completion) * p.output_per_mtok)
+    Some(
+        f64::from(req.estimated_prompt_tokens) * p.input_per_mtok
+            + f64::from(completion) * p.output_per_mtok,
+    )
 }
 
 /// The candidates in the order to try them.
@@ -81,7 +84,14 @@ pub fn order(config: &Config, req: &Request, candidates: &[Candidate]) -> Vec<Ch
     let mut keyed: Vec<(u8, Option<f64>, f64, usize)> = candidates
         .iter()
         .enumerate()
-        .map(|(i, c)| (group(config, c), cost(config, req, c), c.health.latency_ms, i))
+        .map(|(i, c)| {
+            (
+                group(config, c),
+                cost(config, req, c),
+                c.health.latency_ms,
+                i,
+            )
+        })
         .collect();
     keyed.sort_by(|a, b| {
         a.0.cmp(&b.0)
@@ -110,7 +120,12 @@ mod tests {
     use sluice_plugin_common::parse_config;
     use sluice_plugin_common::testing::request;
 
-    fn candidate(provider: &str, price: Option<(f64, f64)>, circuit: Circuit, error_rate: f64) -> Candidate {
+    fn candidate(
+        provider: &str,
+        price: Option<(f64, f64)>,
+        circuit: Circuit,
+        error_rate: f64,
+    ) -> Candidate {
         Candidate {
             provider: provider.into(),
             model: "m".into(),
@@ -158,7 +173,10 @@ mod tests {
         let mut slow = candidate("slow", Some((0.1, 0.1)), Circuit::Closed, 0.0);
         slow.health.latency_ms = 900.0;
         let ok = candidate("ok", Some((5.0, 5.0)), Circuit::Closed, 0.0);
-        assert_eq!(names(&order(&config, &req, &[resting, slow, ok])), ["ok", "resting", "slow"]);
+        assert_eq!(
+            names(&order(&config, &req, &[resting, slow, ok])),
+            ["ok", "resting", "slow"]
+        );
     }
 
     #[test]
