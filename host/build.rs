@@ -47,6 +47,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("semantic", "sluice_plugin_semantic"),
     ("throttle", "sluice_plugin_throttle"),
     ("retry", "sluice_plugin_retry"),
+    ("route", "sluice_plugin_route"),
 ];
 
 /// Settings of the outer build that must not leak into the nested one: flags

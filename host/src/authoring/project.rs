@@ -56,7 +56,7 @@ impl fmt::Display for Lang {
 pub struct Manifest {
     /// The plugin's name: the output is `build/<name>.wasm`.
     pub name: String,
-    /// The plugin kind (`throttle`, `cache-key`, `semantic`, `retry`): picks
+    /// The plugin kind (`throttle`, `cache-key`, `semantic`, `retry`, `route`): picks
     /// the WIT world `<kind>-plugin`.
     pub kind: String,
     pub lang: Lang,

@@ -72,6 +72,9 @@ pub fn sample_request(kind: Slot) -> String {
         Slot::Semantic => {
             ",\n  \"candidate\": {\"score\": 0.95, \"prompt\": \"hello there\", \"age_seconds\": 30}"
         }
+        Slot::Route => {
+            ",\n  \"estimated_prompt_tokens\": 12,\n  \"candidates\": [\n    {\"provider\": \"openai\", \"model\": \"gpt-4o-mini\", \"kind\": \"openai\", \"price\": {\"input_per_mtok\": 0.15, \"output_per_mtok\": 0.6}},\n    {\"provider\": \"azure\", \"model\": \"gpt-4o-mini\", \"kind\": \"azure\", \"health\": {\"circuit\": \"open\"}, \"price\": {\"input_per_mtok\": 0.1, \"output_per_mtok\": 0.4}}\n  ]"
+        }
         Slot::CacheKey => "",
     };
     format!(

@@ -287,7 +287,7 @@ impl Config {
     /// Makes relative file paths relative to `dir` (the config file's).
     fn anchor_paths(&mut self, dir: &Path) {
         for slot in Slot::ALL {
-            if let PluginSource::Path(p) = &mut self.plugins.slot_mut(slot).source
+            if let Some(PluginSource::Path(p)) = self.plugins.slot_mut(slot).map(|s| &mut s.source)
                 && p.is_relative()
             {
                 *p = dir.join(&*p);

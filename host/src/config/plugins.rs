@@ -91,7 +91,16 @@ pub struct PluginsConfig {
     pub semantic: PluginSlotConfig,
     pub throttle: PluginSlotConfig,
     pub retry: PluginSlotConfig,
+    /// `[plugins.route]`: optional. Without it no route plugin is called
+    /// and requests go by `[routing] balance` and `[fallbacks]`; the slot
+    /// still holds the built-in plugin (so a release or reload can target
+    /// it), unused.
+    pub route: Option<PluginSlotConfig>,
 }
+
+/// The route slot's config when `[plugins.route]` is absent.
+static UNCONFIGURED: std::sync::LazyLock<PluginSlotConfig> =
+    std::sync::LazyLock::new(PluginSlotConfig::default);
 
 impl PluginsConfig {
     /// The config of one slot.
@@ -101,16 +110,25 @@ impl PluginsConfig {
             Slot::Semantic => &self.semantic,
             Slot::Throttle => &self.throttle,
             Slot::Retry => &self.retry,
+            Slot::Route => self.route.as_ref().unwrap_or(&UNCONFIGURED),
         }
     }
 
-    pub(super) fn slot_mut(&mut self, slot: Slot) -> &mut PluginSlotConfig {
+    /// The config of a slot that is set (every slot but an unconfigured
+    /// route).
+    pub(super) fn slot_mut(&mut self, slot: Slot) -> Option<&mut PluginSlotConfig> {
         match slot {
-            Slot::CacheKey => &mut self.cache_key,
-            Slot::Semantic => &mut self.semantic,
-            Slot::Throttle => &mut self.throttle,
-            Slot::Retry => &mut self.retry,
+            Slot::CacheKey => Some(&mut self.cache_key),
+            Slot::Semantic => Some(&mut self.semantic),
+            Slot::Throttle => Some(&mut self.throttle),
+            Slot::Retry => Some(&mut self.retry),
+            Slot::Route => self.route.as_mut(),
         }
+    }
+
+    /// Whether requests are routed by a route plugin (`[plugins.route]`).
+    pub fn routes(&self) -> bool {
+        self.route.is_some()
     }
 
     /// Every slot with its config, in request-flow order.
@@ -222,6 +240,16 @@ mod tests {
         assert!(err.message().contains("expected a table"), "{err}");
         let err = parse("[plugins.retry.config]\nx = nan").unwrap_err();
         assert!(err.message().contains("cannot be represented"), "{err}");
+    }
+
+    #[test]
+    fn the_route_slot_is_optional() {
+        let p = parse("[plugins]").unwrap();
+        assert!(!p.routes());
+        assert_eq!(p.slot(Slot::Route).source, PluginSource::Builtin);
+        let p = parse("[plugins.route]\nconfig = { max_error_percent = 20 }").unwrap();
+        assert!(p.routes());
+        assert_eq!(p.slot(Slot::Route).config, json!({"max_error_percent": 20}));
     }
 
     #[test]

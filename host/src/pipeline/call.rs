@@ -12,12 +12,21 @@
 //! `[routing] balance` (first, weighted, least latency), ejecting those
 //! whose circuit is open.
 //!
+//! With a route plugin (`[plugins.route]`, [`super::route`]) its order
+//! replaces both: the first choice is tried first, and each refusal or
+//! stop moves to the next choice not yet refused.
+//!
+//! A retry the retry plugin asks for goes to another deployment of the
+//! same model when one has not failed this request yet (by the balance,
+//! or the route plugin's order), else to the same one.
+//!
 //! A provider whose circuit breaker is open refuses without sending. That
 //! is not an attempt: it is not counted, spends no retry and is not shown
 //! to the retry plugin. The request moves on to the next provider (in
 //! config order) that serves its model and has not refused it, or, when
 //! none is left, fails at once with a 503 carrying `retry-after`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::RequestCtx;
@@ -84,12 +93,22 @@ pub async fn call_upstream(
     let deadline = ctx.started + gw.request_timeout();
     let retry = ctx.plugins[Slot::Retry].clone();
     let cap = gw.config.retry.max_attempts_cap.max(1);
-    let mut provider = pick(gw, ctx.route, &ctx.model, &[]).unwrap_or_else(|| ctx.provider.clone());
-    let mut model = ctx.model.clone();
+    // The route plugin's order, when one is configured: every later
+    // choice (after a refusal, a stop or a retry) comes from it.
+    let mut routed = super::route::order(gw, ctx).await?;
+    let (mut provider, mut model) = match routed.as_mut().and_then(VecDeque::pop_front) {
+        Some(first) => first,
+        None => (
+            pick(gw, ctx.route, &ctx.model, &[]).unwrap_or_else(|| ctx.provider.clone()),
+            ctx.model.clone(),
+        ),
+    };
     gw.retry_budget.record_request(&provider);
     // Providers whose open circuit refused this request, and the soonest
     // any of them lets a probe through.
     let mut refused: Vec<String> = Vec::new();
+    // Providers an attempt of this request failed at.
+    let mut failed: Vec<String> = Vec::new();
     let mut soonest = Duration::MAX;
     let mut number = 1;
     // The configured fallback chain of the requested model.
@@ -138,21 +157,20 @@ pub async fn call_upstream(
             if !refused.contains(&provider) {
                 refused.push(provider);
             }
-            match pick(gw, ctx.route, &model, &refused) {
-                Some(next) => {
-                    gw.retry_budget.record_request(&next);
-                    provider = next;
+            let next = match routed.as_mut() {
+                Some(queue) => next_routed(queue, &refused, None),
+                None => pick(gw, ctx.route, &model, &refused)
+                    .map(|p| (p, model.clone()))
+                    .or_else(|| chain.next(&refused)),
+            };
+            match next {
+                Some((next_provider, next_model)) => {
+                    gw.retry_budget.record_request(&next_provider);
+                    provider = next_provider;
+                    model = next_model;
                     continue;
                 }
-                None => match chain.next(&refused) {
-                    Some((next_provider, next_model)) => {
-                        gw.retry_budget.record_request(&next_provider);
-                        provider = next_provider;
-                        model = next_model;
-                        continue;
-                    }
-                    None => return Err(circuit_open_error(&refused, &model, soonest)),
-                },
+                None => return Err(circuit_open_error(&refused, &model, soonest)),
             }
         }
         let result = match result {
@@ -192,12 +210,34 @@ pub async fn call_upstream(
             outcome: failure.outcome.clone(),
         };
         let verdict = decide(gw, &retry, &ctx.policy, &attempt).await?;
+        if !failed.contains(&provider) {
+            failed.push(provider.clone());
+        }
         let (next_provider, next_model, wait_ms) = match verdict {
-            RetryVerdict::Stop => match chain.next(&refused) {
-                Some((p, m)) => (p, m, 0),
-                None => return Err(final_error(failure, number)),
-            },
-            RetryVerdict::Retry { after_ms } => (provider.clone(), model.clone(), after_ms),
+            RetryVerdict::Stop => {
+                let next = match routed.as_mut() {
+                    Some(queue) => next_routed(queue, &refused, None),
+                    None => chain.next(&refused),
+                };
+                match next {
+                    Some((p, m)) => (p, m, 0),
+                    None => return Err(final_error(failure, number)),
+                }
+            }
+            // Another deployment of the model, when one has not failed
+            // this request yet; else the same one again.
+            RetryVerdict::Retry { after_ms } => {
+                let avoid: Vec<String> = refused.iter().chain(&failed).cloned().collect();
+                let other = match routed.as_mut() {
+                    Some(queue) => next_routed(queue, &avoid, Some(&model)).map(|(p, _)| p),
+                    None => pick(gw, ctx.route, &model, &avoid),
+                };
+                (
+                    other.unwrap_or_else(|| provider.clone()),
+                    model.clone(),
+                    after_ms,
+                )
+            }
             RetryVerdict::Fallback {
                 model: fallback,
                 provider: named,
@@ -262,9 +302,23 @@ pub async fn retry_verdict(
     decide(gw, &plugin, req, attempt).await
 }
 
+/// Takes the first (provider, model) of the route plugin's `queue` whose
+/// provider is not in `avoid` (and whose model is `model`, when given);
+/// passed-over entries of another model stay queued.
+fn next_routed(
+    queue: &mut VecDeque<(String, String)>,
+    avoid: &[String],
+    model: Option<&str>,
+) -> Option<(String, String)> {
+    let at = queue
+        .iter()
+        .position(|(p, m)| !avoid.contains(p) && model.is_none_or(|want| want == m))?;
+    queue.remove(at)
+}
+
 /// A provider's answer in the client's format; a stream is held until
 /// its first content event ([`super::stream::first_content`]), and failing
-/// before it is a failed attempt.
+/// before it is a failed attempt, for the circuit breaker too.
 async fn held_until_content(
     route: Route,
     plan: Plan,
@@ -272,11 +326,15 @@ async fn held_until_content(
     within: Duration,
 ) -> Result<UpstreamResponse, AttemptFailure> {
     let mut response = translated_response(plan, response);
+    let breaker = response.first_content.take();
     if let UpstreamBody::Stream(events) = response.body {
-        let events = super::stream::first_content(route, events, within)
-            .await
-            .map_err(AttemptFailure::from_outcome)?;
-        response.body = UpstreamBody::Stream(events);
+        let events = super::stream::first_content(route, events, within).await;
+        // The breaker counts a stream failing before its first content
+        // event as a failure, not as the answer its headers looked like.
+        if let Some(breaker) = breaker {
+            breaker.settle(events.is_err());
+        }
+        response.body = UpstreamBody::Stream(events.map_err(AttemptFailure::from_outcome)?);
     }
     Ok(response)
 }

@@ -9,7 +9,9 @@
 //!    `semantic::lookup`: after an exact miss, a near-duplicate's answer.
 //! 4. `coalesce::join`: identical cacheable requests in flight share one call.
 //! 5. `budget::reserve`: the worst-case cost out of the budgets;
-//!    `call::call_upstream`: provider call, retry plugin decides after failures.
+//!    `call::call_upstream`: provider call (in the route plugin's order,
+//!    `route::order`, when one is configured), retry plugin decides after
+//!    failures.
 //! 6. `respond`: shape the response; `store` keeps a fresh answer and
 //!    `throttle::settle` reconciles usage, both after the answer.
 
@@ -19,6 +21,7 @@ mod caching;
 mod call;
 mod coalesce;
 mod respond;
+mod route;
 mod semantic;
 mod store;
 mod stream;

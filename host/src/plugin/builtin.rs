@@ -1,6 +1,6 @@
 //! The reference plugins compiled into the binary: the components that
 //! host/build.rs builds from plugins/ (slots `cache_key`, `semantic`,
-//! `throttle`, `retry`), used when a slot's `source` is `"builtin"`.
+//! `throttle`, `retry`, `route`), used when a slot's `source` is `"builtin"`.
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 

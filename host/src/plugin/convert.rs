@@ -4,8 +4,8 @@ use super::bindings::exports::sluice::policy as ex;
 use super::bindings::sluice::policy::types as wit;
 use crate::policy::{
     Admission, Attempt, AttemptOutcome, Bucket, BucketState, CacheDecision, CacheScope,
-    ChargeResult, PolicyRequest, RetryVerdict, Route, SemanticCandidate, SemanticProbe, Shape,
-    Unit, Usage,
+    ChargeResult, Circuit, PolicyRequest, RetryVerdict, Route, RouteCandidate, RouteChoice,
+    SemanticCandidate, SemanticProbe, Shape, Unit, Usage,
 };
 
 pub(crate) fn request(r: &PolicyRequest) -> wit::Request {
@@ -212,5 +212,34 @@ pub(crate) fn verdict(v: ex::retry::Verdict) -> RetryVerdict {
             provider: f.provider,
             after_ms: f.after_ms,
         },
+    }
+}
+
+pub(crate) fn route_candidate(c: &RouteCandidate) -> ex::route::Candidate {
+    ex::route::Candidate {
+        provider: c.provider.clone(),
+        model: c.model.clone(),
+        kind: c.kind.clone(),
+        health: ex::route::Health {
+            latency_ms: c.health.latency_ms,
+            error_rate: c.health.error_rate,
+            circuit: match c.health.circuit {
+                Circuit::Closed => ex::route::Circuit::Closed,
+                Circuit::Open => ex::route::Circuit::Open,
+                Circuit::HalfOpen => ex::route::Circuit::HalfOpen,
+            },
+            key_headroom: c.health.key_headroom,
+        },
+        price: c.price.map(|p| ex::route::Price {
+            input_per_mtok: p.input_per_mtok,
+            output_per_mtok: p.output_per_mtok,
+        }),
+    }
+}
+
+pub(crate) fn route_choice(c: ex::route::Choice) -> RouteChoice {
+    RouteChoice {
+        provider: c.provider,
+        model: c.model,
     }
 }

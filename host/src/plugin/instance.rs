@@ -15,8 +15,8 @@ use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
 use super::sandbox::{CallClock, HostEnv, Limits, StoreData};
 use super::{convert, imports};
 use crate::policy::{
-    Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, SemanticCandidate,
-    SemanticProbe, Slot, Usage,
+    Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, RouteCandidate,
+    RouteChoice, SemanticCandidate, SemanticProbe, Slot, Usage,
 };
 use crate::state::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
 
@@ -119,6 +119,7 @@ struct Exports {
     semantic: Option<ex::semantic::GuestIndices>,
     throttle: Option<ex::throttle::GuestIndices>,
     retry: Option<ex::retry::GuestIndices>,
+    route: Option<ex::route::GuestIndices>,
 }
 
 /// Runs one export on a fresh instance of `$plugin`: instantiate (with
@@ -193,6 +194,9 @@ impl Plugin {
                 .transpose()?,
             retry: has(Slot::Retry)
                 .then(|| ex::retry::GuestIndices::new(&pre))
+                .transpose()?,
+            route: has(Slot::Route)
+                .then(|| ex::route::GuestIndices::new(&pre))
                 .transpose()?,
         };
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
@@ -532,6 +536,67 @@ impl Plugin {
     }
 }
 
+impl Plugin {
+    /// `route.order`: the candidates to try, in order. Every choice must be
+    /// one of `candidates`, named once; an answer that names anything else
+    /// is refused as a whole (the slot's failure policy applies).
+    pub async fn route_order(
+        &self,
+        req: &PolicyRequest,
+        candidates: &[RouteCandidate],
+    ) -> Result<Vec<RouteChoice>, CallError> {
+        let idx = export(&self.exports.route, Slot::Route)?;
+        let view = req;
+        let req = convert::request(req);
+        let wit_candidates: Vec<_> = candidates.iter().map(convert::route_candidate).collect();
+        let out = on_fresh_instance!(
+            self,
+            idx,
+            |guest| guest.func_order(),
+            (&req, &wit_candidates),
+            |choices| {
+                let choices: Vec<RouteChoice> =
+                    choices.into_iter().map(convert::route_choice).collect();
+                check_choices(&choices, candidates)?;
+                Ok(choices)
+            }
+        );
+        self.record(view, &out);
+        out
+    }
+}
+
+/// A route answer names only candidates, each at most once.
+fn check_choices(choices: &[RouteChoice], candidates: &[RouteCandidate]) -> Result<(), CallError> {
+    if choices.len() > candidates.len() {
+        return Err(CallError::BadAnswer(format!(
+            "{} choices for {} candidates",
+            choices.len(),
+            candidates.len()
+        )));
+    }
+    for (i, c) in choices.iter().enumerate() {
+        check_name("route provider", &c.provider)?;
+        check_name("route model", &c.model)?;
+        if !candidates
+            .iter()
+            .any(|k| k.provider == c.provider && k.model == c.model)
+        {
+            return Err(CallError::BadAnswer(format!(
+                "choice {i} ({} / {}) is not one of the candidates",
+                c.provider, c.model
+            )));
+        }
+        if choices[..i].contains(c) {
+            return Err(CallError::BadAnswer(format!(
+                "choice {i} ({} / {}) is named twice",
+                c.provider, c.model
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The lookup of `kind`'s export, or NotProvided when the component lacks it.
 fn export<T>(indices: &Option<T>, kind: Slot) -> Result<&T, CallError> {
     indices.as_ref().ok_or(CallError::NotProvided(kind))
@@ -594,5 +659,56 @@ fn classify(store: &Store<StoreData>, err: &wasmtime::Error, deadline: Duration)
         Some(Trap::Interrupt) => CallError::Deadline(deadline),
         Some(trap) => CallError::Trap(trap.to_string()),
         None => CallError::Trap(first_line(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(provider: &str, model: &str) -> RouteCandidate {
+        RouteCandidate {
+            provider: provider.into(),
+            model: model.into(),
+            kind: "openai".into(),
+            health: Default::default(),
+            price: None,
+        }
+    }
+
+    fn choice(provider: &str, model: &str) -> RouteChoice {
+        RouteChoice {
+            provider: provider.into(),
+            model: model.into(),
+        }
+    }
+
+    #[test]
+    fn a_route_answer_may_only_order_and_prune_the_candidates() {
+        let candidates = [
+            candidate("a", "m"),
+            candidate("b", "m"),
+            candidate("b", "n"),
+        ];
+        assert!(check_choices(&[choice("b", "n"), choice("a", "m")], &candidates).is_ok());
+        assert!(check_choices(&[], &candidates).is_ok());
+        let invented = check_choices(&[choice("evil", "m")], &candidates).unwrap_err();
+        assert!(
+            invented.to_string().contains("not one of the candidates"),
+            "{invented}"
+        );
+        let other_model = check_choices(&[choice("a", "n")], &candidates).unwrap_err();
+        assert!(
+            other_model.to_string().contains("not one of"),
+            "{other_model}"
+        );
+        let twice = check_choices(&[choice("a", "m"), choice("a", "m")], &candidates).unwrap_err();
+        assert!(twice.to_string().contains("twice"), "{twice}");
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let err = check_choices(&[choice(&long, "m")], &candidates).unwrap_err();
+        assert!(err.to_string().contains("1 to 256"), "{err}");
+        let many = vec![choice("a", "m"); 4];
+        let err = check_choices(&many, &candidates).unwrap_err();
+        assert!(err.to_string().contains("4 choices for 3"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ pub enum PluginError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "exports none of the sluice:policy@{WIT_VERSION} plugin interfaces (cache-key, semantic, throttle, retry); it exports: {found}"
+        "exports none of the sluice:policy@{WIT_VERSION} plugin interfaces (cache-key, semantic, throttle, retry, route); it exports: {found}"
     )]
     NoPolicyExports { found: String },
     #[error("built against {found}; this host provides {WIT_PACKAGE}@{WIT_VERSION}")]

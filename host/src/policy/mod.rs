@@ -288,3 +288,95 @@ pub enum RetryVerdict {
         after_ms: u64,
     },
 }
+
+/// A candidate provider's circuit breaker, as the route plugin sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Circuit {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// How a candidate's provider is doing (see `route.health` in the WIT).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// Peak-EWMA latency estimate of one attempt, in ms (0 before any).
+    pub latency_ms: f64,
+    /// Failed share of the breaker window's attempts, 0 to 1.
+    pub error_rate: f64,
+    pub circuit: Circuit,
+    /// Share of the provider's keys not resting, 0 to 1 (1 when keyless).
+    pub key_headroom: f64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0.0,
+            error_rate: 0.0,
+            circuit: Circuit::Closed,
+            key_headroom: 1.0,
+        }
+    }
+}
+
+/// A model's price in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoutePrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// One (provider, model) a request may be sent to, shown to `route.order`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteCandidate {
+    pub provider: String,
+    pub model: String,
+    /// The provider's kind (`openai`, `anthropic`, `azure`, `gemini`).
+    pub kind: String,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub price: Option<RoutePrice>,
+}
+
+/// One entry of the route plugin's answer: a (provider, model) to try.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteChoice {
+    pub provider: String,
+    pub model: String,
+}
+
+impl RouteCandidate {
+    /// Candidates to exercise a route plugin with when no gateway supplies
+    /// them (`sluice plugin test`, verification of a new version): `model`
+    /// at a dear and healthy provider, at a cheap one whose circuit is
+    /// open, and at a cheap healthy one, then an unpriced fallback.
+    pub fn samples(model: &str) -> Vec<RouteCandidate> {
+        let candidate =
+            |provider: &str, model: &str, price: Option<(f64, f64)>, circuit| RouteCandidate {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                kind: "openai".to_owned(),
+                health: Health {
+                    latency_ms: 420.0,
+                    error_rate: 0.02,
+                    circuit,
+                    key_headroom: 1.0,
+                },
+                price: price.map(|(input_per_mtok, output_per_mtok)| RoutePrice {
+                    input_per_mtok,
+                    output_per_mtok,
+                }),
+            };
+        vec![
+            candidate("primary", model, Some((2.5, 10.0)), Circuit::Closed),
+            candidate("budget", model, Some((0.15, 0.6)), Circuit::Open),
+            candidate("replica", model, Some((0.3, 1.2)), Circuit::Closed),
+            candidate("local", "fallback-model", None, Circuit::Closed),
+        ]
+    }
+}

@@ -19,15 +19,22 @@ pub enum Slot {
     CacheKey,
     Semantic,
     Retry,
+    /// Optional: only consulted when `[plugins.route]` is configured.
+    Route,
 }
 
 impl Slot {
     /// How many slots there are.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     /// Every slot, in request-flow order (also [`Self::index`] order).
-    pub const ALL: [Slot; Self::COUNT] =
-        [Slot::Throttle, Slot::CacheKey, Slot::Semantic, Slot::Retry];
+    pub const ALL: [Slot; Self::COUNT] = [
+        Slot::Throttle,
+        Slot::CacheKey,
+        Slot::Semantic,
+        Slot::Retry,
+        Slot::Route,
+    ];
 
     /// The config key (`[plugins.<name>]`), metric label and admin URL
     /// segment: `"cache_key"`.
@@ -37,6 +44,7 @@ impl Slot {
             Slot::CacheKey => "cache_key",
             Slot::Semantic => "semantic",
             Slot::Retry => "retry",
+            Slot::Route => "route",
         }
     }
 
@@ -47,6 +55,7 @@ impl Slot {
             Slot::CacheKey => "cache-key",
             Slot::Semantic => "semantic",
             Slot::Retry => "retry",
+            Slot::Route => "route",
         }
     }
 
@@ -86,7 +95,7 @@ impl<'de> Deserialize<'de> for Slot {
         let raw = String::deserialize(d)?;
         Slot::parse(&raw).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "unknown slot `{raw}`; expected one of throttle, cache_key, semantic, retry"
+                "unknown slot `{raw}`; expected one of throttle, cache_key, semantic, retry, route"
             ))
         })
     }
@@ -134,7 +143,8 @@ impl<T> std::ops::IndexMut<Slot> for SlotMap<T> {
 
 /// What a request sees when a plugin call traps, times out or runs out of
 /// memory. Every slot defaults to fail-open (serve as if the plugin were not
-/// there: no throttling, no caching, no semantic lookup, no retry); a
+/// there: no throttling, no caching, no semantic lookup, no retry, the
+/// host's own provider order); a
 /// deployment where an unthrottled request is worse than a refused one sets
 /// `failure = "fail-closed"` on its throttle slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -160,7 +170,8 @@ mod tests {
         }
         assert_eq!(Slot::parse("cache-key"), Some(Slot::CacheKey));
         assert_eq!(Slot::parse("cache_key"), Some(Slot::CacheKey));
-        assert_eq!(Slot::parse("route"), None);
+        assert_eq!(Slot::parse("route"), Some(Slot::Route));
+        assert_eq!(Slot::parse("routing"), None);
         let map = SlotMap::from_fn(|s| s.name());
         assert_eq!(map[Slot::Semantic], "semantic");
         assert_eq!(map.iter().count(), Slot::COUNT);

@@ -108,14 +108,14 @@ impl Record {
 #[derive(Debug)]
 struct Family {
     /// One series per slot that used the name.
-    per_slot: [Option<Metric>; 4],
+    per_slot: [Option<Metric>; Slot::COUNT],
     kind: Kind,
 }
 
 #[derive(Debug, Default)]
 struct Families {
     by_name: HashMap<Box<str>, Family>,
-    names_per_slot: [usize; 4],
+    names_per_slot: [usize; Slot::COUNT],
 }
 
 /// Why a record was refused.

@@ -42,15 +42,20 @@ impl PeakEwma {
         InFlight(self)
     }
 
+    /// The latency estimate at `now_ms` in ms, decayed for the time since
+    /// its last sample (0 before the first).
+    pub fn estimate_ms(&self, now_ms: u64) -> f64 {
+        let (estimate, last) = *self.estimate.lock();
+        estimate * (-(now_ms.saturating_sub(last) as f64) / DECAY_MS).exp()
+    }
+
     /// The cost of sending one more request here at `now_ms`: the
     /// estimate, decayed for the time since its last sample (so a provider
     /// measured slow once is tried again later), times the requests in
     /// flight plus this one. Zero until a first sample (a new provider gets
     /// tried).
     pub fn cost(&self, now_ms: u64) -> f64 {
-        let (estimate, last) = *self.estimate.lock();
-        let w = (-(now_ms.saturating_sub(last) as f64) / DECAY_MS).exp();
-        estimate * w * (self.in_flight.load(Ordering::Relaxed) + 1) as f64
+        self.estimate_ms(now_ms) * (self.in_flight.load(Ordering::Relaxed) + 1) as f64
     }
 }
 

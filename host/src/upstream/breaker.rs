@@ -5,7 +5,8 @@
 //! - **closed**: every attempt is sent; outcomes are counted in ten slots
 //!   spanning `window_ms`. When the window holds at least `min_calls`
 //!   outcomes and at least `failure_ratio` of them are failures (connect
-//!   error, timeout, 5xx), the circuit opens. A failure rate under the ratio
+//!   error, timeout, 5xx, a stream failing before its first content event:
+//!   see `client::FirstContent`), the circuit opens. A failure rate under the ratio
 //!   never opens it, however long it lasts: retries mend those.
 //! - **open**: attempts are refused without touching the network for the
 //!   cooldown, which starts at `open_for_ms`.
@@ -241,6 +242,19 @@ impl Breaker {
             (inner.state == CircuitState::Open).then(|| inner.until_ms.saturating_sub(now_ms));
         (inner.state, retry_in)
     }
+
+    /// The failed share of the attempts in the current window at `now_ms`
+    /// (0 when it is empty, and while open or half-open: the window
+    /// restarts at every transition).
+    pub fn error_rate(&self, now_ms: u64) -> f64 {
+        let inner = self.inner.lock();
+        let (calls, failures) = inner.window.totals(now_ms / self.slot_ms);
+        if calls == 0 {
+            0.0
+        } else {
+            f64::from(failures) / f64::from(calls)
+        }
+    }
 }
 
 impl Inner {
@@ -283,6 +297,17 @@ mod tests {
 
     /// Sends `calls` attempts at `now`, the first `failures` of them failing;
     /// the last transition they caused.
+    #[test]
+    fn error_rate_is_the_windows_failed_share() {
+        let b = Breaker::new(BreakerConfig {
+            min_calls: 100,
+            ..BreakerConfig::default()
+        });
+        assert_eq!(b.error_rate(0), 0.0);
+        send(&b, 0, 4, 1);
+        assert_eq!(b.error_rate(0), 0.25);
+    }
+
     fn send(b: &Breaker, now: u64, calls: u32, failures: u32) -> Option<CircuitState> {
         let mut entered = None;
         for i in 0..calls {

@@ -20,6 +20,7 @@ use super::{
     UpstreamResponse, retry_after,
 };
 use crate::config::{BreakerConfig, ProviderConfig, ProviderKind};
+use crate::policy::{Circuit, Health};
 use crate::telemetry::Metrics;
 
 /// Longest a key rests after a rejection, whatever `retry-after` says: an
@@ -156,12 +157,22 @@ impl Upstreams {
         provider: &str,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, AttemptFailure> {
-        match self.provider(provider) {
-            Some(p) => p.send(request, &self.inner.settings).await,
-            None => Err(AttemptFailure::connect(format!(
+        let Some(index) = self.inner.providers.iter().position(|p| p.name == provider) else {
+            return Err(AttemptFailure::connect(format!(
                 "no provider named `{provider}`"
-            ))),
-        }
+            )));
+        };
+        let (result, deferred) = self.inner.providers[index]
+            .send(request, &self.inner.settings)
+            .await;
+        result.map(|mut response| {
+            response.first_content = deferred.map(|permit| FirstContent {
+                upstreams: self.clone(),
+                provider: index,
+                permit: Some(permit),
+            });
+            response
+        })
     }
 
     /// Whether a provider of that name is configured.
@@ -204,6 +215,32 @@ impl Upstreams {
         let now = self.inner.settings.clock.now_ms();
         self.provider(provider)
             .map_or(f64::MAX, |p| p.latency.cost(now))
+    }
+
+    /// What the route plugin is shown of `provider` now: its latency
+    /// estimate, its breaker's error rate and state (open with the cooldown
+    /// over reads half-open: the next attempt probes), and the share of its
+    /// keys not resting. None for an unknown name.
+    pub fn route_health(&self, provider: &str) -> Option<Health> {
+        let p = self.provider(provider)?;
+        let now = self.inner.settings.clock.now_ms();
+        let circuit = match p.breaker.state(now) {
+            (CircuitState::Open, Some(0)) | (CircuitState::HalfOpen, _) => Circuit::HalfOpen,
+            (CircuitState::Open, _) => Circuit::Open,
+            (CircuitState::Closed, _) => Circuit::Closed,
+        };
+        let keys = p.keys.len();
+        let key_headroom = if keys == 0 {
+            1.0
+        } else {
+            keys.saturating_sub(p.keys.cooling(now)) as f64 / keys as f64
+        };
+        Some(Health {
+            latency_ms: p.latency.estimate_ms(now),
+            error_rate: p.breaker.error_rate(now),
+            circuit,
+            key_headroom,
+        })
     }
 
     fn provider(&self, name: &str) -> Option<&Provider> {
@@ -287,11 +324,13 @@ impl Provider {
         })
     }
 
+    /// One attempt. A stream's breaker outcome is left to its first
+    /// content event: its permit comes back with the response.
     async fn send(
         &self,
         request: UpstreamRequest,
         settings: &UpstreamSettings,
-    ) -> Result<UpstreamResponse, AttemptFailure> {
+    ) -> (Result<UpstreamResponse, AttemptFailure>, Option<Permit>) {
         let clock = &*settings.clock;
         let now = clock.now_ms();
         let (admission, entered) = self.breaker.admit(now);
@@ -300,7 +339,9 @@ impl Provider {
         }
         let permit = match admission {
             Admission::Allowed(permit) => permit,
-            Admission::Refused { retry_in_ms } => return Err(self.circuit_open(retry_in_ms)),
+            Admission::Refused { retry_in_ms } => {
+                return (Err(self.circuit_open(retry_in_ms)), None);
+            }
         };
         let mut guard = PermitGuard {
             breaker: &self.breaker,
@@ -312,7 +353,7 @@ impl Provider {
                 // Nothing was sent: the breaker neither counts nor waits on it.
                 guard.permit = None;
                 self.breaker.abandon(permit);
-                return Err(failure);
+                return (Err(failure), None);
             }
         };
         let key_index = key.map(|k| k.index);
@@ -350,11 +391,16 @@ impl Provider {
         };
         let now = clock.now_ms();
         guard.permit = None;
+        if matches!(&result, Ok(r) if matches!(r.body, UpstreamBody::Stream(_))) {
+            // Headers are not an answer yet: the caller settles the permit
+            // at the first content event (FirstContent).
+            return (result, Some(permit));
+        }
         if let Some(to) = self.breaker.record(permit, failed, now) {
             self.circuit_moved(to, now, settings);
         }
 
-        result.map_err(|mut failure| {
+        let result = result.map_err(|mut failure| {
             // 429: this key is rate limited; 401/403: this key is refused.
             // Either way the next attempts should use another one.
             if let (
@@ -373,7 +419,8 @@ impl Provider {
             failure.key_index = key_index;
             failure.all_keys_cooling = key.is_some_and(|k| k.all_cooling);
             failure
-        })
+        });
+        (result, None)
     }
 
     /// The next key of the pool with quota headroom ([`super::quota`]): a
@@ -527,6 +574,7 @@ impl Provider {
             headers,
             body,
             key_index,
+            first_content: None,
         })
     }
 
@@ -607,6 +655,55 @@ impl Provider {
 
 /// Hands the permit back if the attempt is dropped mid-flight, so a
 /// cancelled client request cannot hold a half-open probe place forever.
+/// The circuit breaker's outcome of a stream, given at its first content
+/// event rather than at its headers: a provider that answers 200 and then
+/// fails before any content has failed. [`Self::settle`] records it;
+/// dropped unsettled (the caller never looked at the content) it counts
+/// as a success, as the headers did.
+pub struct FirstContent {
+    upstreams: Upstreams,
+    /// Index of the provider in `upstreams`.
+    provider: usize,
+    permit: Option<Permit>,
+}
+
+impl FirstContent {
+    /// Records the attempt: `failed` when the stream broke, went idle or
+    /// timed out before its first content event.
+    pub fn settle(mut self, failed: bool) {
+        self.record(failed);
+    }
+
+    fn record(&mut self, failed: bool) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let settings = &self.upstreams.inner.settings;
+        let p = &self.upstreams.inner.providers[self.provider];
+        let now = settings.clock.now_ms();
+        if let Some(to) = p.breaker.record(permit, failed, now) {
+            p.circuit_moved(to, now, settings);
+        }
+    }
+}
+
+impl Drop for FirstContent {
+    fn drop(&mut self) {
+        self.record(false);
+    }
+}
+
+impl std::fmt::Debug for FirstContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstContent")
+            .field(
+                "provider",
+                &self.upstreams.inner.providers[self.provider].name,
+            )
+            .finish()
+    }
+}
+
 struct PermitGuard<'a> {
     breaker: &'a Breaker,
     permit: Option<Permit>,

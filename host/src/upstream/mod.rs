@@ -50,7 +50,7 @@ pub use crate::policy::AttemptOutcome;
 pub use body::UPSTREAM_REQUEST_ID;
 pub use breaker::CircuitState;
 pub use budget::{BudgetSettings, RetryBudget};
-pub use client::{BuildError, UpstreamSettings, Upstreams};
+pub use client::{BuildError, FirstContent, UpstreamSettings, Upstreams};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after, retry_after_ms};
 
@@ -106,6 +106,9 @@ pub struct UpstreamResponse {
     pub body: UpstreamBody,
     /// Which of the provider's keys served it (`None` for keyless servers).
     pub key_index: Option<usize>,
+    /// For a stream: the circuit breaker's outcome, to settle at the first
+    /// content event (dropped unsettled, a success).
+    pub first_content: Option<FirstContent>,
 }
 
 /// Why an attempt produced no successful answer.

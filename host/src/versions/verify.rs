@@ -7,7 +7,8 @@
 
 use crate::plugin::{CallError, Plugin, SAMPLE_ID_PREFIX};
 use crate::policy::{
-    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, SemanticCandidate, Slot, Usage,
+    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, RouteCandidate,
+    SemanticCandidate, Slot, Usage,
 };
 
 /// One sample: its name (in refusals) and request.
@@ -162,6 +163,10 @@ async fn exercise(plugin: &Plugin, kind: Slot, req: &PolicyRequest) -> Result<()
             };
             plugin.retry_decide(req, &attempt).await.map(drop)
         }
+        Slot::Route => plugin
+            .route_order(req, &RouteCandidate::samples(&req.model))
+            .await
+            .map(drop),
     }
 }
 

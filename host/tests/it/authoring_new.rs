@@ -94,7 +94,7 @@ fn decide(wasm: &Path, kind: &str) -> serde_json::Value {
 
 #[test]
 fn c_scaffolds_of_every_kind_build_and_decide() {
-    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+    for kind in ["throttle", "cache-key", "semantic", "retry", "route"] {
         let (_tmp, wasm) = new_and_build("my-policy", kind, "c", &[]);
         let decision = decide(&wasm, kind);
         match kind {
@@ -105,6 +105,20 @@ fn c_scaffolds_of_every_kind_build_and_decide() {
             }
             "cache-key" => assert_eq!(decision["key"], "gpt-4o-mini\nuser:hi", "{decision}"),
             "semantic" => assert_eq!(decision["prepare"]["text"], "hi", "{decision}"),
+            // The sample candidates: `budget` has an open circuit.
+            "route" => {
+                let order: Vec<&str> = decision["order"]
+                    .as_array()
+                    .expect("an order")
+                    .iter()
+                    .map(|c| c["provider"].as_str().expect("a provider"))
+                    .collect();
+                assert_eq!(
+                    order,
+                    ["primary", "replica", "local", "budget"],
+                    "{decision}"
+                );
+            }
             _ => assert_eq!(decision["verdict"]["verdict"], "retry", "{decision}"),
         }
     }
@@ -117,7 +131,7 @@ fn a_rust_scaffold_builds_as_generated() {
         .parent()
         .expect("target dir")
         .join("authoring-rust");
-    for kind in ["throttle", "retry"] {
+    for kind in ["throttle", "retry", "route"] {
         let (_tmp, wasm) =
             new_and_build("my-policy", kind, "rust", &[("CARGO_TARGET_DIR", &target)]);
         if kind == "throttle" {
@@ -156,9 +170,9 @@ fn a_python_scaffold_builds_as_generated() {
 /// The other Python kinds: about 40 s each on a debug host, so on demand
 /// (`cargo test --test authoring_new -- --ignored`).
 #[test]
-#[ignore = "slow: builds three Python components"]
+#[ignore = "slow: builds four Python components"]
 fn python_scaffolds_of_every_kind_build() {
-    for kind in ["throttle", "semantic", "retry"] {
+    for kind in ["throttle", "semantic", "retry", "route"] {
         new_and_build("my-policy", kind, "python", &[]);
     }
 }
@@ -243,7 +257,7 @@ fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
 
 #[test]
 fn python_and_js_scaffolds_pass_their_own_tests_in_their_own_runner() {
-    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+    for kind in ["throttle", "cache-key", "semantic", "retry", "route"] {
         let tmp = tempfile::tempdir().expect("tempdir");
         for lang in ["python", "js"] {
             let dir = tmp.path().join(lang);

@@ -1,6 +1,7 @@
 //! Several deployments of one model: weighted selection follows the
 //! weights; a deployment whose circuit opened gets no traffic until it
-//! recovers; least-latency selection prefers the faster deployment.
+//! recovers; least-latency selection prefers the faster deployment; a
+//! retry goes to another deployment.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -131,4 +132,24 @@ async fn least_latency_prefers_the_faster_deployment() {
     // been measured once, the slow one is only chosen again when its
     // estimate has decayed below the fast one's (tens of seconds here).
     assert!(b.calls(Route::Chat) >= 55, "b: {}", b.calls(Route::Chat));
+}
+
+#[tokio::test]
+async fn a_retry_moves_to_another_deployment_of_the_model() {
+    let a = mock::spawn(MockConfig::default());
+    let b = mock::spawn(MockConfig::default());
+    let extra = "[plugins.retry.config]\nbase_ms = 1\nmax_backoff_ms = 1\n";
+    let gw = TestGateway::start(&config(&a, &b, "first", extra)).await;
+
+    // `first` sends every request to `a`; its 503 is retried at `b`.
+    a.fail_next(1, 503, None);
+    assert_eq!(send(&gw, 1, "retry elsewhere").await, 1);
+    assert_eq!((a.calls(Route::Chat), b.calls(Route::Chat)), (1, 1));
+
+    // Both fail once: the second retry has no other deployment left and
+    // stays where it is (`b`, whose second try answers).
+    a.fail_next(1, 503, None);
+    b.fail_next(1, 503, None);
+    assert_eq!(send(&gw, 1, "both fail once").await, 1);
+    assert_eq!((a.calls(Route::Chat), b.calls(Route::Chat)), (2, 3));
 }

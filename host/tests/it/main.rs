@@ -40,6 +40,7 @@ mod redis_faults_gateway;
 mod reference_plugins;
 mod reload_files;
 mod reload_under_load;
+mod route_plugin;
 mod sdk_clients;
 mod semantic_cache;
 mod state_faults;

@@ -196,3 +196,44 @@ async fn a_stream_failing_after_its_first_token_ends_with_an_error_event() {
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "api_error");
 }
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_token_counts_against_the_breaker() {
+    let primary = mock::spawn(MockConfig::default());
+    let backup = mock::spawn(MockConfig::default());
+    let breaker = "[breaker]\nmin_calls = 2\nfailure_ratio = 0.5\nopen_for_ms = 60000\n";
+    let gw = TestGateway::start(&config(
+        &primary,
+        &backup,
+        &format!("{CHAIN}{}{breaker}", retry("")),
+    ))
+    .await;
+
+    // The headers came (200), the content never did: a failure, not an
+    // answer.
+    primary.push_fault(Fault::AbortBeforeContent);
+    let (status, events) = stream_chat(&gw, "breaker one").await;
+    assert_eq!(
+        (status, text_of(&events).as_str()),
+        (200, "mock answer to: breaker one")
+    );
+    let health = gw.gw.upstreams.route_health("primary").unwrap();
+    assert_eq!(health.error_rate, 1.0, "the first failure was counted");
+    assert!(gw.gw.upstreams.available("primary"), "under min_calls");
+
+    primary.push_fault(Fault::AbortBeforeContent);
+    let (status, _) = stream_chat(&gw, "breaker two").await;
+    assert_eq!(status, 200);
+    assert!(
+        !gw.gw.upstreams.available("primary"),
+        "two failures in two calls open the circuit"
+    );
+    // Now refused without sending: the fallback serves.
+    let (status, events) = stream_chat(&gw, "breaker three").await;
+    assert_eq!(
+        (status, text_of(&events).as_str()),
+        (200, "mock answer to: breaker three")
+    );
+    assert_eq!(primary.calls(Route::Chat), 2);
+    assert_eq!(backup.calls(Route::AnthropicMessages), 3);
+}

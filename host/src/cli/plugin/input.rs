@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::policy::{
-    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, SemanticCandidate, Usage,
+    Attempt, AttemptOutcome, Message, Param, PolicyRequest, Route, RouteCandidate,
+    SemanticCandidate, Usage,
 };
 
 /// One request of a `plugin test` input.
@@ -46,6 +47,8 @@ pub struct TestInput {
     pub attempt: Option<TestAttempt>,
     /// Semantic: a cached answer `accept` is asked about.
     pub candidate: Option<TestCandidate>,
+    /// Route: the (provider, model) candidates `order` sees.
+    pub candidates: Option<Vec<RouteCandidate>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +268,14 @@ impl TestInput {
                 .unwrap_or_else(|| req.model.clone()),
             outcome,
         })
+    }
+
+    /// The candidates `route.order` sees: those given, else
+    /// [`RouteCandidate::samples`] for the request's model.
+    pub fn route_candidates(&self, req: &PolicyRequest) -> Vec<RouteCandidate> {
+        self.candidates
+            .clone()
+            .unwrap_or_else(|| RouteCandidate::samples(&req.model))
     }
 
     /// The cached answer `semantic.accept` is asked about, if given.

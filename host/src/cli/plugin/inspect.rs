@@ -210,6 +210,13 @@ async fn decide(
                 .await
                 .map(|v| json!({"attempt": attempt, "verdict": v}))
         }
+        Slot::Route => {
+            let candidates = input.route_candidates(&req);
+            plugin
+                .route_order(&req, &candidates)
+                .await
+                .map(|order| json!({"order": order}))
+        }
     })
 }
 

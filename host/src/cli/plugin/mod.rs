@@ -43,7 +43,7 @@ pub enum PluginCommand {
     /// plugin prints or raises goes to stderr (`guest: ...`).
     Test {
         file: PathBuf,
-        /// Plugin kind to call: cache-key, semantic, throttle, retry.
+        /// Plugin kind to call: cache-key, semantic, throttle, retry, route.
         #[arg(long)]
         kind: String,
         /// A request (JSON; fields in docs/plugin-test.md, unknown ones
