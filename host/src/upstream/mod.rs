@@ -106,6 +106,9 @@ pub struct UpstreamResponse {
     pub body: UpstreamBody,
     /// Which of the provider's keys served it (`None` for keyless servers).
     pub key_index: Option<usize>,
+    /// The worst-case tokens charged to that key's quota, to settle to the
+    /// actual tokens once known (see [`quota`]).
+    pub quota: Option<quota::QuotaCharge>,
 }
 
 /// Why an attempt produced no successful answer.
