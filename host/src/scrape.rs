@@ -68,6 +68,12 @@ pub fn encode(gw: &Gateway) -> String {
     if let Some(edge) = gw.state.edge_stats() {
         gw.metrics.sync_edge(&edge);
     }
+    if let Some(slices) = gw.state.budget_slice_stats() {
+        gw.metrics.sync_budget_slices(&slices);
+    }
+    gw.metrics
+        .keys()
+        .key_cache(gw.keys.len(), gw.keys.unknown_cached());
     gw.metrics
         .sync_connections(&gw.connections.api.read(), &gw.connections.admin.read());
     let mut text = gw.metrics.encode();

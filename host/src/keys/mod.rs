@@ -215,6 +215,12 @@ impl VirtualKeys {
         self.table.read().by_id.len()
     }
 
+    /// Unknown secrets remembered as unknown (expired ones included until
+    /// the next clean-up).
+    pub fn unknown_cached(&self) -> usize {
+        self.negative.lock().len()
+    }
+
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

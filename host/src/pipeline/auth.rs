@@ -9,6 +9,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
 use crate::policy::ANONYMOUS_TENANT;
+use crate::telemetry::KeyAuthOutcome;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,36 +78,44 @@ pub async fn authenticate(
             ))
         }
     };
-    ctx.caller =
-        if config.tenants.is_empty() {
-            anonymous()?
-        } else {
-            match presented_key(headers) {
-                None => anonymous()?,
-                Some(key) => match config.tenant_for_key(key) {
-                    Some(tenant) => Caller {
-                        tenant: tenant.name.clone(),
-                        tier: tenant.tier.clone(),
-                        key_id: Some(key_id(key)),
-                        key: None,
-                    },
-                    None => {
-                        let active = gw.keys.authenticate(key).await?.ok_or_else(|| {
-                            GatewayError::unauthorized("Incorrect API key provided.")
-                        })?;
-                        let tier = gw.keys.tier_of(&active).ok_or_else(|| {
-                            GatewayError::unauthorized("Incorrect API key provided.")
-                        })?;
-                        Caller {
-                            tenant: active.record.tenant.clone(),
-                            tier,
-                            key_id: Some(active.record.id.clone()),
-                            key: Some(active),
-                        }
-                    }
+    ctx.caller = if config.tenants.is_empty() {
+        anonymous()?
+    } else {
+        match presented_key(headers) {
+            None => anonymous()?,
+            Some(key) => match config.tenant_for_key(key) {
+                Some(tenant) => Caller {
+                    tenant: tenant.name.clone(),
+                    tier: tenant.tier.clone(),
+                    key_id: Some(key_id(key)),
+                    key: None,
                 },
-            }
-        };
+                None => {
+                    let found = gw.keys.authenticate(key).await;
+                    gw.metrics.keys().auth(match &found {
+                        Ok(Some(_)) => KeyAuthOutcome::Ok,
+                        Ok(None) => KeyAuthOutcome::Unknown,
+                        Err(e) if e.status == http::StatusCode::UNAUTHORIZED => {
+                            KeyAuthOutcome::Refused
+                        }
+                        Err(_) => KeyAuthOutcome::Error,
+                    });
+                    let active = found?
+                        .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))?;
+                    let tier = gw
+                        .keys
+                        .tier_of(&active)
+                        .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))?;
+                    Caller {
+                        tenant: active.record.tenant.clone(),
+                        tier,
+                        key_id: Some(active.record.id.clone()),
+                        key: Some(active),
+                    }
+                }
+            },
+        }
+    };
     Ok(())
 }
 

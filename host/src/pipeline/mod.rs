@@ -96,6 +96,9 @@ pub struct RequestCtx {
     pub model: String,
     /// Budgets charged, the reservation, the cost once known.
     pub spend: crate::spend::RequestSpend,
+    /// The upstream key quota's worst-case token charge, settled to the
+    /// actual tokens with the answer's usage.
+    pub quota: Option<crate::upstream::quota::QuotaCharge>,
 }
 
 impl RequestCtx {
@@ -123,6 +126,7 @@ impl RequestCtx {
             provider: String::new(),
             model: String::new(),
             spend: crate::spend::RequestSpend::default(),
+            quota: None,
         }
     }
 

@@ -105,8 +105,9 @@ fn conversion_failed(route: Route, e: impl std::fmt::Display) -> Response {
 /// Answers from a fresh upstream response: relays it, stores it when it may
 /// be cached ([`StorePlan`], which also completes or releases coalesced
 /// requests) and settles usage.
-pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, upstream: UpstreamResponse) -> Response {
+pub fn answer(gw: &Arc<Gateway>, ctx: &mut RequestCtx, mut upstream: UpstreamResponse) -> Response {
     gw.metrics.cache_outcome(ctx.cache);
+    ctx.quota = upstream.quota.take();
     let route = ctx.route;
     let plan = StorePlan::take(ctx);
     let estimated = ctx.policy.estimated_prompt_tokens;
@@ -191,8 +192,17 @@ fn settle_later(
         model: ctx.model.clone(),
         failed: ctx.spend.failed,
     };
+    let quota = ctx.quota.take();
     move |usage: Usage, cached_prompt: u32| {
         tokio::spawn(async move {
+            if let Some(quota) = quota {
+                let used = if usage.cached {
+                    0
+                } else {
+                    u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
+                };
+                quota.settle(used).await;
+            }
             gw.spend.settle(settlement, usage, cached_prompt).await;
             if charged {
                 throttle::settle(&gw, &plugin, &policy, usage, &tenant).await;

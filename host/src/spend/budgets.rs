@@ -172,12 +172,20 @@ pub struct Reservation {
     held: Vec<Held>,
     worst: Nano,
     settled: bool,
+    /// Taken from this node's budget slices (no Redis call): what is not
+    /// spent goes back into them.
+    local: bool,
 }
 
 impl Reservation {
     /// The reserved worst case.
     pub fn worst(&self) -> Nano {
         self.worst
+    }
+
+    /// Whether it was taken from this node's budget slices.
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     fn counters(&self, delta: i64) -> Vec<BudgetCounter> {
@@ -191,6 +199,28 @@ impl Reservation {
             })
             .collect()
     }
+
+    /// The corrections to the reserved counters once `actual` is known:
+    /// an exact reservation moves by `actual - worst`; one from slices puts
+    /// what it did not spend back into them, and only counters without a
+    /// slice any more (or a cost above the worst case) go to the state.
+    fn corrections(&self, actual: Nano) -> Vec<BudgetCounter> {
+        let mut counters = self.counters(actual - self.worst);
+        if !self.local {
+            return counters;
+        }
+        let unspent = self.worst - actual;
+        if unspent <= 0 {
+            return counters;
+        }
+        let missing = self.state.budget_put_back(&counters, unspent);
+        let mut i = 0;
+        counters.retain(|_| {
+            i += 1;
+            missing.contains(&(i - 1))
+        });
+        counters
+    }
 }
 
 impl Drop for Reservation {
@@ -198,7 +228,10 @@ impl Drop for Reservation {
         if self.settled || self.held.is_empty() {
             return;
         }
-        let refund = self.counters(-self.worst);
+        let refund = self.corrections(0);
+        if refund.is_empty() {
+            return;
+        }
         let state = self.state.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -274,6 +307,7 @@ impl Budgets {
             held,
             worst: worst.max(0),
             settled: false,
+            local: false,
         };
         if reservation.held.is_empty() {
             return Ok(reservation);
@@ -288,7 +322,7 @@ impl Budgets {
                 ttl: h.period.ttl(),
             })
             .collect();
-        let reply = match self.state.budget(&counters, true, None).await {
+        let reply = match self.state.budget_reserve(&counters).await {
             Ok(r) => r,
             Err(e) => {
                 reservation.settled = true;
@@ -296,6 +330,7 @@ impl Budgets {
             }
         };
         if reply.admitted {
+            reservation.local = reply.local;
             return Ok(reservation);
         }
         reservation.settled = true;
@@ -338,11 +373,12 @@ impl Budgets {
         let (held, mut counters) = match reservation {
             Some(mut r) => {
                 r.settled = true;
-                let counters = r.counters(actual - r.worst);
+                let counters = r.corrections(actual);
                 (std::mem::take(&mut r.held), counters)
             }
             None => (Vec::new(), Vec::new()),
         };
+        let corrections = counters.len();
         counters.extend(held.iter().map(|h| BudgetCounter {
             key: spent_key(&h.subject, &h.period_id),
             delta: actual,
@@ -353,7 +389,7 @@ impl Budgets {
             return Ok(());
         }
         let reply = self.state.budget(&counters, false, record.as_ref()).await?;
-        for (h, after) in held.iter().zip(reply.values.iter().skip(held.len())) {
+        for (h, after) in held.iter().zip(reply.values.iter().skip(corrections)) {
             let before = after - actual;
             for t in crossed(before as f64, *after as f64, h.limit as f64) {
                 let id = format!("budget|{}|{}|{t}", h.subject.label(), h.period_id);

@@ -27,7 +27,7 @@ pub const MAX_BUDGET_KEY_BYTES: usize = 512;
 pub const MAX_BUDGET_COUNTERS: usize = 16;
 
 /// One counter of a budget call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BudgetCounter {
     /// The counter's key (without the state's prefix).
     pub key: String,
@@ -49,7 +49,7 @@ pub struct HashAdd {
 }
 
 /// What a budget call did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BudgetReply {
     /// Whether the deltas were added (always, without `check`).
     pub admitted: bool,
@@ -57,6 +57,24 @@ pub struct BudgetReply {
     pub refused: Option<usize>,
     /// Each counter's value after the call.
     pub values: Vec<i64>,
+    /// With slice terms: each counter's slice granted to this node.
+    pub granted: Vec<i64>,
+    /// With slice terms: whether each counter's give-back flag is up (a
+    /// node was refused while slices were out: nodes return theirs).
+    pub give_back: Vec<bool>,
+    /// Served from this node's slices, without a Redis call.
+    pub local: bool,
+}
+
+/// What a call asks of one counter's slices (see `budget_leases`): return
+/// `ret` unused units of this node's slice first; after the deltas, grant
+/// a slice of up to `want` (at most a quarter of what is left under the
+/// limit, none below `min`, none while the give-back flag is up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SliceTerms {
+    pub ret: i64,
+    pub want: i64,
+    pub min: i64,
 }
 
 /// One budget call over full keys (see the module docs).
@@ -66,11 +84,28 @@ pub(crate) struct BudgetCall<'a> {
     pub counters: &'a [BudgetCounter],
     pub check: bool,
     pub hash: Option<(&'a str, &'a HashAdd)>,
+    /// Slice terms, one per counter, or none (no slices). With terms, a
+    /// refusal raises the give-back flag of each counter that refused.
+    pub slices: Option<Slices<'a>>,
+}
+
+/// The slice part of a budget call: terms and flag keys, one per counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slices<'a> {
+    pub terms: &'a [SliceTerms],
+    pub flags: &'a [String],
+    /// How long a raised give-back flag stays up.
+    pub flag_ttl: Duration,
 }
 
 /// The full key of budget key `key`.
-fn full_key(key: &str) -> String {
+pub(crate) fn full_key(key: &str) -> String {
     format!("sluice:budget:{{sluice-budget}}{key}")
+}
+
+/// The give-back flag of the counter with full key `full`.
+pub(crate) fn flag_key(full: &str) -> String {
+    format!("{full}|give-back")
 }
 
 fn check_key(key: &str) -> Result<(), StateError> {
@@ -89,7 +124,8 @@ fn ttl_ms(ttl: Option<Duration>) -> u64 {
 impl State {
     /// Adds each counter's delta if none with a positive delta passes its
     /// limit (`check`), or unconditionally; and adds `hash`'s fields; one
-    /// atomic step.
+    /// atomic step. Always on the backend, exact (slices are only for
+    /// [`State::budget_reserve`]).
     pub async fn budget(
         &self,
         counters: &[BudgetCounter],
@@ -114,8 +150,49 @@ impl State {
             counters,
             check,
             hash: hash_key.as_deref().zip(hash),
+            slices: None,
         };
         self.backend.budget(call).await
+    }
+
+    /// [`State::budget`] with `check` and no hash, for a request's
+    /// reservation: on Redis with `[state] limits = "leased"` it is served
+    /// from this node's budget slices when they cover every counter
+    /// (`BudgetReply::local`, no Redis call; give the unspent part back
+    /// with [`State::budget_put_back`]), else it goes to Redis, returns
+    /// this node's slice of those counters, asks for a new one, and when
+    /// refused waits for the other nodes to return theirs and tries once
+    /// more (see `budget_leases`). Elsewhere it is the exact call.
+    pub async fn budget_reserve(
+        &self,
+        counters: &[BudgetCounter],
+    ) -> Result<BudgetReply, StateError> {
+        let Some(edge) = &self.budget_edge else {
+            return self.budget(counters, true, None).await;
+        };
+        if counters.len() > MAX_BUDGET_COUNTERS {
+            return Err(StateError::Invalid(format!(
+                "at most {MAX_BUDGET_COUNTERS} budget counters per call"
+            )));
+        }
+        for c in counters {
+            check_key(&c.key)?;
+        }
+        let keys: Vec<String> = counters.iter().map(|c| full_key(&c.key)).collect();
+        edge.reserve(&keys, counters).await
+    }
+
+    /// Gives `amount` of a reservation made from this node's slices back to
+    /// them; answers the counters (by index) that hold no slice any more,
+    /// whose share the caller must refund with an unconditional call.
+    pub fn budget_put_back(&self, counters: &[BudgetCounter], amount: i64) -> Vec<usize> {
+        match &self.budget_edge {
+            Some(edge) => {
+                let keys: Vec<String> = counters.iter().map(|c| full_key(&c.key)).collect();
+                edge.put_back(&keys, amount)
+            }
+            None => (0..counters.len()).collect(),
+        }
     }
 
     /// Every field of the budget hash `key` (empty when it does not exist).
@@ -127,44 +204,86 @@ impl State {
 
 // === Redis ===
 
-/// KEYS = counters, then the hash if any. ARGV = n, check (0/1), then per
-/// counter delta, limit (-1: none) and TTL in ms (0: none), then the hash
-/// TTL and field and delta pairs. Deltas go to INCRBY as the caller wrote
-/// them, so they stay exact integers; comparisons are exact below 2^53
-/// nano-USD ($9M).
+/// KEYS = counters, then (with slices) one give-back flag per counter, then
+/// the hash if any. ARGV = n, check (0/1), flag TTL in ms (0: no slices),
+/// then per counter delta, limit (-1: none), TTL in ms (0: none), ret,
+/// want and min, then the hash TTL and field and delta pairs. Deltas go to
+/// INCRBY as the caller wrote them, so they stay exact integers;
+/// comparisons are exact below 2^53 nano-USD ($9M).
+///
+/// Order: returned slices come off first (never below zero, never onto a
+/// counter that expired), then the check (a refusal raises the flag of
+/// each counter that refused), then the deltas, then the grants. Answer:
+/// admitted, refused (1-based, 0: none), the values, then (with slices)
+/// the grants and the flags.
 pub(crate) static BUDGET_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = tonumber(ARGV[1])
-local values = {}
-for i = 1, n do values[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
+local flag_ttl = tonumber(ARGV[3])
+local sliced = flag_ttl > 0
+local function arg(i, j) return tonumber(ARGV[3 + 6 * (i - 1) + j]) end
+local values, grants, flags = {}, {}, {}
+for i = 1, n do
+  values[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  grants[i], flags[i] = 0, 0
+  local ret = arg(i, 4)
+  if ret > 0 and values[i] > 0 then
+    values[i] = redis.call('DECRBY', KEYS[i], math.min(ret, values[i]))
+  end
+end
+local function answer(admitted, refused)
+  local out = {admitted, refused}
+  for i = 1, n do out[#out + 1] = values[i] end
+  if sliced then
+    for i = 1, n do out[#out + 1] = grants[i] end
+    for i = 1, n do out[#out + 1] = flags[i] end
+  end
+  return out
+end
 if ARGV[2] == '1' then
+  local refused = 0
   for i = 1, n do
-    local delta = tonumber(ARGV[3 * i])
-    local limit = tonumber(ARGV[3 * i + 1])
+    local delta, limit = arg(i, 1), arg(i, 2)
     if delta > 0 and limit >= 0 and values[i] + delta > limit then
-      local out = {0, i}
-      for j = 1, n do out[2 + j] = values[j] end
-      return out
+      if refused == 0 then refused = i end
+      if sliced then
+        redis.call('SET', KEYS[n + i], '1', 'PX', flag_ttl)
+        flags[i] = 1
+      end
+    end
+  end
+  if refused > 0 then return answer(0, refused) end
+end
+for i = 1, n do
+  local delta = arg(i, 1)
+  local ttl = arg(i, 3)
+  if delta ~= 0 then
+    values[i] = redis.call('INCRBY', KEYS[i], delta)
+    if ttl > 0 and redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+  if sliced then
+    flags[i] = redis.call('EXISTS', KEYS[n + i])
+    local want, limit, min = arg(i, 5), arg(i, 2), arg(i, 6)
+    if want > 0 and limit >= 0 and flags[i] == 0 then
+      local grant = math.min(want, math.floor((limit - values[i]) / 4))
+      if grant > 0 and grant >= min then
+        grants[i] = grant
+        values[i] = redis.call('INCRBY', KEYS[i], grant)
+        if ttl > 0 and redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+      end
     end
   end
 end
-local out = {1, 0}
-for i = 1, n do
-  if tonumber(ARGV[3 * i]) ~= 0 then
-    values[i] = redis.call('INCRBY', KEYS[i], ARGV[3 * i])
-    local ttl = tonumber(ARGV[3 * i + 2])
-    if ttl > 0 and redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
-  end
-  out[2 + i] = values[i]
-end
-if #KEYS > n then
-  local h = KEYS[n + 1]
-  for j = 4 + 3 * n, #ARGV, 2 do redis.call('HINCRBY', h, ARGV[j], ARGV[j + 1]) end
-  local ttl = tonumber(ARGV[3 + 3 * n])
+local first = sliced and 2 * n or n
+if #KEYS > first then
+  local h = KEYS[first + 1]
+  local base = 3 + 6 * n
+  for j = base + 2, #ARGV, 2 do redis.call('HINCRBY', h, ARGV[j], ARGV[j + 1]) end
+  local ttl = tonumber(ARGV[base + 1])
   if ttl > 0 and redis.call('PTTL', h) < 0 then redis.call('PEXPIRE', h, ttl) end
 end
-return out
+return answer(1, 0)
 ",
     )
 });
@@ -176,10 +295,28 @@ pub(crate) fn invocation(call: &BudgetCall<'_>) -> redis::ScriptInvocation<'stat
         inv.key(k.as_str());
     }
     inv.arg(call.keys.len()).arg(if call.check { 1 } else { 0 });
-    for c in call.counters {
+    match &call.slices {
+        Some(s) => {
+            for f in s.flags {
+                inv.key(f.as_str());
+            }
+            inv.arg(ttl_ms(Some(s.flag_ttl)));
+        }
+        None => {
+            inv.arg(0);
+        }
+    }
+    for (i, c) in call.counters.iter().enumerate() {
+        let t = call
+            .slices
+            .and_then(|s| s.terms.get(i).copied())
+            .unwrap_or_default();
         inv.arg(c.delta)
             .arg(c.limit.unwrap_or(-1))
-            .arg(ttl_ms(c.ttl));
+            .arg(ttl_ms(c.ttl))
+            .arg(t.ret)
+            .arg(t.want)
+            .arg(t.min);
     }
     match call.hash {
         Some((key, add)) => {
@@ -196,18 +333,35 @@ pub(crate) fn invocation(call: &BudgetCall<'_>) -> redis::ScriptInvocation<'stat
     inv
 }
 
-/// The reply of the script.
-pub(crate) fn reply(n: usize, out: &[i64]) -> Result<BudgetReply, StateError> {
-    if out.len() != n + 2 {
+/// The reply of the script to `call`.
+pub(crate) fn reply(call: &BudgetCall<'_>, out: &[i64]) -> Result<BudgetReply, StateError> {
+    let n = call.keys.len();
+    let want = if call.slices.is_some() {
+        3 * n + 2
+    } else {
+        n + 2
+    };
+    if out.len() != want {
         return Err(StateError::Unavailable(format!(
             "budget script answered {} numbers for {n} counters",
             out.len()
         )));
     }
+    let (granted, give_back) = if call.slices.is_some() {
+        (
+            out[n + 2..2 * n + 2].to_vec(),
+            out[2 * n + 2..].iter().map(|f| *f != 0).collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(BudgetReply {
         admitted: out[0] == 1,
         refused: (out[1] > 0).then(|| (out[1] - 1) as usize),
-        values: out[2..].to_vec(),
+        values: out[2..n + 2].to_vec(),
+        granted,
+        give_back,
+        local: false,
     })
 }
 
@@ -240,6 +394,18 @@ impl BudgetMemory {
             inner.counters.retain(|_, (_, at)| live(*at, now));
             inner.hashes.retain(|_, (_, at)| live(*at, now));
         }
+        // Returned slices come off first (the memory backend grants none,
+        // but a fail-open fallback may be handed one back).
+        if let Some(slices) = call.slices {
+            for (key, t) in call.keys.iter().zip(slices.terms) {
+                if t.ret > 0
+                    && let Some((v, at)) = inner.counters.get_mut(key)
+                    && live(*at, now)
+                {
+                    *v -= t.ret.min((*v).max(0));
+                }
+            }
+        }
         let values: Vec<i64> = call
             .keys
             .iter()
@@ -248,6 +414,14 @@ impl BudgetMemory {
                 _ => 0,
             })
             .collect();
+        let n = call.keys.len();
+        let sliced = |v: i64| {
+            if call.slices.is_some() {
+                vec![v; n]
+            } else {
+                Vec::new()
+            }
+        };
         if call.check {
             let over = call.counters.iter().zip(&values).position(|(c, v)| {
                 c.delta > 0
@@ -259,6 +433,9 @@ impl BudgetMemory {
                     admitted: false,
                     refused: Some(i),
                     values,
+                    granted: sliced(0),
+                    give_back: sliced(0).into_iter().map(|_| false).collect(),
+                    local: false,
                 };
             }
         }
@@ -295,6 +472,9 @@ impl BudgetMemory {
             admitted: true,
             refused: None,
             values: out,
+            granted: sliced(0),
+            give_back: sliced(0).into_iter().map(|_| false).collect(),
+            local: false,
         }
     }
 

@@ -106,6 +106,26 @@ impl Fallback {
         Err(StateError::Unavailable(reason))
     }
 
+    /// Runs a budget call on Redis itself, never on the fallback (budget
+    /// slices come from Redis or nowhere). Fails at once while Redis is
+    /// failing.
+    pub(crate) async fn budget_on_redis(
+        &self,
+        call: BudgetCall<'_>,
+    ) -> Result<BudgetReply, StateError> {
+        if self.is_failing() {
+            return Err(StateError::Unavailable("Redis is failing".into()));
+        }
+        let reason = match tokio::time::timeout(self.op_timeout, self.redis.budget(call)).await {
+            Ok(Err(StateError::Unavailable(reason))) => reason,
+            Ok(answer) => return answer,
+            Err(_) => format!("no answer within {} ms", self.op_timeout.as_millis()),
+        };
+        self.status.errors.fetch_add(1, Ordering::Relaxed);
+        self.failed(&reason);
+        Err(StateError::Unavailable(reason))
+    }
+
     /// Runs `op` on Redis within `op_timeout` unless degraded; on failure
     /// (or while degraded) runs it on the local stand-in, or fails.
     async fn run<'a, T>(

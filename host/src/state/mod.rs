@@ -24,6 +24,7 @@
 
 mod backend;
 mod budget;
+mod budget_leases;
 mod edge;
 mod fallback;
 mod keys;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::{BudgetCounter, BudgetReply, HashAdd, MAX_BUDGET_COUNTERS, MAX_BUDGET_KEY_BYTES};
+pub use budget_leases::{BudgetSliceStats, FLAG_TTL, IDLE_AFTER, REFILL_EVERY};
 pub use edge::EdgeStats;
 pub use leases::LEASE_PERIOD;
 pub use limiter::{MAX_BUCKET_KEY_BYTES, MAX_BUCKETS};
@@ -169,6 +171,8 @@ pub struct State {
     link: Option<RedisLink>,
     /// Leases and queued corrections, when the state is Redis.
     edge: Option<Arc<EdgeLimits>>,
+    /// Budget slices, when the state is Redis and `limits = "leased"`.
+    budget_edge: Option<Arc<budget_leases::EdgeBudgets>>,
 }
 
 impl std::fmt::Debug for State {
@@ -206,6 +210,8 @@ impl State {
                     }
                 }
                 Ok(State {
+                    budget_edge: (settings.limits == LimitsMode::Leased)
+                        .then(|| budget_leases::EdgeBudgets::start(remote.clone())),
                     edge: Some(EdgeLimits::start(remote.clone(), settings)),
                     link: Some(remote.link()),
                     backend: remote,
@@ -221,6 +227,7 @@ impl State {
         State {
             backend: Arc::new(backend),
             edge: None,
+            budget_edge: None,
             link: None,
         }
     }
@@ -426,6 +433,9 @@ impl State {
     /// Hands back every lease and writes every queued correction, for a node
     /// that is stopping; waits at most `deadline`.
     pub async fn close(&self, deadline: Duration) {
+        if let Some(budgets) = &self.budget_edge {
+            budgets.close(deadline).await;
+        }
         if let Some(edge) = &self.edge {
             edge.close(deadline).await;
         }
@@ -453,6 +463,11 @@ impl State {
     /// Leases and queued corrections, when the state is Redis.
     pub fn edge_stats(&self) -> Option<EdgeStats> {
         self.edge.as_ref().map(|e| e.stats())
+    }
+
+    /// Budget slices, when the state is Redis and `limits = "leased"`.
+    pub fn budget_slice_stats(&self) -> Option<BudgetSliceStats> {
+        self.budget_edge.as_ref().map(|e| e.stats())
     }
 
     async fn limit(

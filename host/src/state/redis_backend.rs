@@ -565,7 +565,7 @@ impl Backend for RedisBackend {
     fn budget<'a>(&'a self, call: BudgetCall<'a>) -> Answer<'a, BudgetReply> {
         Box::pin(async move {
             let out: Vec<i64> = self.run_script(&budget::invocation(&call)).await?;
-            budget::reply(call.keys.len(), &out)
+            budget::reply(&call, &out)
         })
     }
 

@@ -31,6 +31,7 @@ macro_rules! label_enum {
                 match label { $($label => Some($name::$variant),)+ _ => None }
             }
 
+            #[allow(dead_code, reason = "not every label enum indexes a table")]
             pub(super) fn index(self) -> usize {
                 self as usize
             }
@@ -197,5 +198,20 @@ mod tests {
             ApiRoute::from(Route::AnthropicMessages).as_str(),
             "/v1/messages"
         );
+    }
+}
+
+label_enum! {
+    /// How a run-time virtual key's authentication ended (`outcome` label
+    /// of `virtual_key_auth_total`).
+    pub enum KeyAuthOutcome {
+        /// The secret opened a live key.
+        Ok => "ok",
+        /// It opened no key (then config keys and anonymous rules apply).
+        Unknown => "unknown",
+        /// Revoked, expired, or a rotated-out secret past its grace: 401.
+        Refused => "refused",
+        /// The state could not be asked: 503.
+        Error => "error",
     }
 }

@@ -159,6 +159,7 @@ pub struct Metrics {
     coalesced: Counter,
     semantic: SemanticSeries,
     spend: super::spend::SpendMetrics,
+    keys: super::keys::KeyMetrics,
     /// Asynchronous jobs and webhooks.
     pub jobs: super::jobs::JobMetrics,
 }
@@ -485,6 +486,8 @@ impl Metrics {
             provider_map.keys().map(|k| &**k),
             tenant_map.keys().map(|k| &**k),
         );
+        let keys =
+            super::keys::KeyMetrics::register(&mut registry, provider_map.keys().map(|k| &**k));
         let jobs = super::jobs::JobMetrics::register(&mut registry);
 
         Self {
@@ -509,7 +512,18 @@ impl Metrics {
             coalesced,
             semantic,
             spend,
+            keys,
         }
+    }
+
+    /// The virtual-key, upstream key quota and budget slice series.
+    pub fn keys(&self) -> &super::keys::KeyMetrics {
+        &self.keys
+    }
+
+    /// Copies a shared state's budget slice counters in (at scrape time).
+    pub fn sync_budget_slices(&self, stats: &crate::state::BudgetSliceStats) {
+        self.keys.sync_slices(stats);
     }
 
     /// The spend, budget and alert series.

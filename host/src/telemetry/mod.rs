@@ -8,6 +8,7 @@
 mod connections;
 mod edge;
 mod jobs;
+mod keys;
 mod labels;
 mod logging;
 mod metrics;
@@ -19,8 +20,10 @@ pub mod traces;
 
 pub use connections::ConnectionCounts;
 pub use jobs::JobMetrics;
+pub use keys::KeyMetrics;
 pub use labels::{
-    ApiRoute, CacheOutcome, CircuitState, PluginCallResult, TokenKind, UpstreamOutcome,
+    ApiRoute, CacheOutcome, CircuitState, KeyAuthOutcome, PluginCallResult, TokenKind,
+    UpstreamOutcome,
 };
 pub use logging::{
     LogFormat, MAX_LOG_FIELD_CHARS, TelemetryError, init_logging, log_safe, parse_log_filter,

@@ -14,7 +14,7 @@ use super::body::{self, IdleTimeout, Read};
 use super::breaker::{Admission, Breaker, CircuitState, Permit};
 use super::clock::{self, Clock};
 use super::keys::{KeyPick, KeyPool};
-use super::quota::{self, KeyLimits};
+use super::quota::{self, KeyLimits, QuotaCharge};
 use super::{
     AttemptFailure, AttemptOutcome, ProviderHealth, UpstreamBody, UpstreamError, UpstreamRequest,
     UpstreamResponse, retry_after,
@@ -347,8 +347,8 @@ impl Provider {
             breaker: &self.breaker,
             permit: Some(permit),
         };
-        let key = match self.pick_key(now, request.tokens, settings).await {
-            Ok(key) => key,
+        let (key, quota) = match self.pick_key(now, request.tokens, settings).await {
+            Ok(picked) => picked,
             Err(failure) => {
                 // Nothing was sent: the breaker neither counts nor waits on it.
                 guard.permit = None;
@@ -372,7 +372,11 @@ impl Provider {
         );
         let result = self
             .attempt(request, key_index, settings, span.as_ref())
-            .await;
+            .await
+            .map(|mut answer| {
+                answer.quota = quota;
+                answer
+            });
         drop(in_flight);
         self.latency.observe(started.elapsed(), clock.now_ms());
         if let Some(cx) = &span {
@@ -431,24 +435,40 @@ impl Provider {
         now: u64,
         tokens: u64,
         settings: &UpstreamSettings,
-    ) -> Result<Option<KeyPick>, AttemptFailure> {
+    ) -> Result<(Option<KeyPick>, Option<QuotaCharge>), AttemptFailure> {
         let state = match &settings.state {
             Some(state) if !self.quotas.is_empty() => state,
-            _ => return Ok(self.keys.pick(now)),
+            _ => return Ok((self.keys.pick(now), None)),
         };
         let mut soonest = u64::MAX;
         for _ in 0..self.keys.len() {
             let Some(pick) = self.keys.pick(now) else {
-                return Ok(None);
+                return Ok((None, None));
             };
             let Some(Some(limits)) = self.quotas.get(pick.index) else {
-                return Ok(Some(pick));
+                return Ok((Some(pick), None));
             };
-            match state
-                .charge(quota::NAMESPACE, &limits.buckets(tokens))
-                .await
-            {
-                Ok(charged) if charged.admitted => return Ok(Some(pick)),
+            let buckets = limits.buckets(tokens);
+            let charged = state.charge(quota::NAMESPACE, &buckets).await;
+            if let (Ok(charged), Some(metrics)) = (&charged, &settings.metrics) {
+                for b in &charged.buckets {
+                    let window = b.key.rsplit(':').next().unwrap_or("");
+                    metrics.keys().quota_headroom(
+                        &self.name,
+                        pick.index,
+                        window,
+                        b.remaining,
+                        b.limit,
+                    );
+                }
+                if !charged.admitted {
+                    metrics.keys().quota_exhausted(&self.name);
+                }
+            }
+            match charged {
+                Ok(charged) if charged.admitted => {
+                    return Ok((Some(pick), QuotaCharge::of(state, &buckets)));
+                }
                 Ok(charged) => {
                     let wait = charged.retry_after_ms.max(1);
                     self.keys.cool(pick.index, now.saturating_add(wait));
@@ -459,7 +479,7 @@ impl Provider {
                     // does not stop traffic (the state's on_error already
                     // chose between its local fallback and this error).
                     tracing::warn!(provider = %self.name, error = %e, "upstream key quota not checked");
-                    return Ok(Some(pick));
+                    return Ok((Some(pick), None));
                 }
             }
             if pick.all_cooling {
@@ -575,6 +595,7 @@ impl Provider {
             body,
             key_index,
             first_content: None,
+            quota: None,
         })
     }
 

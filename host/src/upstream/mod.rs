@@ -109,6 +109,9 @@ pub struct UpstreamResponse {
     /// For a stream: the circuit breaker's outcome, to settle at the first
     /// content event (dropped unsettled, a success).
     pub first_content: Option<FirstContent>,
+    /// The worst-case tokens charged to that key's quota, to settle to the
+    /// actual tokens once known (see [`quota`]).
+    pub quota: Option<quota::QuotaCharge>,
 }
 
 /// Why an attempt produced no successful answer.

@@ -8,12 +8,59 @@
 //! without calling the provider.
 //!
 //! Tokens are charged at their worst case (the prompt estimate plus
-//! `max_tokens`, or [`crate::keys::limits::COMPLETION_ESTIMATE`]) and not
-//! corrected afterwards, so a key's tokens per minute are never passed,
-//! at the price of some unused headroom.
+//! `max_tokens`, or [`crate::keys::limits::COMPLETION_ESTIMATE`]) before
+//! the attempt, so concurrent requests never pass a key's tokens per
+//! minute; the answer's [`UpstreamResponse`](super::UpstreamResponse)
+//! carries the charge ([`QuotaCharge`]) and the pipeline settles it to the
+//! tokens the provider reported once they are known (a stream at its end),
+//! refunding the difference. A failed attempt stays charged at its worst
+//! case (the provider may have counted some of it).
 
 use crate::config::{KeyQuota, ProviderConfig};
 use crate::policy::{Bucket, Shape, Unit};
+use crate::state::State;
+
+/// The worst-case tokens an answered request charged to its key's
+/// tokens-per-minute bucket; [`QuotaCharge::settle`] corrects it to the
+/// actual tokens.
+#[derive(Debug, Clone)]
+pub struct QuotaCharge {
+    state: State,
+    /// The tokens bucket, with the charged worst case as its cost.
+    bucket: Bucket,
+}
+
+impl QuotaCharge {
+    /// The tokens bucket of `buckets` (charged in `state`), if any.
+    pub(crate) fn of(state: &State, buckets: &[Bucket]) -> Option<Self> {
+        let bucket = buckets.iter().find(|b| b.unit == Unit::Tokens)?.clone();
+        Some(QuotaCharge {
+            state: state.clone(),
+            bucket,
+        })
+    }
+
+    /// The tokens charged before the attempt.
+    pub fn charged(&self) -> i64 {
+        self.bucket.cost
+    }
+
+    /// Replaces the worst case by `actual` tokens (written behind, like
+    /// rate-limit settles).
+    pub async fn settle(self, actual: u64) {
+        let delta = i64::try_from(actual).unwrap_or(i64::MAX) - self.bucket.cost;
+        if delta == 0 {
+            return;
+        }
+        let bucket = Bucket {
+            cost: delta,
+            ..self.bucket
+        };
+        if let Err(e) = self.state.settle(NAMESPACE, &[bucket]).await {
+            tracing::warn!(error = %e, "upstream key quota not settled");
+        }
+    }
+}
 
 /// The state namespace of upstream key quota buckets.
 pub const NAMESPACE: &str = "sluice:upstream-keys";

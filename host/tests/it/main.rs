@@ -11,6 +11,7 @@ mod architecture;
 mod authoring_mistakes;
 mod authoring_new;
 mod breaker;
+mod budget_slices;
 mod budgets;
 mod cli;
 mod config_load;

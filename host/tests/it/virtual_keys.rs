@@ -676,3 +676,162 @@ async fn while_redis_fails_known_keys_keep_working_and_changes_are_refused() {
         "{body}"
     );
 }
+
+/// The value of the series `name{labels}` in a `/metrics` text (labels as
+/// written there, e.g. `outcome="ok"`; empty for none).
+fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let want = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn scrape(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_key_outcomes_and_the_key_cache_show_in_metrics() {
+    let up = mock();
+    let gw = TestGateway::start(&config(&up, "")).await;
+    let base = gw.url("");
+    let (id, secret) = create(&base, json!({"tenant": "acme"})).await;
+    for _ in 0..2 {
+        assert_eq!(chat_as(&base, &secret, "gpt-4o-mini").await.0, 200);
+    }
+    assert_eq!(
+        chat_as(&base, "sk-sluice-nobody", "gpt-4o-mini").await.0,
+        401
+    );
+    let text = scrape(&base).await;
+    assert_eq!(
+        series(&text, "sluice_virtual_keys", ""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "sluice_virtual_key_auth_total", "outcome=\"ok\""),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            "sluice_virtual_key_auth_total",
+            "outcome=\"unknown\""
+        ),
+        Some(1.0)
+    );
+    let (status, _) = admin(
+        reqwest::Method::DELETE,
+        format!("{base}/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert!(status.is_success());
+    assert_eq!(chat_as(&base, &secret, "gpt-4o-mini").await.0, 401);
+    let text = scrape(&base).await;
+    assert_eq!(
+        series(
+            &text,
+            "sluice_virtual_key_auth_total",
+            "outcome=\"refused\""
+        ),
+        Some(1.0),
+        "a revoked key is refused"
+    );
+}
+
+/// One upstream key with 300 tokens a minute; requests whose worst case is
+/// about 130 tokens (two at most fit at once) and whose actual use is a
+/// fraction of that.
+fn tpm_config(up: &sluice::mock::MockHandle) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "pool"
+kind = "openai"
+base_url = "{url}"
+keys = ["sk-up-0"]
+models = ["gpt-*"]
+key_quota = {{ tpm = 300 }}
+
+[retry]
+max_attempts_cap = 1
+
+[plugins.throttle.config]
+anonymous = {{ requests_per_minute = 100000, tokens_per_minute = 100000000 }}
+"#,
+        url = up.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_key_quota_tokens_settle_to_actual_usage() {
+    let up = mock();
+    let gw = TestGateway::start(&tpm_config(&up)).await;
+    let client = reqwest::Client::new();
+    // Each prompt differs, so none is answered from the cache.
+    let chat = |max_tokens: u64, n: usize| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": max_tokens,
+                          "messages": [{"role": "user", "content": format!("hi {n}")}]}))
+            .send()
+    };
+    // Eight requests of a ~130-token worst case: 1,040 tokens charged
+    // against 300 a minute, unless each is settled to what it used. The
+    // settle is written after the answer: a request that comes too soon
+    // is polled until it fits (the bucket itself refills 5 tokens a second,
+    // far too slowly to let eight through in the deadline).
+    let mut used = 0u64;
+    for n in 0..8 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = chat(120, n).await.expect("chat");
+            if r.status() == 200 {
+                let v: Value = r.json().await.unwrap();
+                used += v["usage"]["total_tokens"].as_u64().unwrap();
+                break;
+            }
+            assert_eq!(r.status(), 429, "request {n}");
+            assert!(
+                Instant::now() < deadline,
+                "request {n} refused: the quota was not settled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(used < 300, "the requests used {used} tokens");
+    assert_eq!(up.requests().len(), 8, "every answer came from upstream");
+    let text = scrape(&gw.url("")).await;
+    let headroom = series(
+        &text,
+        "sluice_upstream_key_quota_headroom_ratio",
+        "provider=\"pool\",key=\"0\",window=\"tpm\"",
+    )
+    .expect("headroom series");
+    assert!((0.0..1.0).contains(&headroom), "{headroom}");
+    // A worst case above the whole quota: refused without calling, counted.
+    let before = up.requests().len();
+    assert_eq!(chat(1000, 99).await.unwrap().status(), 429);
+    assert_eq!(up.requests().len(), before);
+    let text = scrape(&gw.url("")).await;
+    assert!(
+        series(
+            &text,
+            "sluice_upstream_key_quota_exhaustions_total",
+            "provider=\"pool\""
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
