@@ -58,6 +58,9 @@ use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
 use crate::exports::sluice::policy::cache_key::{Decision, Guest as CacheKey};
 use crate::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use crate::exports::sluice::policy::retry::{Attempt, Fallback, Guest as Retry, Verdict};
+use crate::exports::sluice::policy::route::{
+    Candidate as RouteCandidate, Choice, Guest as Route,
+};
 use crate::exports::sluice::policy::semantic::{Candidate, Guest as Semantic, Probe};
 use crate::exports::sluice::policy::throttle::{Admission, Guest as Throttle, Rejection, Usage};
 
@@ -397,6 +400,29 @@ impl Retry for Plugin {
             provider: None,
             after_ms: 0,
         })
+    }
+}
+
+impl Route for Plugin {
+    fn order(_req: Request, candidates: Vec<RouteCandidate>) -> Vec<Choice> {
+        let provider = match misbehave() {
+            Answer::Benign => {
+                return candidates
+                    .into_iter()
+                    .map(|c| Choice {
+                        provider: c.provider,
+                        model: c.model,
+                    })
+                    .collect();
+            }
+            // Not a candidate: the host must refuse the answer.
+            Answer::Report(report) => report,
+            Answer::Huge(bytes) => huge_string(bytes),
+        };
+        vec![Choice {
+            provider,
+            model: "hostile".into(),
+        }]
     }
 }
 
