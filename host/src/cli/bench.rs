@@ -291,12 +291,19 @@ mod tests {
         assert!(o.targets[0].headers.is_empty() && o.targets[0].repeat);
         assert_eq!(
             o.targets[1].headers,
-            [("x-portkey-custom-host".into(), "http://127.0.0.1:3/v1".into())]
+            [(
+                "x-portkey-custom-host".into(),
+                "http://127.0.0.1:3/v1".into()
+            )]
         );
         assert!(!o.targets[1].repeat);
 
         let argv = ["bench", "-t", "a=http://127.0.0.1:1", "--repeat", "c"];
-        let err = Cmd::try_parse_from(argv).unwrap().args.options().unwrap_err();
+        let err = Cmd::try_parse_from(argv)
+            .unwrap()
+            .args
+            .options()
+            .unwrap_err();
         assert!(err.contains("\"c\""), "{err}");
         assert!(parse_target_header("a=novalue").is_err());
     }

@@ -133,14 +133,7 @@ mod tests {
         let mock = crate::mock::spawn(crate::mock::MockConfig::default());
         let floor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let floor_addr = floor.local_addr().unwrap();
-        tokio::spawn(async move {
-            serve(
-                floor,
-                &mock.url("/"),
-                std::future::pending(),
-            )
-            .await
-        });
+        tokio::spawn(async move { serve(floor, &mock.url("/"), std::future::pending()).await });
         let client = reqwest::Client::new();
         let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
         let response = client

@@ -270,12 +270,11 @@ impl Provider {
                     provider: provider(),
                 }
             })?;
-        let client = http_client(settings, config.connect_timeout()).map_err(|e| {
-            BuildError::Client {
+        let client =
+            http_client(settings, config.connect_timeout()).map_err(|e| BuildError::Client {
                 provider: provider(),
                 message: error_chain(e),
-            }
-        })?;
+            })?;
         Ok(Self {
             name: config.name.clone(),
             kind: config.kind,

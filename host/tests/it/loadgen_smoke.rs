@@ -210,9 +210,16 @@ async fn repeat_and_headers_apply_to_their_target_only() {
     .await
     .unwrap();
     println!("{report}");
-    let (a_hits, b_hits) = (a.hits.load(Ordering::Relaxed), b.hits.load(Ordering::Relaxed));
+    let (a_hits, b_hits) = (
+        a.hits.load(Ordering::Relaxed),
+        b.hits.load(Ordering::Relaxed),
+    );
     assert!(a_hits >= 20 && b_hits >= 20, "{a_hits} {b_hits}");
-    assert_eq!(a.prompts.lock().len(), 1, "the repeated target's one prompt");
+    assert_eq!(
+        a.prompts.lock().len(),
+        1,
+        "the repeated target's one prompt"
+    );
     assert_eq!(b.prompts.lock().len() as u64, b_hits, "every prompt unique");
     assert_eq!(a.tagged.load(Ordering::Relaxed), 0);
     assert_eq!(b.tagged.load(Ordering::Relaxed), b_hits);
