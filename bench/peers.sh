@@ -127,7 +127,7 @@ FLOOR_URL=http://127.0.0.1:$port/v1/chat/completions
 
 port=$(free_port)
 SLUICE_BENCH_UPSTREAM=$MOCK_V1 \
-  "$SLUICE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >/dev/null &
+  "$SLUICE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$WORK/sluice.log" 2>&1 &
 SLUICE_PID=$!
 PIDS+=($SLUICE_PID)
 wait_ready $SLUICE_PID "http://127.0.0.1:$port/healthz"
@@ -137,6 +137,7 @@ SLUICE_URL=http://127.0.0.1:$port/v1/chat/completions
 TARGETS=(--target "direct=$MOCK_V1/chat/completions" --target "floor=$FLOOR_URL"
   --target "sluice-miss=$SLUICE_URL" --target "sluice-hit=$SLUICE_URL" --repeat sluice-hit)
 declare -A PID_OF=([direct]=$MOCK_PID [floor]=$FLOOR_PID [sluice-miss]=$SLUICE_PID [sluice-hit]=$SLUICE_PID)
+declare -A URL_OF=([direct]=$MOCK_V1/chat/completions [floor]=$FLOOR_URL [sluice-miss]=$SLUICE_URL [sluice-hit]=$SLUICE_URL)
 declare -A EXTRA_OF=([sluice-hit]="--repeat sluice-hit")
 
 for p in $PEERS; do
@@ -145,6 +146,7 @@ for p in $PEERS; do
     portkey)
       NODE_ENV=production node "$PORTKEY_JS" --headless --port="$port" >"$WORK/portkey.log" 2>&1 &
       PID_OF[portkey]=$!
+      URL_OF[portkey]=http://127.0.0.1:$port/v1/chat/completions
       PIDS+=($!)
       wait_ready $! "http://127.0.0.1:$port/"
       TARGETS+=(--target "portkey=http://127.0.0.1:$port/v1/chat/completions"
@@ -167,6 +169,7 @@ EOF
         "$LITELLM" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port "$port" \
         --num_workers 1 >"$WORK/litellm.log" 2>&1 &
       PID_OF[litellm]=$!
+      URL_OF[litellm]=http://127.0.0.1:$port/v1/chat/completions
       PIDS+=($!)
       # LiteLLM takes a while to import (minutes on a busy machine).
       local_deadline=$((SECONDS + 300))
@@ -183,7 +186,11 @@ done
 # Every target must answer one request before anything is measured.
 "$SLUICE" bench "${TARGETS[@]}" --bearer sk-bench --unique --concurrency 1 \
   --warmup 0s --requests $((${#PID_OF[@]})) --per-request >/dev/null ||
-  { echo "a target did not answer; check its log in $WORK" >&2; exit 1; }
+  {
+    echo "a target did not answer; the last lines of each log:" >&2
+    for log in "$WORK"/*.log; do echo "--- $log" >&2; tail -5 "$log" >&2; done
+    exit 1
+  }
 
 # summarize JSON: each target as a ratio to direct and to the floor.
 summarize() {
@@ -252,7 +259,7 @@ printf '   %-12s %9s %12s %9s\n' target requests "CPU us/req" "/floor"
 floor_us=
 for name in direct floor sluice-miss sluice-hit portkey litellm; do
   [[ -n ${PID_OF[$name]:-} ]] || continue
-  url=$(printf '%s\n' "${TARGETS[@]}" | sed -n "s|^$name=||p")
+  url=${URL_OF[$name]}
   n=$CPU_REQUESTS
   [[ $name == portkey || $name == litellm ]] && n=$CPU_PEER_REQUESTS
   # shellcheck disable=SC2086 # EXTRA_OF holds flags
