@@ -21,6 +21,13 @@ pub struct Target {
     pub name: String,
     /// Full URL; must be `http://` to a loopback address.
     pub url: String,
+    /// Extra request headers for this target only, as (name, value), e.g.
+    /// the routing headers a peer gateway needs.
+    pub headers: Vec<(String, String)>,
+    /// Send this target the same prompt every time even when the run's
+    /// prompts are unique (a cache hit after the first), so hits and misses
+    /// are measured in one run.
+    pub repeat: bool,
 }
 
 impl Target {
@@ -29,6 +36,8 @@ impl Target {
         Self {
             name: name.into(),
             url: url.into(),
+            headers: Vec::new(),
+            repeat: false,
         }
     }
 }
@@ -171,6 +180,8 @@ const MIN_ROUND: Duration = Duration::from_millis(10);
 pub(crate) struct ResolvedTarget {
     pub name: String,
     pub uri: Uri,
+    pub headers: http::HeaderMap,
+    pub repeat: bool,
 }
 
 impl BenchOptions {
@@ -226,9 +237,21 @@ impl BenchOptions {
                     reason: "target names must be non-empty and unique".into(),
                 });
             }
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in &t.headers {
+                let bad = || BenchError::Target {
+                    target: t.name.clone(),
+                    reason: format!("{name:?}: {value:?} is not a valid header"),
+                };
+                let name = http::HeaderName::from_str(name).map_err(|_| bad())?;
+                let value = http::HeaderValue::from_str(value).map_err(|_| bad())?;
+                headers.append(name, value);
+            }
             resolved.push(ResolvedTarget {
                 name: t.name.clone(),
                 uri: parse_loopback_uri(&t.url)?,
+                headers,
+                repeat: t.repeat,
             });
         }
         let baseline = match &self.baseline {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,8 +31,10 @@ pub(crate) struct Exchange {
 /// Sends requests to the run's targets over a shared connection pool.
 pub(crate) struct Sender {
     client: Client<HttpConnector, Full<Bytes>>,
-    uris: Vec<Uri>,
+    targets: Vec<ResolvedTarget>,
     body: BodyTemplate,
+    /// For targets marked `repeat`: the same body every time.
+    repeated: Bytes,
     auth: Option<HeaderValue>,
     timeout: Duration,
     get: bool,
@@ -68,8 +70,14 @@ impl Sender {
             .build(connector);
         Ok(Self {
             client,
-            uris: targets.iter().map(|t| t.uri.clone()).collect(),
+            targets: targets.to_vec(),
             body: BodyTemplate::new(opts),
+            repeated: BodyTemplate::new(&BenchOptions {
+                unique: false,
+                unique_system: false,
+                ..opts.clone()
+            })
+            .for_request(0),
             auth,
             timeout: opts.timeout,
             get: opts.get,
@@ -100,19 +108,28 @@ impl Sender {
                 result: Err(failure),
             }
         };
+        let target = &self.targets[target];
         let mut req = if self.get {
             Request::new(Full::new(Bytes::new()))
         } else {
-            let mut req = Request::new(Full::new(self.body.for_request(seq)));
+            let body = if target.repeat {
+                self.repeated.clone()
+            } else {
+                self.body.for_request(seq)
+            };
+            let mut req = Request::new(Full::new(body));
             *req.method_mut() = Method::POST;
             req.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             req
         };
-        *req.uri_mut() = self.uris[target].clone();
+        *req.uri_mut() = target.uri.clone();
         let headers = req.headers_mut();
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in &target.headers {
+            headers.append(name, value.clone());
         }
 
         let resp = match self.client.request(req).await {

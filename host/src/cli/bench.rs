@@ -20,6 +20,15 @@ pub struct BenchArgs {
     /// Target the others are compared with (default: the first).
     #[arg(long)]
     pub baseline: Option<String>,
+    /// An extra request header for one target, as TARGET=NAME:VALUE
+    /// (repeat for more), e.g. portkey=x-portkey-provider:openai.
+    #[arg(long = "header", short = 'H', value_parser = parse_target_header)]
+    pub headers: Vec<(String, String, String)>,
+    /// Send this target the same prompt every time even with --unique
+    /// (cache hits), so hits and misses are measured in one run; repeat
+    /// for more targets.
+    #[arg(long)]
+    pub repeat: Vec<String>,
     /// Open loop: requests per second, on a fixed schedule (the default, 500).
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
@@ -80,9 +89,25 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// The options these flags describe.
-    pub fn options(&self) -> BenchOptions {
+    /// The options these flags describe; fails when a `--header` or
+    /// `--repeat` names no target.
+    pub fn options(&self) -> Result<BenchOptions, String> {
         let defaults = BenchOptions::default();
+        let mut targets = self.targets.clone();
+        let position = |targets: &[Target], name: &str| {
+            targets
+                .iter()
+                .position(|t| t.name == name)
+                .ok_or_else(|| format!("{name:?} is not the name of a --target"))
+        };
+        for (target, name, value) in &self.headers {
+            let at = position(&targets, target)?;
+            targets[at].headers.push((name.clone(), value.clone()));
+        }
+        for target in &self.repeat {
+            let at = position(&targets, target)?;
+            targets[at].repeat = true;
+        }
         let load = match (self.rate, self.concurrency) {
             (_, Some(c)) => Load::Concurrency(c),
             (Some(r), None) => Load::Rate(r),
@@ -93,8 +118,8 @@ impl BenchArgs {
             (None, None) => defaults.duration,
             (d, _) => d,
         };
-        BenchOptions {
-            targets: self.targets.clone(),
+        Ok(BenchOptions {
+            targets,
             baseline: self.baseline.clone(),
             load,
             connections: self.connections,
@@ -115,14 +140,14 @@ impl BenchArgs {
             get: self.get,
             bearer: self.bearer.clone(),
             timeout: self.timeout,
-        }
+        })
     }
 }
 
 /// Runs `sluice bench`: prints the report; fails when a target never
 /// answered successfully (its figures would mean nothing).
 pub async fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let opts = args.options();
+    let opts = args.options().map_err(anyhow::Error::msg)?;
     // The run blocks its own thread for its whole length.
     let report = tokio::task::spawn_blocking(move || sluice_loadgen::run(opts))
         .await
@@ -155,6 +180,20 @@ fn exit_code(report: &Report) -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+/// Parses `TARGET=NAME:VALUE` (the value trimmed).
+fn parse_target_header(s: &str) -> Result<(String, String, String), String> {
+    let (target, header) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected TARGET=NAME:VALUE"))?;
+    let (name, value) = header
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected TARGET=NAME:VALUE"))?;
+    if target.is_empty() || name.trim().is_empty() {
+        return Err(format!("{s:?}: expected TARGET=NAME:VALUE"));
+    }
+    Ok((target.into(), name.trim().into(), value.trim().into()))
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -198,7 +237,7 @@ mod tests {
     fn opts(argv: &[&str]) -> BenchOptions {
         let mut full = vec!["bench"];
         full.extend_from_slice(argv);
-        Cmd::try_parse_from(full).unwrap().args.options()
+        Cmd::try_parse_from(full).unwrap().args.options().unwrap()
     }
 
     #[test]
@@ -239,5 +278,38 @@ mod tests {
         );
         assert_eq!(o.interleave, Interleave::Requests);
         assert_eq!(o.max_tokens, None);
+    }
+
+    #[test]
+    fn headers_and_repeat_go_to_the_target_they_name() {
+        let o = opts(&[
+            "-t",
+            "a=http://127.0.0.1:1",
+            "-t",
+            "b=http://127.0.0.1:2",
+            "--unique",
+            "-H",
+            "b=x-portkey-custom-host: http://127.0.0.1:3/v1",
+            "--repeat",
+            "a",
+        ]);
+        assert!(o.targets[0].headers.is_empty() && o.targets[0].repeat);
+        assert_eq!(
+            o.targets[1].headers,
+            [(
+                "x-portkey-custom-host".into(),
+                "http://127.0.0.1:3/v1".into()
+            )]
+        );
+        assert!(!o.targets[1].repeat);
+
+        let argv = ["bench", "-t", "a=http://127.0.0.1:1", "--repeat", "c"];
+        let err = Cmd::try_parse_from(argv)
+            .unwrap()
+            .args
+            .options()
+            .unwrap_err();
+        assert!(err.contains("\"c\""), "{err}");
+        assert!(parse_target_header("a=novalue").is_err());
     }
 }

@@ -4,6 +4,8 @@
 //! - `mock` ([`mock`]): a mock OpenAI + Anthropic provider.
 //! - `plugin new|build|check|test|push|rollback` ([`plugin`]).
 //! - `bench` ([`bench`]): the load generator (the `sluice-loadgen` crate).
+//! - `bench-floor` ([`floor`]): a bare pass-through proxy on sluice's HTTP
+//!   stack, the floor the benchmarks compare sluice with.
 //! - `eval semantic` ([`eval`]): precision and recall of the semantic cache.
 //! - `spend` ([`spend`]): spend records from a node's admin API, as a table.
 //! - `keys create|list|show|update|revoke|rotate` ([`keys`]): virtual keys
@@ -11,6 +13,7 @@
 
 mod bench;
 pub mod eval;
+mod floor;
 mod keys;
 mod mock;
 pub mod plugin;
@@ -49,6 +52,9 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Measure the gateway's overhead against a direct baseline.
     Bench(bench::BenchArgs),
+    /// A bare pass-through proxy on sluice's HTTP server and client (no
+    /// parsing, no plugins): the floor for `bench/peers.sh`.
+    BenchFloor(floor::FloorArgs),
     /// Evaluate a cache on a labelled set (`sluice eval semantic`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -87,6 +93,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => mock::mock(args).await,
         Command::Plugin(cmd) => plugin::run(cmd).await,
         Command::Bench(args) => bench::run_cli(args).await,
+        Command::BenchFloor(args) => floor::floor(args).await,
         Command::Eval(cmd) => eval::run_cli(cmd).await,
         Command::Spend(args) => spend::run(args).await,
         Command::Keys(cmd) => keys::run(cmd).await,

@@ -249,6 +249,28 @@ impl Upstreams {
     }
 }
 
+/// The HTTP client every provider gets (and the bench floor, so it proxies
+/// with the same client): HTTP/1.1, a deep keep-alive pool, no redirects.
+pub fn http_client(
+    settings: &UpstreamSettings,
+    connect_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // HTTP/1.1 with a deep keep-alive pool: under h2 one connection's
+        // stream limit (often 100) would cap concurrent generations.
+        .http1_only()
+        .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(60))
+        .connect_timeout(connect_timeout)
+        // A redirect from an API endpoint is a misconfiguration; following
+        // it could carry a key somewhere unexpected.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 // === impl Provider ===
 
 impl Provider {
@@ -285,21 +307,8 @@ impl Provider {
                     provider: provider(),
                 }
             })?;
-        let client = reqwest::Client::builder()
-            // HTTP/1.1 with a deep keep-alive pool: under h2 one connection's
-            // stream limit (often 100) would cap concurrent generations.
-            .http1_only()
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(60))
-            .connect_timeout(config.connect_timeout())
-            // A redirect from an API endpoint is a misconfiguration; following
-            // it could carry a key somewhere unexpected.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::Client {
+        let client =
+            http_client(settings, config.connect_timeout()).map_err(|e| BuildError::Client {
                 provider: provider(),
                 message: error_chain(e),
             })?;

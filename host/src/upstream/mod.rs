@@ -50,7 +50,7 @@ pub use crate::policy::AttemptOutcome;
 pub use body::UPSTREAM_REQUEST_ID;
 pub use breaker::CircuitState;
 pub use budget::{BudgetSettings, RetryBudget};
-pub use client::{BuildError, FirstContent, UpstreamSettings, Upstreams};
+pub use client::{BuildError, FirstContent, UpstreamSettings, Upstreams, http_client};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after, retry_after_ms};
 

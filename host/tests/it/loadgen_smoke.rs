@@ -31,22 +31,27 @@ struct Upstream {
     addr: SocketAddr,
     hits: Arc<AtomicU64>,
     prompts: Arc<Mutex<HashSet<String>>>,
+    /// Requests that carried `x-bench-tag: yes`.
+    tagged: Arc<AtomicU64>,
 }
 
 struct Shared {
     reply: Reply,
     hits: Arc<AtomicU64>,
     prompts: Arc<Mutex<HashSet<String>>>,
+    tagged: Arc<AtomicU64>,
 }
 
 impl Upstream {
     async fn start(reply: Reply) -> Self {
         let hits = Arc::new(AtomicU64::new(0));
         let prompts = Arc::new(Mutex::new(HashSet::new()));
+        let tagged = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             reply,
             hits: hits.clone(),
             prompts: prompts.clone(),
+            tagged: tagged.clone(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -64,6 +69,7 @@ impl Upstream {
             addr,
             hits,
             prompts,
+            tagged,
         }
     }
 
@@ -84,6 +90,9 @@ async fn probe(State(s): State<Arc<Shared>>, body: Bytes) -> StatusCode {
 
 async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     s.hits.fetch_add(1, Ordering::Relaxed);
+    if headers.get("x-bench-tag").is_some_and(|v| v == "yes") {
+        s.tagged.fetch_add(1, Ordering::Relaxed);
+    }
     if headers
         .get("authorization")
         .is_some_and(|v| v != "Bearer k1")
@@ -184,6 +193,47 @@ async fn open_loop_run_reports_every_scheduled_request() {
         table.contains("direct (base)") && table.contains("overhead vs direct"),
         "{table}"
     );
+}
+
+/// `repeat` gives one target the same prompt every time in a run of unique
+/// prompts (its hits and the others' misses in one run); a target's own
+/// headers go to it alone.
+#[tokio::test]
+async fn repeat_and_headers_apply_to_their_target_only() {
+    let (a, b) = (
+        Upstream::start(Reply::Json).await,
+        Upstream::start(Reply::Json).await,
+    );
+    let mut hit = a.target("hit");
+    hit.repeat = true;
+    let mut miss = b.target("miss");
+    miss.headers.push(("x-bench-tag".into(), "yes".into()));
+    let report = bench(BenchOptions {
+        targets: vec![hit, miss],
+        load: Load::Concurrency(2),
+        warmup: Duration::ZERO,
+        duration: None,
+        requests: Some(40),
+        interleave: Interleave::Requests,
+        unique: true,
+        ..BenchOptions::default()
+    })
+    .await
+    .unwrap();
+    println!("{report}");
+    let (a_hits, b_hits) = (
+        a.hits.load(Ordering::Relaxed),
+        b.hits.load(Ordering::Relaxed),
+    );
+    assert!(a_hits >= 20 && b_hits >= 20, "{a_hits} {b_hits}");
+    assert_eq!(
+        a.prompts.lock().len(),
+        1,
+        "the repeated target's one prompt"
+    );
+    assert_eq!(b.prompts.lock().len() as u64, b_hits, "every prompt unique");
+    assert_eq!(a.tagged.load(Ordering::Relaxed), 0);
+    assert_eq!(b.tagged.load(Ordering::Relaxed), b_hits);
 }
 
 #[tokio::test]
