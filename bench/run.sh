@@ -9,7 +9,8 @@
 #   SLUICE=target/debug/sluice DURATION=2s WARMUP=1s bench/run.sh overhead-miss
 #                                             # a quick check of the script (debug figures mean nothing)
 #
-# Benchmarks: overhead-miss overhead-hit stream capacity capacity-hit redis budgets (see bench/README.md).
+# Benchmarks: overhead-miss overhead-hit stream capacity capacity-hit redis budgets translated
+# (see bench/README.md).
 # Settings (environment): SLUICE (binary, default target/release/sluice),
 # DURATION (20s), WARMUP (3s), RATE (500), CONCURRENCY (32),
 # MOCK_LATENCY_MS (0), MOCK_CHUNK_DELAY_MS (0), OUT (bench/results).
@@ -24,7 +25,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 MOCK_LATENCY_MS=${MOCK_LATENCY_MS:-0}
 MOCK_CHUNK_DELAY_MS=${MOCK_CHUNK_DELAY_MS:-0}
 OUT=${OUT:-$ROOT/bench/results}
-ALL=(overhead-miss overhead-hit stream capacity capacity-hit redis budgets)
+ALL=(overhead-miss overhead-hit stream capacity capacity-hit redis budgets translated)
 SELECTED=("${@:-${ALL[@]}}")
 
 for b in "${SELECTED[@]}"; do
@@ -112,6 +113,14 @@ for b in "${SELECTED[@]}"; do
       start_gateway "$ROOT/bench/sluice-bench-redis-budget.toml"
       run "$b" --target "sluice=$SLUICE_GW" --target "sluice-budget=$BUDGET_GW" \
         --target "sluice-redis=$REDIS_GW" --target "sluice-redis-budget=$GW" --rate "$RATE" --unique
+      ;;
+    translated)
+      # The same gateway config serves gpt-* on the OpenAI API and claude-*
+      # through translation to the mock's Anthropic API; the two sluice
+      # targets differ only in the model (and so in translation).
+      start_gateway "$ROOT/bench/sluice-bench-translated.toml"
+      run "$b" --target "sluice=$GW" --target "sluice-translated=$GW" \
+        --model-for "sluice-translated=claude-3-5-haiku" --rate "$RATE" --unique
       ;;
   esac
 done

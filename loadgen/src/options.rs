@@ -28,6 +28,9 @@ pub struct Target {
     /// prompts are unique (a cache hit after the first), so hits and misses
     /// are measured in one run.
     pub repeat: bool,
+    /// The `model` this target's requests ask for, instead of the run's
+    /// (e.g. a model the gateway translates to another provider's API).
+    pub model: Option<String>,
 }
 
 impl Target {
@@ -38,6 +41,7 @@ impl Target {
             url: url.into(),
             headers: Vec::new(),
             repeat: false,
+            model: None,
         }
     }
 }
@@ -182,6 +186,7 @@ pub(crate) struct ResolvedTarget {
     pub uri: Uri,
     pub headers: http::HeaderMap,
     pub repeat: bool,
+    pub model: Option<String>,
 }
 
 impl BenchOptions {
@@ -252,6 +257,7 @@ impl BenchOptions {
                 uri: parse_loopback_uri(&t.url)?,
                 headers,
                 repeat: t.repeat,
+                model: t.model.clone(),
             });
         }
         let baseline = match &self.baseline {

@@ -32,9 +32,9 @@ pub(crate) struct Exchange {
 pub(crate) struct Sender {
     client: Client<HttpConnector, Full<Bytes>>,
     targets: Vec<ResolvedTarget>,
-    body: BodyTemplate,
-    /// For targets marked `repeat`: the same body every time.
-    repeated: Bytes,
+    /// Each target's body: its own model when it names one, and the same
+    /// bytes every time for a target marked `repeat`.
+    bodies: Vec<BodyTemplate>,
     auth: Option<HeaderValue>,
     timeout: Duration,
     get: bool,
@@ -71,13 +71,20 @@ impl Sender {
         Ok(Self {
             client,
             targets: targets.to_vec(),
-            body: BodyTemplate::new(opts),
-            repeated: BodyTemplate::new(&BenchOptions {
-                unique: false,
-                unique_system: false,
-                ..opts.clone()
-            })
-            .for_request(0),
+            bodies: targets
+                .iter()
+                .map(|t| {
+                    let mut own = opts.clone();
+                    if let Some(model) = &t.model {
+                        own.model.clone_from(model);
+                    }
+                    if t.repeat {
+                        own.unique = false;
+                        own.unique_system = false;
+                    }
+                    BodyTemplate::new(&own)
+                })
+                .collect(),
             auth,
             timeout: opts.timeout,
             get: opts.get,
@@ -108,16 +115,12 @@ impl Sender {
                 result: Err(failure),
             }
         };
+        let body = &self.bodies[target];
         let target = &self.targets[target];
         let mut req = if self.get {
             Request::new(Full::new(Bytes::new()))
         } else {
-            let body = if target.repeat {
-                self.repeated.clone()
-            } else {
-                self.body.for_request(seq)
-            };
-            let mut req = Request::new(Full::new(body));
+            let mut req = Request::new(Full::new(body.for_request(seq)));
             *req.method_mut() = Method::POST;
             req.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

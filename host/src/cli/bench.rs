@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// for more targets.
     #[arg(long)]
     pub repeat: Vec<String>,
+    /// Another `model` for one target's requests, as TARGET=MODEL (e.g. a
+    /// model the gateway translates to another provider's API).
+    #[arg(long, value_parser = parse_target_model)]
+    pub model_for: Vec<(String, String)>,
     /// Open loop: requests per second, on a fixed schedule (the default, 500).
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
@@ -107,6 +111,10 @@ impl BenchArgs {
         for target in &self.repeat {
             let at = position(&targets, target)?;
             targets[at].repeat = true;
+        }
+        for (target, model) in &self.model_for {
+            let at = position(&targets, target)?;
+            targets[at].model = Some(model.clone());
         }
         let load = match (self.rate, self.concurrency) {
             (_, Some(c)) => Load::Concurrency(c),
@@ -194,6 +202,15 @@ fn parse_target_header(s: &str) -> Result<(String, String, String), String> {
         return Err(format!("{s:?}: expected TARGET=NAME:VALUE"));
     }
     Ok((target.into(), name.trim().into(), value.trim().into()))
+}
+
+fn parse_target_model(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((target, model)) if !target.is_empty() && !model.trim().is_empty() => {
+            Ok((target.into(), model.trim().into()))
+        }
+        _ => Err(format!("{s:?}: expected TARGET=MODEL")),
+    }
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -292,8 +309,13 @@ mod tests {
             "b=x-portkey-custom-host: http://127.0.0.1:3/v1",
             "--repeat",
             "a",
+            "--model-for",
+            "b=claude-3-5-haiku",
         ]);
         assert!(o.targets[0].headers.is_empty() && o.targets[0].repeat);
+        assert_eq!(o.targets[0].model, None);
+        assert_eq!(o.targets[1].model.as_deref(), Some("claude-3-5-haiku"));
+        assert!(parse_target_model("b=").is_err());
         assert_eq!(
             o.targets[1].headers,
             [(

@@ -102,8 +102,10 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // Kept with the model asked for: "model|prompt".
     if let Some(p) = req["messages"][0]["content"].as_str() {
-        s.prompts.lock().insert(p.to_owned());
+        let model = req["model"].as_str().unwrap_or("");
+        s.prompts.lock().insert(format!("{model}|{p}"));
     }
     match s.reply {
         Reply::Json => (
@@ -199,7 +201,7 @@ async fn open_loop_run_reports_every_scheduled_request() {
 /// prompts (its hits and the others' misses in one run); a target's own
 /// headers go to it alone.
 #[tokio::test]
-async fn repeat_and_headers_apply_to_their_target_only() {
+async fn repeat_headers_and_models_apply_to_their_target_only() {
     let (a, b) = (
         Upstream::start(Reply::Json).await,
         Upstream::start(Reply::Json).await,
@@ -208,6 +210,7 @@ async fn repeat_and_headers_apply_to_their_target_only() {
     hit.repeat = true;
     let mut miss = b.target("miss");
     miss.headers.push(("x-bench-tag".into(), "yes".into()));
+    miss.model = Some("claude-3-5-haiku".into());
     let report = bench(BenchOptions {
         targets: vec![hit, miss],
         load: Load::Concurrency(2),
@@ -232,6 +235,17 @@ async fn repeat_and_headers_apply_to_their_target_only() {
         "the repeated target's one prompt"
     );
     assert_eq!(b.prompts.lock().len() as u64, b_hits, "every prompt unique");
+    assert!(
+        a.prompts
+            .lock()
+            .iter()
+            .all(|p| p.starts_with("gpt-4o-mini|"))
+            && b.prompts
+                .lock()
+                .iter()
+                .all(|p| p.starts_with("claude-3-5-haiku|")),
+        "each target's own model"
+    );
     assert_eq!(a.tagged.load(Ordering::Relaxed), 0);
     assert_eq!(b.tagged.load(Ordering::Relaxed), b_hits);
 }
