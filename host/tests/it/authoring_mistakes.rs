@@ -10,6 +10,8 @@
 //! Each faulty guest is built once per test binary (Python and JavaScript
 //! builds take seconds to minutes) and shared by the tests below.
 
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
@@ -332,8 +334,13 @@ fn a_python_return_of_the_wrong_type_names_the_field_and_the_line() {
     // The scaffold's throttle with `cost="1"`: without the scaffold's
     // `@checked`, the bindings' conversion fails naming neither.
     let wasm = faulty("python-checked");
-    let app = std::fs::read_to_string(wasm.parent().and_then(Path::parent).expect("project").join("app.py"))
-        .expect("app.py");
+    let app = std::fs::read_to_string(
+        wasm.parent()
+            .and_then(Path::parent)
+            .expect("project")
+            .join("app.py"),
+    )
+    .expect("app.py");
     let line = app
         .lines()
         .position(|l| l.trim_start().starts_with("return Admission_Charge("))
@@ -358,7 +365,11 @@ fn a_python_return_of_the_wrong_type_names_the_field_and_the_line() {
         .lines()
         .find(|l| l.contains("the call failed: trapped"))
         .unwrap_or_else(|| panic!("no failure line: {}", text(&out)));
-    assert!(failure.contains(&want), "{want:?} is missing: {}", text(&out));
+    assert!(
+        failure.contains(&want),
+        "{want:?} is missing: {}",
+        text(&out)
+    );
 }
 
 fn gateway_config(up: &sluice::mock::MockHandle, plugin: &Path) -> String {
@@ -631,6 +642,11 @@ async fn rebuilding_while_a_gateway_watches_never_exposes_a_partial_file() {
             format!("__attribute__((used)) const char sluice_test_tag[] = \"round {round}\";\n"),
         )
         .expect("write");
+        // The file the gateway serves, held open through the build: a build
+        // writing in place would change what this handle reads (whether or
+        // not the watcher happened to read in the middle of it).
+        let before = std::fs::read(&built.wasm).expect("read");
+        let mut old = std::fs::File::open(&built.wasm).expect("open");
         let out = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || sluice::authoring::build(&dir)
@@ -638,6 +654,19 @@ async fn rebuilding_while_a_gateway_watches_never_exposes_a_partial_file() {
         .await
         .expect("build task")
         .expect("rebuild");
+        let mut seen = Vec::new();
+        old.read_to_end(&mut seen).expect("read the old file");
+        assert!(
+            seen == before,
+            "round {round}: the build wrote into the served file in place ({} bytes before, {} read after)",
+            before.len(),
+            seen.len()
+        );
+        assert_ne!(
+            std::fs::metadata(&out.wasm).expect("stat").ino(),
+            old.metadata().expect("stat").ino(),
+            "round {round}: the output was not replaced by a rename"
+        );
         let hash = blake3::hash(&std::fs::read(&out.wasm).expect("read"))
             .to_hex()
             .to_string();
