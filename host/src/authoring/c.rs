@@ -106,7 +106,7 @@ fn write_bindings(resolve: &Resolve, world: WorldId, out: &Path) -> Result<(), A
     for (name, contents) in files.iter() {
         let path = out.join(name);
         std::fs::write(&path, contents).map_err(io_err(&path))?;
-        if name == format!("{symbol}.c") {
+        if name.strip_suffix(".c") == Some(symbol.as_str()) {
             let native = out.join("native");
             std::fs::create_dir_all(&native).map_err(io_err(&native))?;
             let path = native.join(format!("{symbol}_helpers.c"));
