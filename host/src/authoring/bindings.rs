@@ -4,7 +4,8 @@
 //! - Python: componentize-py writes the `wit_world` package into
 //!   `bindings/` (the scaffold's `test_app.py` puts it on `sys.path`).
 //! - C: the wit-bindgen-c header and source into `build/bindings/`, as a
-//!   build does.
+//!   build does, and their helper functions as plain C into
+//!   `build/bindings/native/` (the scaffold's `make test` links them).
 //! - Rust: nothing to write: `wit_bindgen::generate!` expands in the crate,
 //!   which rust-analyzer resolves.
 //! - JavaScript: nothing to write: the exports are plain objects and the

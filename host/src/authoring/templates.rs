@@ -50,12 +50,20 @@ templates![
     "python/test_semantic.py",
     "python/test_retry.py",
     "python/test_route.py",
+    "python/sluice_checks.py",
     "c/header.c",
     "c/throttle.c",
     "c/cache_key.c",
     "c/semantic.c",
     "c/retry.c",
     "c/route.c",
+    "c/Makefile",
+    "c/test_header.c",
+    "c/test_throttle.c",
+    "c/test_cache_key.c",
+    "c/test_semantic.c",
+    "c/test_retry.c",
+    "c/test_route.c",
     "js/package.json",
     "js/header.js",
     "js/throttle.js",
@@ -120,13 +128,23 @@ pub(super) fn files(name: &str, kind: Slot, lang: Lang) -> Vec<(String, String)>
             vec![
                 ("app.py".into(), render(&app, &[("body", body("py"))])),
                 ("test_app.py".into(), test),
+                (
+                    "sluice_checks.py".into(),
+                    template("python/sluice_checks.py").to_owned(),
+                ),
             ]
         }
         Lang::C => {
             let world = format!("{}_plugin", kind.name());
             let vars = [("name", name), ("kind", iface), ("world", world.as_str())];
             let source = render(template("c/header.c"), &vars) + &render(body("c"), &vars[2..]);
-            vec![("src/policy.c".into(), source)]
+            let test = render(template("c/test_header.c"), &vars)
+                + &render(template(&format!("c/test_{}.c", kind.name())), &vars[2..]);
+            vec![
+                ("src/policy.c".into(), source),
+                ("test/test_policy.c".into(), test),
+                ("Makefile".into(), render(template("c/Makefile"), &vars)),
+            ]
         }
         Lang::Js => {
             let app = render(template("js/header.js"), &[("name", name), ("kind", iface)]);

@@ -10,6 +10,8 @@
 //! Each faulty guest is built once per test binary (Python and JavaScript
 //! builds take seconds to minutes) and shared by the tests below.
 
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
@@ -195,6 +197,7 @@ fn faulty(lang: &str) -> PathBuf {
         RUST_LIB,
         C_APP,
         sluice::authoring::POLICY_WIT,
+        &scaffolded_python(),
     ]
     .concat();
     let key = blake3::hash(format!("{lang}\0{source}").as_bytes())
@@ -206,6 +209,11 @@ fn faulty(lang: &str) -> PathBuf {
     }
     let dir = match lang {
         "python" => project(&name, lang, "app.py", Some(PYTHON_APP), |t| t),
+        "python-checked" => project(&name, "python", "app.py", None, |t| {
+            let wrong = t.replace("cost=1,", "cost=\"1\",");
+            assert_ne!(wrong, t, "the scaffold's throttle sets the cost");
+            wrong
+        }),
         "js" => project(&name, lang, "app.js", Some(JS_APP), |t| t),
         "rust" => project(&name, lang, "src/lib.rs", Some(RUST_LIB), |t| t),
         _ => project(&name, lang, "src/policy.c", Some(C_APP), |t| t),
@@ -232,6 +240,24 @@ fn faulty(lang: &str) -> PathBuf {
     std::fs::write(&stamp, key).expect("stamp");
     done.push((lang.to_owned(), wasm.clone()));
     wasm
+}
+
+/// The Python throttle scaffold's sources (its `app.py` and the
+/// `sluice_checks.py` it uses), for the build cache's key.
+fn scaffolded_python() -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = sluice::authoring::scaffold(
+        dir.path(),
+        "scaffolded",
+        Slot::Throttle,
+        sluice::authoring::Lang::Python,
+    )
+    .expect("scaffold");
+    files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "py"))
+        .map(|f| std::fs::read_to_string(f).expect("read"))
+        .collect()
 }
 
 fn sluice(args: &[&str]) -> Output {
@@ -301,6 +327,49 @@ fn plugin_test_shows_what_the_guest_printed_and_raised() {
             "{lang}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_python_return_of_the_wrong_type_names_the_field_and_the_line() {
+    // The scaffold's throttle with `cost="1"`: without the scaffold's
+    // `@checked`, the bindings' conversion fails naming neither.
+    let wasm = faulty("python-checked");
+    let app = std::fs::read_to_string(
+        wasm.parent()
+            .and_then(Path::parent)
+            .expect("project")
+            .join("app.py"),
+    )
+    .expect("app.py");
+    let line = app
+        .lines()
+        .position(|l| l.trim_start().starts_with("return Admission_Charge("))
+        .expect("the scaffold's admit returns a charge")
+        + 1;
+    let deadline = DEADLINE_MS.to_string();
+    let out = sluice(&[
+        "plugin",
+        "test",
+        path_str(&wasm),
+        "--kind",
+        "throttle",
+        "--deadline-ms",
+        &deadline,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let want = format!(
+        "TypeError: Throttle.admit returned a value whose .value[0].cost is '1' (str), not int (returned at app.py, line {line})"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failure = stderr
+        .lines()
+        .find(|l| l.contains("the call failed: trapped"))
+        .unwrap_or_else(|| panic!("no failure line: {}", text(&out)));
+    assert!(
+        failure.contains(&want),
+        "{want:?} is missing: {}",
+        text(&out)
+    );
 }
 
 fn gateway_config(up: &sluice::mock::MockHandle, plugin: &Path) -> String {
@@ -573,6 +642,11 @@ async fn rebuilding_while_a_gateway_watches_never_exposes_a_partial_file() {
             format!("__attribute__((used)) const char sluice_test_tag[] = \"round {round}\";\n"),
         )
         .expect("write");
+        // The file the gateway serves, held open through the build: a build
+        // writing in place would change what this handle reads (whether or
+        // not the watcher happened to read in the middle of it).
+        let before = std::fs::read(&built.wasm).expect("read");
+        let mut old = std::fs::File::open(&built.wasm).expect("open");
         let out = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || sluice::authoring::build(&dir)
@@ -580,6 +654,19 @@ async fn rebuilding_while_a_gateway_watches_never_exposes_a_partial_file() {
         .await
         .expect("build task")
         .expect("rebuild");
+        let mut seen = Vec::new();
+        old.read_to_end(&mut seen).expect("read the old file");
+        assert!(
+            seen == before,
+            "round {round}: the build wrote into the served file in place ({} bytes before, {} read after)",
+            before.len(),
+            seen.len()
+        );
+        assert_ne!(
+            std::fs::metadata(&out.wasm).expect("stat").ino(),
+            old.metadata().expect("stat").ino(),
+            "round {round}: the output was not replaced by a rename"
+        );
         let hash = blake3::hash(&std::fs::read(&out.wasm).expect("read"))
             .to_hex()
             .to_string();
@@ -682,4 +769,87 @@ async fn a_version_failing_on_a_recent_real_request_is_refused() {
     assert!(reason.contains("no rule for tenant globex"), "{reason}");
     assert!(!reason.contains("sk-globex"), "{reason}");
     assert_eq!(serving_hash(&gw), good);
+}
+
+/// The scaffold's C throttle, printing `<word> <tenant>` on every admit.
+fn printing_c_throttle(name: &str, word: &str) -> Vec<u8> {
+    let dir = project(name, "c", "src/policy.c", None, |t| {
+        let printing = t.replace(
+            "    exports_sluice_policy_throttle_bucket_t *bucket",
+            &format!(
+                "    printf(\"{word} %.*s\\n\", (int)req->tenant.len, (const char *)req->tenant.ptr);\n    exports_sluice_policy_throttle_bucket_t *bucket"
+            ),
+        );
+        assert_ne!(printing, t, "the scaffold's admit allocates a bucket");
+        printing
+    });
+    std::fs::read(sluice::authoring::build(&dir).expect("build").wasm).expect("read")
+}
+
+/// The gateway log's `plugin output` WARN lines that carry `text`.
+fn output_lines(logs: &str, text: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("plugin output: ") && l.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn guest_output_reaches_the_gateway_log_at_warn_with_slot_and_version_rate_limited() {
+    // Both built before the clock starts: the limit is 20 lines per version
+    // per 10 s, and this test must stay inside one window.
+    let first = printing_c_throttle("prints-first", "first-version");
+    let second = printing_c_throttle("prints-second", "second-version");
+    let hash = |wasm: &[u8]| blake3::hash(wasm).to_hex()[..12].to_string();
+    crate::support::logs::with_logs(tracing::Level::WARN, |logs| async move {
+        let started = Instant::now();
+        let up = mock();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugin = tmp.path().join("throttle.wasm");
+        std::fs::write(&plugin, &first).expect("write");
+        let gw = TestGateway::start(&gateway_config(&up, &plugin)).await;
+        let chat = gw.url("/v1/chat/completions");
+        // 30 requests, each printing a line: more than the 20 allowed.
+        for _ in 0..30 {
+            assert_eq!(request_limit(&chat).await, "60");
+        }
+        let lines = output_lines(&logs.text(), "first-version");
+        assert_eq!(lines.len(), 20, "{}", logs.text());
+        for line in &lines {
+            assert!(
+                line.contains("plugin output: first-version anonymous"),
+                "{line}"
+            );
+            assert!(line.contains("slot=throttle"), "{line}");
+            assert!(
+                line.contains(&format!("version=\"{}\"", hash(&first))),
+                "{line}"
+            );
+        }
+
+        // A new version has its own 20 lines.
+        let tmp_file = plugin.with_extension("tmp");
+        std::fs::write(&tmp_file, &second).expect("write");
+        std::fs::rename(&tmp_file, &plugin).expect("rename");
+        let new = blake3::hash(&second).to_hex().to_string();
+        within("the second version serving", || serving_hash(&gw) == new).await;
+        for _ in 0..5 {
+            assert_eq!(request_limit(&chat).await, "60");
+        }
+        let text = logs.text();
+        let lines = output_lines(&text, "second-version");
+        assert!((5..=20).contains(&lines.len()), "{text}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains(&format!("version=\"{}\"", hash(&second)))),
+            "{text}"
+        );
+        assert_eq!(output_lines(&text, "first-version").len(), 20, "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}: longer than one rate-limit window, so the counts above prove nothing",
+            started.elapsed()
+        );
+    });
 }

@@ -294,3 +294,68 @@ fn python_and_js_scaffolds_pass_their_own_tests_in_their_own_runner() {
         }
     }
 }
+
+/// `make test` in a C project: its tests built natively and run.
+fn make_test(dir: &Path) -> Output {
+    Command::new("make")
+        .arg("test")
+        .arg(format!("SLUICE={SLUICE}"))
+        .current_dir(dir)
+        .env_remove("CFLAGS")
+        .output()
+        .expect("run make")
+}
+
+#[test]
+fn c_scaffolds_pass_their_own_tests_as_a_c_test_binary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+        let dir = tmp.path().join(kind);
+        let dir_arg = dir.to_str().expect("utf-8");
+        let out = sluice(
+            &[
+                "plugin",
+                "new",
+                "my-policy",
+                "--kind",
+                kind,
+                "--lang",
+                "c",
+                "--dir",
+                dir_arg,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "plugin new: {}", text(&out));
+        let out = make_test(&dir);
+        assert!(out.status.success(), "make test ({kind}): {}", text(&out));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("# pass 3\n# fail 0"),
+            "{kind}: {}",
+            text(&out)
+        );
+        assert!(dir.join("build/test-policy").is_file());
+    }
+    // A broken policy fails its tests, naming the check.
+    let dir = tmp.path().join("throttle");
+    let policy = dir.join("src/policy.c");
+    let source = std::fs::read_to_string(&policy).expect("policy");
+    let broken = source.replace("\"t:%.*s:rpm\"", "\"u:%.*s:rpm\"");
+    assert_ne!(broken, source);
+    std::fs::write(&policy, broken).expect("write");
+    let out = make_test(&dir);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("not ok - admit_charges_one_request_to_the_tenant"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("is \"u:globex:rpm\", not \"t:globex:rpm\""),
+        "{}",
+        text(&out)
+    );
+}

@@ -60,7 +60,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         ),
         Lang::Js => println!("tests: (cd {} && node --test)", dir.display()),
-        Lang::Rust | Lang::C => {}
+        Lang::C => println!("tests: make -C {} test", dir.display()),
+        Lang::Rust => println!("tests: (cd {} && cargo test)", dir.display()),
     }
     Ok(ExitCode::SUCCESS)
 }

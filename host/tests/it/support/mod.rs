@@ -5,6 +5,7 @@
 
 pub mod chromium;
 pub mod gateway;
+pub mod logs;
 pub mod node;
 pub mod polyglot;
 pub mod redis;

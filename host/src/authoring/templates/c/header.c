@@ -1,5 +1,6 @@
 // {{name}}: a sluice {{kind}} policy in C. Build with `sluice plugin build`
-// (bindings are generated into build/bindings/{{world}}.h), try with
+// (bindings are generated into build/bindings/{{world}}.h), run its tests
+// (test/test_policy.c) with `make test`, try the component with
 // `sluice plugin test build/{{name}}.wasm --kind {{kind}} --input samples/request.json`.
 //
 // Memory: an export owns its arguments (free them with the generated

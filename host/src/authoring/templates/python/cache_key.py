@@ -2,6 +2,7 @@ from wit_world.exports.cache_key import Decision, Decision_Bypass, Decision_Cach
 from wit_world.imports.types import Request
 
 
+@checked
 class CacheKey(exports.CacheKey):
     def derive(self, req: Request) -> Decision:
         if req.streaming:

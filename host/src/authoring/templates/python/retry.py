@@ -4,6 +4,7 @@ from wit_world.imports.types import Request
 MAX_ATTEMPTS = 3
 
 
+@checked
 class Retry(exports.Retry):
     def decide(self, req: Request, attempt: Attempt) -> Verdict:
         if attempt.number >= MAX_ATTEMPTS:

@@ -6,6 +6,7 @@ from wit_world.imports.types import Request
 THRESHOLD = 0.95
 
 
+@checked
 class Semantic(exports.Semantic):
     def prepare(self, req: Request) -> Optional[Probe]:
         if not req.messages:

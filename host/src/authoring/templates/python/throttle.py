@@ -4,6 +4,7 @@ from wit_world.imports.types import Bucket, Request, Shape_Window, Unit, WindowS
 REQUESTS_PER_MINUTE = 60
 
 
+@checked
 class Throttle(exports.Throttle):
     def admit(self, req: Request) -> Admission:
         return Admission_Charge([
