@@ -309,7 +309,7 @@ fn make_test(dir: &Path) -> Output {
 #[test]
 fn c_scaffolds_pass_their_own_tests_as_a_c_test_binary() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    for kind in ["throttle", "cache-key", "semantic", "retry"] {
+    for kind in ["throttle", "cache-key", "semantic", "retry", "route"] {
         let dir = tmp.path().join(kind);
         let dir_arg = dir.to_str().expect("utf-8");
         let out = sluice(
