@@ -58,9 +58,7 @@ use sluice_plugin_common::types::{Bucket, Request, Shape, Unit, WindowSpec};
 use crate::exports::sluice::policy::cache_key::{Decision, Guest as CacheKey};
 use crate::exports::sluice::policy::lifecycle::Guest as Lifecycle;
 use crate::exports::sluice::policy::retry::{Attempt, Fallback, Guest as Retry, Verdict};
-use crate::exports::sluice::policy::route::{
-    Candidate as RouteCandidate, Choice, Guest as Route,
-};
+use crate::exports::sluice::policy::route::{Candidate as RouteCandidate, Choice, Guest as Route};
 use crate::exports::sluice::policy::semantic::{Candidate, Guest as Semantic, Probe};
 use crate::exports::sluice::policy::throttle::{Admission, Guest as Throttle, Rejection, Usage};
 
