@@ -120,7 +120,7 @@ async fn spend(
 fn unknown_slot(slot: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"),
+        format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry, route"),
     )
 }
 
@@ -129,8 +129,10 @@ fn fleet(gw: &Gateway) -> bool {
 }
 
 async fn list(State(gw): State<Arc<Gateway>>) -> Response {
-    let plugins: Vec<Value> = Slot::ALL
-        .into_iter()
+    let plugins: Vec<Value> = gw
+        .config
+        .plugins
+        .serving()
         .map(|kind| {
             let slot = gw.plugins.slot(kind);
             let plugin = slot.current();

@@ -131,6 +131,14 @@ impl PluginsConfig {
         self.route.is_some()
     }
 
+    /// The slots requests call, in request-flow order: the four always, the
+    /// route slot only where routing is on. What operators are shown.
+    pub fn serving(&self) -> impl Iterator<Item = Slot> + '_ {
+        Slot::ALL
+            .into_iter()
+            .filter(|slot| *slot != Slot::Route || self.routes())
+    }
+
     /// Every slot with its config, in request-flow order.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &PluginSlotConfig)> {
         Slot::ALL.into_iter().map(|s| (s, self.slot(s)))

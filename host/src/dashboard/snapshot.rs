@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
 use crate::jobs::Priority;
-use crate::policy::Slot;
 use crate::spend::{BudgetLimits, BudgetSubject, usd_of_nano};
 use crate::versions::{Origin, releases, unix_ms};
 
@@ -62,8 +61,9 @@ pub async fn build(gw: &Gateway) -> Value {
 
 /// The version serving each slot: hash, where it came from, call stats.
 fn plugins(gw: &Gateway) -> Vec<Value> {
-    Slot::ALL
-        .into_iter()
+    gw.config
+        .plugins
+        .serving()
         .map(|kind| {
             let slot = gw.plugins.slot(kind);
             let plugin = slot.current();

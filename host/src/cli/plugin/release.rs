@@ -48,8 +48,9 @@ impl AdminTarget {
 }
 
 fn parse_slot(slot: &str) -> anyhow::Result<Slot> {
-    Slot::parse(slot)
-        .with_context(|| format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry"))
+    Slot::parse(slot).with_context(|| {
+        format!("no plugin slot {slot:?}: throttle, cache_key, semantic, retry, route")
+    })
 }
 
 async fn connect(url: &str) -> anyhow::Result<State> {

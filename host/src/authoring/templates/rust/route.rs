@@ -1,8 +1,8 @@
 
-use exports::sluice::policy::route::{Candidate, Choice, Circuit, Guest as Route};
+use exports::sluice::policy::route::{Candidate, Choice, Circuit, Guest as RoutePolicy};
 use sluice::policy::types::Request;
 
-impl Route for Policy {
+impl RoutePolicy for Policy {
     /// The candidates in the host's order, those whose circuit is open last.
     fn order(_req: Request, candidates: Vec<Candidate>) -> Vec<Choice> {
         let (open, rest): (Vec<Candidate>, Vec<Candidate>) = candidates
