@@ -53,7 +53,7 @@ impl Fallback {
     /// local stand-in.
     pub(crate) fn new(settings: &StateSettings) -> Result<Self, StateError> {
         let local = match settings.on_error {
-            OnError::FailOpen => Some(MemoryBackend::new()?),
+            OnError::FailOpen => Some(MemoryBackend::new()),
             OnError::FailClosed => None,
         };
         Ok(Self {

@@ -6,7 +6,9 @@
 -- appends a few lines that read the bucket states, call it with its own
 -- clock, and write the new states back:
 --   * Redis: inside one EVAL with the server clock (`TIME`), see redis_backend.rs;
---   * memory: through mlua under the shard lock, with the process clock, see memory.rs.
+--   * memory: the same steps in Rust (`limiter::run` in limiter.rs) under the
+--     shard lock, with the process clock. A change here must be made there
+--     too: limiter.rs's tests run both and require the same answers.
 --
 -- A bucket is a token bucket refilled continuously. Its state is one string
 -- "tokens:last_ms" or "tokens:last_ms:leased:lease_until": the token level at

@@ -1,10 +1,11 @@
-//! The rate-limit charge: checks on the buckets, the Lua algorithm
-//! (`limiter.lua`, written once) and the in-process runner the memory backend
-//! uses. The Redis backend runs the same source inside a script.
+//! The rate-limit charge: checks on the buckets and the algorithm, twice:
+//! `limiter.lua`, which the Redis backend runs inside a script, and [`run`],
+//! the same steps in Rust for in-process state (an embedded Lua VM cost a
+//! charge tens of microseconds and serialised every charge of a node on
+//! one mutex). The tests run every case through both and require the same
+//! answer to the bit.
 
 use std::collections::HashSet;
-
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use super::StateError;
 use crate::policy::{Bucket, BucketState, ChargeResult};
@@ -155,87 +156,192 @@ pub(crate) struct Outcome {
     pub limited: Limited,
 }
 
-/// `limiter.lua` loaded into an in-process Lua VM.
-///
-/// The memory backend keeps one behind a mutex, taken while it holds the
-/// lock of the shard the buckets live in (so read, compute and write are one
-/// atomic step, as inside a Redis script).
-pub(crate) struct LuaLimiter {
-    lua: Lua,
-    func: Function,
+/// Slack for float rounding when comparing token levels (limiter.lua's
+/// `EPSILON`).
+const EPSILON: f64 = 1e-6;
+/// Keep a state this long after the bucket would be full again.
+const TTL_MARGIN_MS: f64 = 1000.0;
+/// Upper bound of every returned duration (2^53 - 1).
+const MAX_MS: f64 = 9_007_199_254_740_991.0;
+
+/// limiter.lua's `clamp_ms`.
+fn clamp_ms(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        0.0
+    } else if x > MAX_MS {
+        MAX_MS
+    } else {
+        x.ceil()
+    }
 }
 
-impl LuaLimiter {
-    pub(crate) fn new() -> Result<Self, StateError> {
-        let broken = |e: mlua::Error| StateError::Unavailable(format!("limiter VM: {e}"));
-        // Only what the algorithm uses: no io, os or package.
-        let lua =
-            Lua::new_with(StdLib::MATH | StdLib::STRING, LuaOptions::default()).map_err(broken)?;
-        let func: Function = lua
-            .load(format!("{LIMITER_LUA}\nreturn limiter"))
-            .set_name("limiter.lua")
-            .eval()
-            .map_err(broken)?;
-        Ok(Self { lua, func })
-    }
+/// Lua 5.1's `math.min`/`math.max` over two numbers: the first unless the
+/// second compares strictly smaller/larger (so NaN behaves as in Lua).
+fn lua_min(a: f64, b: f64) -> f64 {
+    if b < a { b } else { a }
+}
+fn lua_max(a: f64, b: f64) -> f64 {
+    if b > a { b } else { a }
+}
 
-    /// Runs the algorithm over `states` (one per bucket, `None` when missing)
-    /// at `now_ms` on the caller's clock.
-    pub(crate) fn run(
-        &self,
-        states: &[Option<&[u8]>],
-        call: &LimitCall<'_>,
-        now_ms: f64,
-    ) -> Result<Outcome, StateError> {
-        self.run_inner(states, call, now_ms)
-            .map_err(|e| StateError::Unavailable(format!("limiter VM: {e}")))
+/// limiter.lua's `parse_state`: `(tokens, last, leased, lease_until)`, or
+/// `None` for a missing or unreadable state. Fields that are not numbers
+/// are skipped, as the Lua loop skips them.
+fn parse_state(state: &[u8]) -> Option<(f64, f64, f64, f64)> {
+    let text = std::str::from_utf8(state).ok()?;
+    let mut fields = text
+        .split(':')
+        .filter(|f| !f.is_empty())
+        .filter_map(|f| f.trim().parse::<f64>().ok());
+    let tokens = fields.next()?;
+    let last = fields.next()?;
+    if tokens.is_nan() || last.is_nan() {
+        return None;
     }
+    let leased = fields.next().unwrap_or(0.0);
+    let lease_until = fields.next().unwrap_or(0.0);
+    if leased.is_nan() || lease_until.is_nan() {
+        return Some((tokens, last, 0.0, 0.0));
+    }
+    Some((tokens, last, leased, lease_until))
+}
 
-    fn run_inner(
-        &self,
-        states: &[Option<&[u8]>],
-        call: &LimitCall<'_>,
-        now_ms: f64,
-    ) -> mlua::Result<Outcome> {
-        let buckets = call.buckets;
-        let n = buckets.len();
-        let lua_states = self.lua.create_table_with_capacity(n, 0)?;
-        for (i, s) in states.iter().enumerate() {
-            let v = match s {
-                Some(bytes) => Value::String(self.lua.create_string(bytes)?),
-                None => Value::Boolean(false),
-            };
-            lua_states.raw_set(i + 1, v)?;
+/// Runs the algorithm over `states` (one per bucket, `None` when missing)
+/// at `now_ms` on the caller's clock: what the in-process state does for a
+/// charge. The same algorithm as `limiter.lua` (which Redis runs), step for
+/// step in the same floating-point operations, so both answer alike; the
+/// tests below run every case through both and compare.
+pub(crate) fn run(states: &[Option<&[u8]>], call: &LimitCall<'_>, now_ms: f64) -> Outcome {
+    let buckets = call.buckets;
+    let n = buckets.len();
+    let specs: Vec<[f64; 6]> = buckets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| spec(b, terms_at(call.terms, i)))
+        .collect();
+    let mut levels = Vec::with_capacity(n);
+    let mut lasts = Vec::with_capacity(n);
+    let mut leaseds = Vec::with_capacity(n);
+    let mut untils = Vec::with_capacity(n);
+    for (i, [capacity, rate, ..]) in specs.iter().copied().enumerate() {
+        let (mut tokens, last, mut leased, mut lease_until) = states
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(parse_state)
+            .unwrap_or((capacity, now_ms, 0.0, 0.0));
+        // Leases of nodes that never returned them have run out by now.
+        if lease_until <= now_ms {
+            leased = 0.0;
+            lease_until = 0.0;
         }
-        let args = self.lua.create_table_with_capacity(6 * n, 0)?;
-        for (i, b) in buckets.iter().enumerate() {
-            for (j, x) in spec(b, terms_at(call.terms, i)).into_iter().enumerate() {
-                args.raw_set(6 * i + j + 1, x)?;
+        leaseds.push(leased);
+        untils.push(lease_until);
+        let mut at = now_ms;
+        if at > last {
+            tokens += (at - last) * rate;
+        } else {
+            // A clock that went backwards refills nothing.
+            at = last;
+        }
+        if tokens > capacity {
+            tokens = capacity;
+        }
+        levels.push(tokens);
+        lasts.push(at);
+    }
+
+    let mut admitted = true;
+    let mut retry_after = 0.0;
+    if call.mode == Mode::Charge {
+        for (i, [capacity, rate, cost, ..]) in specs.iter().copied().enumerate() {
+            if cost > 0.0 {
+                let wait = if cost > capacity + EPSILON {
+                    // Can never be paid: one full refill period.
+                    Some(capacity / rate)
+                } else if levels[i] + EPSILON < cost {
+                    Some((cost - levels[i]) / rate)
+                } else {
+                    None
+                };
+                if let Some(wait) = wait {
+                    admitted = false;
+                    if wait > retry_after {
+                        retry_after = wait;
+                    }
+                }
             }
         }
-        let (new_states, ttls, out): (Table, Table, Table) = self.func.call((
-            n,
-            lua_states,
-            args,
-            now_ms,
-            call.mode.as_str(),
-            call.lease_ms as f64,
-        ))?;
-
-        let mut writes = Vec::with_capacity(n);
-        for i in 1..=n {
-            let write = match new_states.raw_get::<Value>(i)? {
-                Value::String(s) => Some((s.to_str()?.to_owned(), ttls.raw_get::<f64>(i)? as u64)),
-                _ => None,
-            };
-            writes.push(write);
-        }
-        let numbers = (1..=out.raw_len())
-            .map(|i| out.raw_get::<f64>(i).map(|x| x as u64))
-            .collect::<mlua::Result<Vec<u64>>>()?;
-        let limited = limited_from(buckets, &numbers).map_err(mlua::Error::external)?;
-        Ok(Outcome { writes, limited })
     }
+
+    let mut writes = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(2 + 3 * n);
+    out.push(u64::from(admitted));
+    // A refused charge always says "later", never "now".
+    out.push(if admitted {
+        0
+    } else {
+        lua_max(1.0, clamp_ms(retry_after)) as u64
+    });
+    let mut granted = Vec::with_capacity(n);
+    for (i, [capacity, rate, cost, lease, max_leased, retire]) in specs.iter().copied().enumerate()
+    {
+        let mut level = levels[i];
+        let mut changed = false;
+        let mut grant_i = 0.0;
+        if retire > 0.0 && leaseds[i] > 0.0 {
+            leaseds[i] = lua_max(0.0, leaseds[i] - retire);
+            changed = true;
+        }
+        if cost < 0.0 {
+            level = lua_min(capacity, level - cost);
+            changed = true;
+        } else if cost > 0.0 && (admitted || call.mode == Mode::Adjust) {
+            level -= cost;
+            if call.mode == Mode::Charge && level < 0.0 {
+                // Admitted within EPSILON: never leave rounding debt behind.
+                level = 0.0;
+            }
+            changed = true;
+        }
+        if call.mode == Mode::Charge && admitted && lease > 0.0 {
+            let grant =
+                (lua_min(lua_min(lease, level / 2.0), max_leased - leaseds[i]) + EPSILON).floor();
+            if grant >= 1.0 {
+                level -= grant;
+                leaseds[i] += grant;
+                untils[i] = lua_max(untils[i], now_ms + call.lease_ms as f64);
+                grant_i = grant;
+                changed = true;
+            }
+        }
+        let reset = if level < capacity {
+            clamp_ms((capacity - level) / rate)
+        } else {
+            0.0
+        };
+        writes.push(changed.then(|| {
+            let mut ttl = reset;
+            let state = if leaseds[i] > 0.0 {
+                ttl = lua_max(ttl, clamp_ms(untils[i] - now_ms));
+                format!("{level}:{}:{}:{}", lasts[i], leaseds[i], untils[i])
+            } else {
+                format!("{level}:{}", lasts[i])
+            };
+            (state, lua_min(MAX_MS, ttl + TTL_MARGIN_MS) as u64)
+        }));
+        let remaining = if level > 0.0 {
+            (level + EPSILON).floor()
+        } else {
+            0.0
+        };
+        out.push(remaining as u64);
+        out.push(reset as u64);
+        granted.push(grant_i as u64);
+    }
+    out.extend(granted);
+    let limited = limited_from(buckets, &out).expect("2 + 3n numbers for n buckets");
+    Outcome { writes, limited }
 }
 
 #[cfg(test)]
@@ -255,9 +361,96 @@ mod tests {
         }
     }
 
-    /// An in-memory key space driven through the Lua function, like memory.rs.
+    use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
+
+    /// `limiter.lua` loaded into an in-process Lua VM: what Redis runs, to
+    /// compare [`run`] against.
+    struct LuaLimiter {
+        lua: Lua,
+        func: Function,
+    }
+
+    impl LuaLimiter {
+        fn new() -> Result<Self, StateError> {
+            let broken = |e: mlua::Error| StateError::Unavailable(format!("limiter VM: {e}"));
+            // Only what the algorithm uses: no io, os or package.
+            let lua = Lua::new_with(StdLib::MATH | StdLib::STRING, LuaOptions::default())
+                .map_err(broken)?;
+            let func: Function = lua
+                .load(format!("{LIMITER_LUA}\nreturn limiter"))
+                .set_name("limiter.lua")
+                .eval()
+                .map_err(broken)?;
+            Ok(Self { lua, func })
+        }
+
+        /// Runs the algorithm over `states` (one per bucket, `None` when missing)
+        /// at `now_ms` on the caller's clock.
+        fn run(
+            &self,
+            states: &[Option<&[u8]>],
+            call: &LimitCall<'_>,
+            now_ms: f64,
+        ) -> Result<Outcome, StateError> {
+            self.run_inner(states, call, now_ms)
+                .map_err(|e| StateError::Unavailable(format!("limiter VM: {e}")))
+        }
+
+        fn run_inner(
+            &self,
+            states: &[Option<&[u8]>],
+            call: &LimitCall<'_>,
+            now_ms: f64,
+        ) -> mlua::Result<Outcome> {
+            let buckets = call.buckets;
+            let n = buckets.len();
+            let lua_states = self.lua.create_table_with_capacity(n, 0)?;
+            for (i, s) in states.iter().enumerate() {
+                let v = match s {
+                    Some(bytes) => Value::String(self.lua.create_string(bytes)?),
+                    None => Value::Boolean(false),
+                };
+                lua_states.raw_set(i + 1, v)?;
+            }
+            let args = self.lua.create_table_with_capacity(6 * n, 0)?;
+            for (i, b) in buckets.iter().enumerate() {
+                for (j, x) in spec(b, terms_at(call.terms, i)).into_iter().enumerate() {
+                    args.raw_set(6 * i + j + 1, x)?;
+                }
+            }
+            let (new_states, ttls, out): (Table, Table, Table) = self.func.call((
+                n,
+                lua_states,
+                args,
+                now_ms,
+                call.mode.as_str(),
+                call.lease_ms as f64,
+            ))?;
+
+            let mut writes = Vec::with_capacity(n);
+            for i in 1..=n {
+                let write = match new_states.raw_get::<Value>(i)? {
+                    Value::String(s) => {
+                        Some((s.to_str()?.to_owned(), ttls.raw_get::<f64>(i)? as u64))
+                    }
+                    _ => None,
+                };
+                writes.push(write);
+            }
+            let numbers = (1..=out.raw_len())
+                .map(|i| out.raw_get::<f64>(i).map(|x| x as u64))
+                .collect::<mlua::Result<Vec<u64>>>()?;
+            let limited = limited_from(buckets, &numbers).map_err(mlua::Error::external)?;
+            Ok(Outcome { writes, limited })
+        }
+    }
+
+    /// A key space driven through both runners, like memory.rs (native)
+    /// and a Redis script (Lua): each keeps its own states, and every call
+    /// must answer alike.
     struct Sim {
         vm: LuaLimiter,
+        lua_states: std::collections::HashMap<String, String>,
         states: std::collections::HashMap<String, String>,
     }
 
@@ -271,10 +464,20 @@ mod tests {
             .collect()
     }
 
+    /// The numbers of a state string (formats differ: `%.17g` in Lua, the
+    /// shortest round-trip form in Rust; both parse back to the same bits).
+    fn state_bits(state: &str) -> Vec<u64> {
+        state
+            .split(':')
+            .map(|f| f.parse::<f64>().unwrap().to_bits())
+            .collect()
+    }
+
     impl Sim {
         fn new() -> Self {
             Self {
                 vm: LuaLimiter::new().unwrap(),
+                lua_states: Default::default(),
                 states: Default::default(),
             }
         }
@@ -299,17 +502,33 @@ mod tests {
                 terms,
                 lease_ms: 1000,
             };
-            let outcome = self
+            let lua = self
                 .vm
-                .run(&current_states(&self.states, buckets), &call, now)
+                .run(&current_states(&self.lua_states, buckets), &call, now)
                 .unwrap();
-            for (b, w) in buckets.iter().zip(outcome.writes) {
-                if let Some((state, ttl)) = w {
-                    assert!(ttl >= 1000, "ttl {ttl} keeps a margin");
-                    self.states.insert(b.key.clone(), state);
+            let native = run(&current_states(&self.states, buckets), &call, now);
+            let context = || format!("{mode:?} at {now} of {buckets:?} with {terms:?}");
+            assert_eq!(native.limited, lua.limited, "{}", context());
+            for ((b, w), lw) in buckets.iter().zip(native.writes).zip(lua.writes) {
+                match (w, lw) {
+                    (Some((state, ttl)), Some((lua_state, lua_ttl))) => {
+                        assert_eq!(ttl, lua_ttl, "ttl of {}: {}", b.key, context());
+                        assert_eq!(
+                            state_bits(&state),
+                            state_bits(&lua_state),
+                            "state of {}: {state} against Lua's {lua_state}: {}",
+                            b.key,
+                            context()
+                        );
+                        assert!(ttl >= 1000, "ttl {ttl} keeps a margin");
+                        self.states.insert(b.key.clone(), state);
+                        self.lua_states.insert(b.key.clone(), lua_state);
+                    }
+                    (None, None) => {}
+                    (w, lw) => panic!("writes differ: {w:?} against Lua's {lw:?}: {}", context()),
                 }
             }
-            outcome.limited
+            native.limited
         }
 
         fn charge(&mut self, buckets: &[Bucket], now: f64) -> ChargeResult {
@@ -558,5 +777,87 @@ mod tests {
         assert!(validate(&[zero_rate]).is_err());
         assert!(validate(&[bucket("huge", u64::MAX, 1, 1)]).is_err());
         assert!(validate(&[bucket("ok", 1, 1, 1)]).is_ok());
+    }
+
+    /// Random call sequences, both runners side by side (through [`Sim`]):
+    /// shapes from one token to 2^53, refunds, debt, leases, fractional and
+    /// backwards clocks. A seed that fails is printed with the case.
+    #[test]
+    fn the_rust_runner_answers_as_limiter_lua_does() {
+        use rand::{Rng, SeedableRng};
+        let keys = ["a", "b", "c"];
+        for seed in 0..64u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut sim = Sim::new();
+            let mut now = rng.random_range(0.0..1e6);
+            for _ in 0..200 {
+                let n = rng.random_range(1..=keys.len());
+                let buckets: Vec<Bucket> = keys[..n]
+                    .iter()
+                    .map(|k| {
+                        let shape = match rng.random_range(0..4) {
+                            0 => Shape::Rate {
+                                per_second: rng.random_range(0.001..10_000.0),
+                                burst: rng.random_range(1..5_000),
+                            },
+                            1 => Shape::Window {
+                                limit: MAX_CAPACITY,
+                                window_ms: rng.random_range(1..1_000_000),
+                            },
+                            _ => Shape::Window {
+                                limit: rng.random_range(1..2_000),
+                                window_ms: rng.random_range(1..120_000),
+                            },
+                        };
+                        let cost = match rng.random_range(0..6) {
+                            0 => -rng.random_range(0..500),
+                            1 => rng.random_range(0..10_000),
+                            _ => rng.random_range(0..20),
+                        };
+                        Bucket {
+                            key: (*k).into(),
+                            shape,
+                            cost,
+                            unit: Unit::Tokens,
+                        }
+                    })
+                    .collect();
+                let terms: Vec<LeaseTerms> = if rng.random_bool(0.5) {
+                    buckets
+                        .iter()
+                        .map(|_| LeaseTerms {
+                            lease: rng.random_range(0..100),
+                            max_leased: rng.random_range(0..400),
+                            retire: rng.random_range(0..50),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mode = if rng.random_bool(0.8) {
+                    Mode::Charge
+                } else {
+                    Mode::Adjust
+                };
+                now += match rng.random_range(0..10) {
+                    0 => -rng.random_range(0.0..500.0),
+                    1 => 0.0,
+                    _ => rng.random_range(0.0..3_000.0),
+                };
+                validate(&buckets).unwrap();
+                sim.run_leased(&buckets, &terms, now, mode);
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_states_count_as_a_full_bucket_in_both() {
+        let b = [bucket("k", 10, 1000, 1)];
+        for garbage in ["", ":", "x:y", "nan:5", "5:nan", "1:2:nan:4", "::3:4", "7"] {
+            let mut sim = Sim::new();
+            sim.states.insert("k".into(), garbage.into());
+            sim.lua_states.insert("k".into(), garbage.into());
+            sim.charge(&b, 10.0);
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! The memory backend: in-process maps with TTL, and the limiter run through
-//! mlua over them. Also the local fallback of the Redis backend in fail-open
-//! mode.
+//! The memory backend: in-process maps with TTL, and the limiter
+//! (`limiter::run`) over them. Also the local fallback of the Redis backend
+//! in fail-open mode.
 //!
 //! The key space is split into shards by hash tag (like Redis Cluster slots),
 //! so every bucket of a namespace sits in one shard and a charge is atomic
@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::backend::{Answer, Backend};
 use super::budget::{BudgetCall, BudgetMemory, BudgetReply};
 use super::keys;
-use super::limiter::{LimitCall, Limited, LuaLimiter};
+use super::limiter::{self, LimitCall, Limited};
 use super::{OnError, StateError, StateHealth};
 use crate::policy::ChargeResult;
 
@@ -30,7 +30,6 @@ const PURGE_PER_WRITE: usize = 32;
 /// In-process state.
 pub(crate) struct MemoryBackend {
     shards: Box<[Mutex<Shard>]>,
-    limiter: Mutex<LuaLimiter>,
     /// Budget counters and spend hashes.
     budgets: BudgetMemory,
     /// Zero point of the limiter's clock (monotonic: wall-clock jumps must
@@ -98,11 +97,16 @@ impl Shard {
     }
 
     /// Removes `key`. Its expiry record, if any, is left to fall due, unless
-    /// such stale records outnumber the live entries: then they are dropped
-    /// at once, so deleting keys with long TTLs does not accumulate them.
+    /// stale records pass a quarter of the live entries (and 64): then they
+    /// are dropped at once, so deleting keys with long TTLs does not
+    /// accumulate them. A record is about 100 bytes that no cache's byte
+    /// count includes, so the slack is kept small: the semantic index at its
+    /// bound deletes entries all the time.
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let removed = self.map.remove(key)?;
-        if removed.heap_at.is_some() && self.expiries.len() > 2 * self.map.len() + 64 {
+        if removed.heap_at.is_some()
+            && self.expiries.len() > self.map.len() + self.map.len() / 4 + 64
+        {
             let map = &self.map;
             self.expiries
                 .retain(|Reverse((at, k))| map.get(k).is_some_and(|e| e.heap_at == Some(*at)));
@@ -137,13 +141,12 @@ impl Shard {
 }
 
 impl MemoryBackend {
-    pub(crate) fn new() -> Result<Self, StateError> {
-        Ok(Self {
+    pub(crate) fn new() -> Self {
+        Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            limiter: Mutex::new(LuaLimiter::new()?),
             budgets: BudgetMemory::default(),
             epoch: Instant::now(),
-        })
+        }
     }
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
@@ -301,7 +304,7 @@ impl MemoryBackend {
                         .map(|e| e.value.as_slice())
                 })
                 .collect();
-            self.limiter.lock().run(&states, call, now_ms)?
+            limiter::run(&states, call, now_ms)
         };
         for (key, write) in keys.iter().zip(outcome.writes) {
             if let Some((state, ttl_ms)) = write {
@@ -444,7 +447,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_reclaimed_by_later_writes() {
-        let m = MemoryBackend::new().unwrap();
+        let m = MemoryBackend::new();
         let key = keys::kv_key("ns", "gone");
         m.set(&key, b"v", Some(Duration::from_millis(1))).unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -469,7 +472,7 @@ mod tests {
 
     #[test]
     fn rewrites_keep_one_expiry_record_per_key() {
-        let m = MemoryBackend::new().unwrap();
+        let m = MemoryBackend::new();
         let key = keys::kv_key("ns", "hot");
         for _ in 0..1000 {
             m.set(&key, b"v", Some(Duration::from_secs(60))).unwrap();
@@ -479,7 +482,7 @@ mod tests {
 
     #[test]
     fn deleted_keys_do_not_keep_their_expiry_records() {
-        let m = MemoryBackend::new().unwrap();
+        let m = MemoryBackend::new();
         for i in 0..10_000 {
             let key = keys::kv_key("ns", &i.to_string());
             m.set(&key, b"v", Some(Duration::from_secs(3600))).unwrap();
@@ -489,6 +492,27 @@ mod tests {
         assert!(
             records < 16 * 65,
             "{records} expiry records of deleted keys"
+        );
+    }
+
+    #[test]
+    fn stale_expiry_records_stay_under_a_quarter_of_the_live_entries() {
+        let m = MemoryBackend::new();
+        let live = 8_000;
+        for i in 0..live {
+            let key = keys::kv_key("ns", &format!("live-{i}"));
+            m.set(&key, b"v", Some(Duration::from_secs(3600))).unwrap();
+        }
+        for i in 0..20_000 {
+            let key = keys::kv_key("ns", &format!("gone-{i}"));
+            m.set(&key, b"v", Some(Duration::from_secs(3600))).unwrap();
+            m.delete(&key).unwrap();
+        }
+        let records: usize = m.shards.iter().map(|s| s.lock().expiries.len()).sum();
+        let stale = records - live;
+        assert!(
+            stale <= live / 4 + 16 * 65,
+            "{stale} stale expiry records beside {live} live entries"
         );
     }
 }
