@@ -44,25 +44,35 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The path (and query) under the provider's base URL for a request of
 /// `route` to `model` (see [`crate::upstream`] for the base URLs).
-fn upstream_path(provider: &ProviderConfig, route: Route, model: &str, stream: bool) -> String {
+fn upstream_path(
+    provider: &ProviderConfig,
+    route: Route,
+    model: &str,
+    stream: bool,
+) -> std::borrow::Cow<'static, str> {
     let openai = if route == Route::Embeddings {
         "embeddings"
     } else {
         "chat/completions"
     };
     match provider.kind {
-        ProviderKind::Openai => format!("/{openai}"),
+        ProviderKind::Openai if route == Route::Embeddings => "/embeddings".into(),
+        ProviderKind::Openai => "/chat/completions".into(),
         ProviderKind::Anthropic => "/messages".into(),
         ProviderKind::Azure => format!(
             "/openai/deployments/{}/{openai}?api-version={}",
             path_segment(provider.deployment(model)),
             path_segment(&provider.api_version)
-        ),
+        )
+        .into(),
         ProviderKind::Gemini if stream => format!(
             "/v1beta/models/{}:streamGenerateContent?alt=sse",
             path_segment(model)
-        ),
-        ProviderKind::Gemini => format!("/v1beta/models/{}:generateContent", path_segment(model)),
+        )
+        .into(),
+        ProviderKind::Gemini => {
+            format!("/v1beta/models/{}:generateContent", path_segment(model)).into()
+        }
     }
 }
 
@@ -131,7 +141,7 @@ pub async fn call_upstream(
             body = translate::request_body(plan, &body)?;
         }
         let request = UpstreamRequest {
-            path: upstream_path(provider_cfg, ctx.route, &model, ctx.parsed().stream).into(),
+            path: upstream_path(provider_cfg, ctx.route, &model, ctx.parsed().stream),
             body,
             stream: ctx.parsed().stream,
             timeout: provider_cfg.timeout().min(remaining),

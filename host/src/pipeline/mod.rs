@@ -201,8 +201,15 @@ async fn handle_with(
         .traces
         .request(request.headers(), api_route.as_str(), &id);
     let mut ctx = RequestCtx::new(&gw, route, id, client_ip);
-    let counted =
-        crate::state::round_trips::counted(run(&gw, &mut ctx, caller, request, trace.as_ref()));
+    // Boxed so the levels above hold a pointer, not the phases' state (see
+    // `server::api`).
+    let counted = crate::state::round_trips::counted(Box::pin(run(
+        &gw,
+        &mut ctx,
+        caller,
+        request,
+        trace.as_ref(),
+    )));
     let (outcome, round_trips) = match &trace {
         // The request's context travels with its future: plugin calls and
         // upstream attempts find it as the current context.
@@ -274,17 +281,34 @@ async fn handle_with(
     }
 }
 
-/// Runs one phase of a traced request inside its own span.
+/// Runs one phase of a traced request inside its own span. The phase's
+/// future comes boxed, so the request's future holds a pointer rather than
+/// the largest phase (a plugin call, the upstream call) moved in by value
+/// at every level.
 async fn phase<T>(
     trace: Option<&RequestTrace>,
     name: &'static str,
-    work: impl std::future::Future<Output = T>,
+    work: std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>,
 ) -> T {
     let Some(trace) = trace else {
         return work.await;
     };
     let cx = trace.phase(name);
     let out = work.with_context(cx.clone()).await;
+    traces::end(&cx, None);
+    out
+}
+
+/// [`phase`] for work that does not wait.
+fn phase_now<T>(trace: Option<&RequestTrace>, name: &'static str, work: impl FnOnce() -> T) -> T {
+    let Some(trace) = trace else {
+        return work();
+    };
+    let cx = trace.phase(name);
+    let out = {
+        let _attached = cx.clone().attach();
+        work()
+    };
     traces::end(&cx, None);
     out
 }
@@ -297,49 +321,55 @@ async fn run(
     trace: Option<&RequestTrace>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    phase(trace, "auth", async {
-        match caller {
-            Some(caller) => {
-                ctx.caller = caller;
-                Ok(())
+    phase(
+        trace,
+        "auth",
+        Box::pin(async {
+            match caller {
+                Some(caller) => {
+                    ctx.caller = caller;
+                    Ok(())
+                }
+                None => auth::authenticate(gw, &parts.headers, ctx).await,
             }
-            None => auth::authenticate(gw, &parts.headers, ctx).await,
-        }
-    })
+        }),
+    )
     .await?;
     let body = phase(
         trace,
         "read_body",
-        read_body(body, gw.config.server.max_body_bytes),
+        Box::pin(read_body(body, gw.config.server.max_body_bytes)),
     )
     .await?;
-    phase(trace, "parse", async {
-        parse(gw, ctx, &parts.headers, body)
-    })
-    .await?;
+    phase_now(trace, "parse", || parse(gw, ctx, &parts.headers, body))?;
     auth::authorize_model(ctx)?;
-    phase(trace, "throttle", throttle::admit(gw, ctx)).await?;
+    phase(trace, "throttle", Box::pin(throttle::admit(gw, ctx))).await?;
     phase(
         trace,
         "cache_key",
-        caching::derive_key(gw, ctx, &parts.headers),
+        Box::pin(caching::derive_key(gw, ctx, &parts.headers)),
     )
     .await?;
-    if let Some(answer) = phase(trace, "cache_lookup", caching::lookup(gw, ctx)).await {
+    if let Some(answer) = phase(trace, "cache_lookup", Box::pin(caching::lookup(gw, ctx))).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
-    if let Some(response) = phase(trace, "semantic_lookup", semantic::lookup(gw, ctx)).await? {
+    if let Some(response) = phase(
+        trace,
+        "semantic_lookup",
+        Box::pin(semantic::lookup(gw, ctx)),
+    )
+    .await?
+    {
         return Ok(response);
     }
-    if let Some(answer) = phase(trace, "coalesce", coalesce::join(gw, ctx)).await {
+    if let Some(answer) = phase(trace, "coalesce", Box::pin(coalesce::join(gw, ctx))).await {
         return Ok(respond::replay(gw, ctx, answer, CacheOutcome::Hit));
     }
-    phase(trace, "budget", budget::reserve(gw, ctx)).await?;
-    let upstream = phase(trace, "upstream", call::call_upstream(gw, ctx)).await?;
-    Ok(phase(trace, "respond", async {
+    phase(trace, "budget", Box::pin(budget::reserve(gw, ctx))).await?;
+    let upstream = phase(trace, "upstream", Box::pin(call::call_upstream(gw, ctx))).await?;
+    Ok(phase_now(trace, "respond", || {
         respond::answer(gw, ctx, upstream)
-    })
-    .await)
+    }))
 }
 
 /// What a failed call of `slot`'s plugin means for the request: go on
