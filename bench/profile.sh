@@ -74,7 +74,10 @@ for kind in "${KINDS[@]}"; do
     -- sleep "$SECONDS_PROFILED" 2>"$WORK/perf.err" ||
     { echo "perf record failed:" >&2; tail -5 "$WORK/perf.err" >&2; exit 1; }
   wait $loader
-  perf script -i "$WORK/$kind.data" -F comm,ip,sym >"$WORK/$kind.txt" 2>"$WORK/perf.err" ||
+  # --no-inline: resolving inlined frames runs addr2line on every object,
+  # and it hangs on the cached compiled plugins (.cwasm); phases are matched
+  # on the functions that were not inlined.
+  perf script --no-inline -i "$WORK/$kind.data" -F comm,ip,sym >"$WORK/$kind.txt" 2>"$WORK/perf.err" ||
     { echo "perf script failed:" >&2; tail -5 "$WORK/perf.err" >&2; exit 1; }
 
   echo
@@ -85,7 +88,7 @@ import re, sys
 # Phase -> functions whose presence on a sample's stack puts it in the phase.
 PHASES = [
     ("accept + HTTP/1 server (hyper)", r"hyper::proto::h1::(role::Server|dispatch::Server)|hyper_util::server|sluice::listener::"),
-    ("pipeline::handle (all of sluice's request work)", r"sluice::pipeline::handle"),
+    ("pipeline (all of sluice's request work)", r"sluice::pipeline::run|sluice::server::api|sluice::pipeline::respond::settle_later"),
     ("  auth", r"sluice::pipeline::auth::"),
     ("  read + parse body", r"sluice::pipeline::read_body|sluice::pipeline::parse|sluice::api::parse"),
     ("  throttle.admit plugin call", r"sluice::plugin::instance::Plugin::throttle_admit"),
@@ -95,14 +98,19 @@ PHASES = [
     ("    of which: instantiate + init", r"sluice::plugin::instance::Plugin::begin"),
     ("    of which: request view to WIT (host copy)", r"sluice::plugin::convert::request"),
     ("    of which: lowering into the guest", r"wasmtime::runtime::component::func::typed::.*(lower|store)|cabi_realloc|Lower"),
+    ("    of which: guest code (leaf)", r"^wasm\[\d+\]::function"),
     ("  state (bucket charge)", r"sluice::state::"),
+    ("  url parse (upstream URL)", r"url::parser::Parser::parse_url"),
+    ("  settle after the answer (plugin + state + spend)", r"sluice::pipeline::respond::settle_later"),
+    ("  instance teardown (store drop, memory reset)", r"drop_in_place<wasmtime::runtime::store::StoreInner|reset_with_pagemap"),
     ("  cache (lookup + store)", r"sluice::cache::|sluice::pipeline::caching|sluice::pipeline::store"),
     ("  upstream client (reqwest + hyper client)", r"sluice::upstream::|reqwest::|hyper::client|hyper_util::client"),
     ("  respond / decorate", r"sluice::pipeline::respond::"),
     ("  metrics", r"sluice::telemetry::metrics|prometheus_client"),
     ("  logs + traces (tracing)", r"tracing::|tracing_subscriber::|sluice::telemetry::traces"),
-    ("malloc/free (anywhere)", r"^(malloc|free|realloc|calloc|_int_malloc|_int_free|cfree|__libc_malloc|mi_|je_|sdallocx)"),
-    ("kernel (syscalls, network)", r"^\[kernel\]"),
+    ("memcpy (leaf: moves of large futures, copies)", r"^__memmove|^__memcpy"),
+    ("malloc/free (leaf)", r"^(malloc|free|realloc|calloc|_int_malloc|_int_free|cfree|__libc_malloc|_rjem_|__rustc::__rust_(alloc|dealloc|realloc))"),
+    ("kernel (leaf: syscalls, network, page tables)", r"^\[kernel\]"),
 ]
 compiled = [(n, re.compile(p)) for n, p in PHASES]
 samples, counts = 0, [0] * len(PHASES)
@@ -112,8 +120,11 @@ def flush():
     if not stack:
         return
     samples += 1
-    for i, (_, rx) in enumerate(compiled):
-        if any(rx.search(f) for f in stack):
+    for i, (name, rx) in enumerate(compiled):
+        # "(leaf" rows count the sampled function itself; the others count
+        # a sample for every phase on its stack.
+        frames = stack[:1] if "(leaf" in name else stack
+        if any(rx.search(f) for f in frames):
             counts[i] += 1
     stack.clear()
 for line in open(sys.argv[1], errors="replace"):
@@ -123,7 +134,8 @@ for line in open(sys.argv[1], errors="replace"):
     elif line.startswith((" ", "\t")):
         # "<address> <symbol>"; kernel addresses are the top half.
         addr, _, sym = line.strip().partition(" ")
-        stack.append(("[kernel] " if addr.startswith("ffffffff") else "") + sym)
+        kernel = addr.startswith("ffffffff") and not addr.startswith("ffffffffffff")
+        stack.append(("[kernel] " if kernel else "") + sym)
     # a header line (comm) starts a new sample
 flush()
 us = float(sys.argv[2])
