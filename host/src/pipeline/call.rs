@@ -51,16 +51,15 @@ fn upstream_path(
     stream: bool,
 ) -> std::borrow::Cow<'static, str> {
     let openai = if route == Route::Embeddings {
-        "embeddings"
+        "/embeddings"
     } else {
-        "chat/completions"
+        "/chat/completions"
     };
     match provider.kind {
-        ProviderKind::Openai if route == Route::Embeddings => "/embeddings".into(),
-        ProviderKind::Openai => "/chat/completions".into(),
+        ProviderKind::Openai => openai.into(),
         ProviderKind::Anthropic => "/messages".into(),
         ProviderKind::Azure => format!(
-            "/openai/deployments/{}/{openai}?api-version={}",
+            "/openai/deployments/{}{openai}?api-version={}",
             path_segment(provider.deployment(model)),
             path_segment(&provider.api_version)
         )
