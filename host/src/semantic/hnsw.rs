@@ -4,10 +4,11 @@
 //! The graph only holds node numbers; the vectors live in the caller's flat
 //! array (`dim` floats per node) and are passed to every call, so the exact
 //! scan and the graph share one copy. Nodes are never removed: the caller
-//! skips dead nodes in results and rebuilds the graph when too many died.
+//! skips dead nodes in results, and drops a graph with its segment (see
+//! [`super::mirror`]).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 
 use crate::cache::footprint;
 
@@ -198,7 +199,10 @@ impl Graph {
         ef: usize,
         layer: usize,
     ) -> Vec<Scored> {
-        let mut visited: HashSet<u32> = eps.iter().copied().collect();
+        let mut visited = Visited::new(self.links.len());
+        for &e in eps {
+            visited.insert(e);
+        }
         // Candidates: best first. Results: worst first, so it can be trimmed.
         let mut candidates = BinaryHeap::new();
         let mut results = BinaryHeap::new();
@@ -250,6 +254,23 @@ impl Graph {
             ep = self.greedy(vectors, dim, q, ep, layer);
         }
         self.search_layer(vectors, dim, q, &[ep], ef.max(1), 0)
+    }
+}
+
+/// The nodes a search has scored: one bit per node of the graph.
+struct Visited(Vec<u64>);
+
+impl Visited {
+    fn new(nodes: usize) -> Self {
+        Self(vec![0; nodes.div_ceil(64)])
+    }
+
+    /// Marks `node`; whether it was not marked before.
+    fn insert(&mut self, node: u32) -> bool {
+        let (word, bit) = ((node / 64) as usize, 1u64 << (node % 64));
+        let fresh = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        fresh
     }
 }
 

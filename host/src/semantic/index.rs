@@ -19,7 +19,8 @@
 //! in namespaces ([`IndexSettings::max_namespaces`]): each mirror counts
 //! what it holds ([`Mirror::bytes`]), and when the sum passes the bound the
 //! least recently used namespaces are dropped whole; a namespace too large
-//! for the bound alone keeps only its newest entries. When the state is this
+//! for the bound alone drops its oldest segments, keeping its newest
+//! entries (see [`Mirror`]: nothing is ever rebuilt). When the state is this
 //! process's memory, the stored entries and answers are counted with their
 //! mirror and deleted with it, so the bound covers them too.
 
@@ -190,6 +191,8 @@ fn now_ms() -> u64 {
 const PENDING_GRACE: Duration = Duration::from_secs(2);
 /// Concurrent reads while catching up with a namespace.
 const READ_CONCURRENCY: usize = 32;
+/// Entries a catch-up adds to a mirror between yields.
+const APPLY_BATCH: usize = 64;
 
 /// Live entries, namespaces and bytes this node keeps for the index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -419,7 +422,7 @@ impl SemanticIndex {
         let ns = inner.namespace(key);
         {
             let mut m = ns.mirror.lock().await;
-            if m.by_seq.contains_key(&seq) {
+            if m.contains(seq) {
                 // The counter started again (the namespace was dropped and
                 // its keys deleted meanwhile): what the mirror has is stale.
                 *m = Mirror::default();
@@ -430,7 +433,7 @@ impl SemanticIndex {
                 m.seen = seq;
             }
             let oldest = seq.saturating_sub(max) + 1;
-            let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
+            let evicted = m.older_than(oldest);
             for s in evicted {
                 m.remove(s);
             }
@@ -563,24 +566,21 @@ impl Inner {
                 return;
             }
         }
-        let mut m = ns.mirror.lock().await;
-        loop {
-            let (total, own) = {
-                let namespaces = self.namespaces.lock();
-                (namespaces.bytes, ns.bytes.load(Ordering::Relaxed))
-            };
-            if total <= max || m.live == 0 || ns.evicted.load(Ordering::Relaxed) {
-                return;
+        // Its oldest segments go, whole, until the sums fit; the lock is
+        // not held across the deletes.
+        let dropped = {
+            let mut m = ns.mirror.lock().await;
+            let mut dropped = Vec::new();
+            while self.namespaces.lock().bytes > max
+                && m.live > 0
+                && !ns.evicted.load(Ordering::Relaxed)
+            {
+                dropped.extend(m.drop_oldest());
+                self.count(ns, &m);
             }
-            // Room for this namespace, and a quarter to spare so trimming
-            // (a rebuild) is not repeated on every insert.
-            let room = (max - (total - own)).saturating_sub(self.namespace_bytes) * 3 / 4;
-            let keep = (m.live as u128 * room as u128 / m.bytes().max(1) as u128) as usize;
-            let keep = keep.min(m.live - 1);
-            let dropped = m.keep_newest(keep, &self.settings);
-            self.count(ns, &m);
-            self.delete_dropped(key, &dropped).await;
-        }
+            dropped
+        };
+        self.delete_dropped(key, &dropped).await;
     }
 
     /// Reads what other nodes appended to `key`'s namespace since the last
@@ -603,7 +603,7 @@ impl Inner {
                 *m = Mirror::default();
             }
             // Evicted by the size bound.
-            let evicted: Vec<u64> = m.by_seq.keys().copied().filter(|s| *s < oldest).collect();
+            let evicted = m.older_than(oldest);
             for seq in evicted {
                 m.remove(seq);
             }
@@ -625,27 +625,38 @@ impl Inner {
             .buffer_unordered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        {
-            let mut m = ns.mirror.lock().await;
-            for (seq, got) in reads {
-                match got? {
-                    Some(bytes) => {
-                        m.pending.remove(&seq);
-                        let held = self.held(bytes.len());
-                        if let Some(entry) = decode_entry(&bytes) {
-                            m.add(seq, entry, held, settings);
+        // An entry that could not be read is retried by the next sync, as
+        // one not written yet is.
+        let failed = reads.iter().find_map(|(_, got)| got.clone().err());
+        // Applied a batch at a time, yielding in between: a node catching up
+        // on thousands of entries lets lookups and other requests run.
+        let mut reads = reads.into_iter().peekable();
+        while reads.peek().is_some() {
+            {
+                let mut m = ns.mirror.lock().await;
+                for (seq, got) in reads.by_ref().take(APPLY_BATCH) {
+                    match got.ok().flatten() {
+                        Some(bytes) => {
+                            m.pending.remove(&seq);
+                            let held = self.held(bytes.len());
+                            if let Some(entry) = decode_entry(&bytes) {
+                                m.add(seq, entry, held, settings);
+                            }
+                        }
+                        None => {
+                            m.pending.entry(seq).or_insert_with(Instant::now);
                         }
                     }
-                    None => {
-                        m.pending.entry(seq).or_insert_with(Instant::now);
-                    }
                 }
+                self.count(ns, &m);
             }
-            m.compact(settings);
-            m.synced = Some(Instant::now());
-            self.count(ns, &m);
+            self.enforce(key, ns).await;
+            tokio::task::yield_now().await;
         }
-        self.enforce(key, ns).await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        ns.mirror.lock().await.synced = Some(Instant::now());
         Ok(())
     }
 }
