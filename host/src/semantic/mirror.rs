@@ -125,6 +125,8 @@ impl Mirror {
             self.seal_newest();
         }
         if self.segments.back().is_none_or(|s| s.sealed) {
+            // Most namespaces never need a second segment: room for one.
+            self.segments.reserve_exact(1);
             self.segments.push_back(Segment {
                 graph: self.graphs.then(Graph::new),
                 ..Segment::default()
