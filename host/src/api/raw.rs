@@ -35,6 +35,7 @@ impl RawBody {
     /// Checks that `bytes` is one JSON object and finds its fields, without
     /// building any of their values.
     pub fn parse(bytes: Bytes) -> Result<Self, ApiError> {
+        check_surrogates(&bytes)?;
         let base = bytes.as_ptr() as usize;
         let (fields, repeated) = {
             let mut de = serde_json::Deserializer::from_slice(&bytes);
@@ -233,6 +234,84 @@ fn check_members<'a>(
     Ok(members)
 }
 
+/// Refuses a body with a string that escapes half a UTF-16 surrogate pair
+/// (`"\ud83d"` alone), wherever it is. Raw values are checked by serde_json's
+/// lenient skipping, which lets such an escape through, and the body is
+/// forwarded from them: without this, a string sluice never decodes (an
+/// unknown field, the first copy of a repeated key) would reach the
+/// provider as JSON that a strict parser refuses. Bodies without a
+/// surrogate escape (nearly all) are only scanned for one.
+fn check_surrogates(bytes: &[u8]) -> Result<(), ApiError> {
+    let escapes_surrogate = memchr::memchr_iter(b'\\', bytes).any(|at| {
+        matches!(
+            bytes.get(at + 1..at + 4),
+            Some([b'u', b'd' | b'D', b'8' | b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        )
+    });
+    if escapes_surrogate {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        de.deserialize_any(StringsVisitor)?;
+    }
+    Ok(())
+}
+
+/// Walks a JSON value decoding every string and key (so each escape is
+/// checked as a string field's would be) and keeping nothing.
+struct StringsVisitor;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StringsVisitor {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StringsVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry_seed(StringsVisitor, StringsVisitor)?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(StringsVisitor)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 /// Reads an object's members as raw values; anything else is consumed (so
 /// the parser still checks it) and reported as `None`.
 struct MembersVisitor;
@@ -338,6 +417,36 @@ mod tests {
 
     fn body(json: &str) -> RawBody {
         RawBody::parse(Bytes::copy_from_slice(json.as_bytes())).expect(json)
+    }
+
+    #[test]
+    fn half_a_surrogate_pair_is_refused_wherever_it_is() {
+        // Found by fuzzing: in a field sluice never decodes, the lone
+        // surrogate passed and went upstream as JSON a strict parser refuses.
+        for sent in [
+            r#"{"model":"m","extra":"\ud83d\r"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"\ud83d","content":"ok"}]}"#,
+            r#"{"model":"m","x":["\uDE00"]}"#,
+            r#"{"model":"m","\ud83d":1}"#,
+        ] {
+            let err = RawBody::parse(Bytes::copy_from_slice(sent.as_bytes()))
+                .expect_err(sent)
+                .to_string();
+            assert!(
+                err.contains("surrogate") || err.contains("escape"),
+                "{sent}: {err}"
+            );
+        }
+        // A whole pair, or an escaped backslash before "ud83d", is fine.
+        for sent in [
+            r#"{"model":"m","extra":"\ud83d\ude00"}"#,
+            r#"{"model":"m","extra":"\\ud83d"}"#,
+        ] {
+            let b = body(sent);
+            let forwarded: serde_json::Value =
+                serde_json::from_slice(&b.rebuilt(&[("model", r#""n""#.into())])).expect(sent);
+            assert_eq!(forwarded["model"], "n");
+        }
     }
 
     #[test]
