@@ -110,6 +110,7 @@ pub fn parse_with(route: Route, body: Bytes, limits: &Limits) -> Result<ParsedRe
         });
     }
     params.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    body.check_strictly()?;
 
     Ok(ParsedRequest {
         route,

@@ -35,7 +35,6 @@ impl RawBody {
     /// Checks that `bytes` is one JSON object and finds its fields, without
     /// building any of their values.
     pub fn parse(bytes: Bytes) -> Result<Self, ApiError> {
-        check_surrogates(&bytes)?;
         let base = bytes.as_ptr() as usize;
         let (fields, repeated) = {
             let mut de = serde_json::Deserializer::from_slice(&bytes);
@@ -61,6 +60,13 @@ impl RawBody {
             fields,
             repeated,
         })
+    }
+
+    /// Refuses a body holding anything a strict JSON parser refuses,
+    /// wherever it is (see [`check_strictly`]). Run after the fields are
+    /// read, so an error in one sluice reads names that field.
+    pub fn check_strictly(&self) -> Result<(), ApiError> {
+        check_strictly(&self.bytes)
     }
 
     /// The body's length in bytes.
@@ -234,29 +240,23 @@ fn check_members<'a>(
     Ok(members)
 }
 
-/// Refuses a body with a string that escapes half a UTF-16 surrogate pair
-/// (`"\ud83d"` alone), wherever it is. Raw values are checked by serde_json's
-/// lenient skipping, which lets such an escape through, and the body is
-/// forwarded from them: without this, a string sluice never decodes (an
-/// unknown field, the first copy of a repeated key) would reach the
-/// provider as JSON that a strict parser refuses. Bodies without a
-/// surrogate escape (nearly all) are only scanned for one.
-fn check_surrogates(bytes: &[u8]) -> Result<(), ApiError> {
-    let escapes_surrogate = memchr::memchr_iter(b'\\', bytes).any(|at| {
-        matches!(
-            bytes.get(at + 1..at + 4),
-            Some([b'u', b'd' | b'D', b'8' | b'9' | b'a'..=b'f' | b'A'..=b'F'])
-        )
-    });
-    if escapes_surrogate {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        de.deserialize_any(StringsVisitor)?;
-    }
+/// Refuses a body holding anything a strict JSON parser refuses, wherever
+/// it is: a string escaping half a UTF-16 surrogate pair (`"\ud83d"`
+/// alone), a number beyond the range of a double (`1e999`). The raw values
+/// the body is read into are checked by serde_json's lenient skipping, which
+/// lets both through, and the body is forwarded from them: without this, a
+/// value sluice never decodes (an unknown field, the first copy of a
+/// repeated key) would reach the provider as JSON it may refuse or read
+/// otherwise. One more pass over the body, building nothing (both found by
+/// the `request` fuzz target).
+fn check_strictly(bytes: &[u8]) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(StringsVisitor)?;
     Ok(())
 }
 
-/// Walks a JSON value decoding every string and key (so each escape is
-/// checked as a string field's would be) and keeping nothing.
+/// Walks a JSON value decoding every string, key and number (so each is
+/// checked as a field read by sluice would be) and keeping nothing.
 struct StringsVisitor;
 
 impl<'de> serde::de::DeserializeSeed<'de> for StringsVisitor {
@@ -420,6 +420,24 @@ mod tests {
     }
 
     #[test]
+    fn a_number_beyond_a_double_is_refused_wherever_it_is() {
+        for sent in [
+            r#"{"model":"m","extra":1e999}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","x":[-5e400]}]}"#,
+        ] {
+            let err = RawBody::parse(Bytes::copy_from_slice(sent.as_bytes()))
+                .and_then(|b| b.check_strictly())
+                .expect_err(sent)
+                .to_string();
+            assert!(err.contains("out of range"), "{sent}: {err}");
+        }
+        // Tiny numbers round to zero, as a strict parser reads them.
+        let b = body(r#"{"model":"m","extra":5e-999}"#);
+        let forwarded: serde_json::Value = serde_json::from_slice(&b.rebuilt(&[])).expect("JSON");
+        assert_eq!(forwarded["extra"], 0.0);
+    }
+
+    #[test]
     fn half_a_surrogate_pair_is_refused_wherever_it_is() {
         // Found by fuzzing: in a field sluice never decodes, the lone
         // surrogate passed and went upstream as JSON a strict parser refuses.
@@ -430,6 +448,7 @@ mod tests {
             r#"{"model":"m","\ud83d":1}"#,
         ] {
             let err = RawBody::parse(Bytes::copy_from_slice(sent.as_bytes()))
+                .and_then(|b| b.check_strictly())
                 .expect_err(sent)
                 .to_string();
             assert!(
