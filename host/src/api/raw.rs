@@ -63,10 +63,19 @@ impl RawBody {
     }
 
     /// Refuses a body holding anything a strict JSON parser refuses,
-    /// wherever it is (see [`check_strictly`]). Run after the fields are
-    /// read, so an error in one sluice reads names that field.
+    /// wherever it is: a string escaping half a UTF-16 surrogate pair
+    /// (`"\ud83d"` alone), a number beyond the range of a double (`1e999`).
+    /// The raw values the body is read into are checked by serde_json's
+    /// lenient skipping, which lets both through, and the body is forwarded
+    /// from them: without this, a value sluice never decodes (an unknown
+    /// field, the first copy of a repeated key) would reach the provider as
+    /// JSON it may refuse or read otherwise. One more pass over the body,
+    /// building nothing (both found by the `request` fuzz target). Run after
+    /// the fields are read, so an error in one sluice reads names that field.
     pub fn check_strictly(&self) -> Result<(), ApiError> {
-        check_strictly(&self.bytes)
+        let mut de = serde_json::Deserializer::from_slice(&self.bytes);
+        de.deserialize_any(StrictVisitor)?;
+        Ok(())
     }
 
     /// The body's length in bytes.
@@ -240,26 +249,11 @@ fn check_members<'a>(
     Ok(members)
 }
 
-/// Refuses a body holding anything a strict JSON parser refuses, wherever
-/// it is: a string escaping half a UTF-16 surrogate pair (`"\ud83d"`
-/// alone), a number beyond the range of a double (`1e999`). The raw values
-/// the body is read into are checked by serde_json's lenient skipping, which
-/// lets both through, and the body is forwarded from them: without this, a
-/// value sluice never decodes (an unknown field, the first copy of a
-/// repeated key) would reach the provider as JSON it may refuse or read
-/// otherwise. One more pass over the body, building nothing (both found by
-/// the `request` fuzz target).
-fn check_strictly(bytes: &[u8]) -> Result<(), ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_any(StringsVisitor)?;
-    Ok(())
-}
-
 /// Walks a JSON value decoding every string, key and number (so each is
 /// checked as a field read by sluice would be) and keeping nothing.
-struct StringsVisitor;
+struct StrictVisitor;
 
-impl<'de> serde::de::DeserializeSeed<'de> for StringsVisitor {
+impl<'de> serde::de::DeserializeSeed<'de> for StrictVisitor {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
@@ -267,7 +261,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for StringsVisitor {
     }
 }
 
-impl<'de> Visitor<'de> for StringsVisitor {
+impl<'de> Visitor<'de> for StrictVisitor {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -275,15 +269,12 @@ impl<'de> Visitor<'de> for StringsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map
-            .next_entry_seed(StringsVisitor, StringsVisitor)?
-            .is_some()
-        {}
+        while map.next_entry_seed(StrictVisitor, StrictVisitor)?.is_some() {}
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(StringsVisitor)?.is_some() {}
+        while seq.next_element_seed(StrictVisitor)?.is_some() {}
         Ok(())
     }
 

@@ -248,15 +248,11 @@ impl Mirror {
             return Vec::new();
         };
         self.first_segment += 1;
-        let dropped: Vec<u64> = segment
-            .meta
-            .iter()
-            .filter(|m| m.live)
-            .map(|m| m.seq)
-            .collect();
+        let mut dropped = Vec::with_capacity(segment.live);
         for m in segment.meta.iter().filter(|m| m.live) {
             self.by_seq.remove(&m.seq);
             self.held_bytes -= m.held as usize;
+            dropped.push(m.seq);
         }
         self.live -= dropped.len();
         self.drop_empty_segments();
