@@ -29,7 +29,9 @@
 #      children included) per request. Unlike throughput this hardly moves
 #      when other work shares the machine.
 #
-# Settings (environment): SLUICE (default target/release/sluice), PEERS
+# Settings (environment): SLUICE (default target/release/sluice),
+# SLUICE_BEFORE (another sluice build, run beside it as before-miss and
+# before-hit: a change measured in one run), PEERS
 # ("portkey litellm"), PEERS_DIR, PORTKEY_VERSION (1.15.2), LITELLM_VERSION
 # (latest), CONCURRENCY (32), DURATION (30s), WARMUP (3s), ROUND (1s),
 # RATE (1000), CPU_REQUESTS (20000), CPU_PEER_REQUESTS (2000), OUT
@@ -139,6 +141,28 @@ TARGETS=(--target "direct=$MOCK_V1/chat/completions" --target "floor=$FLOOR_URL"
 declare -A PID_OF=([direct]=$MOCK_PID [floor]=$FLOOR_PID [sluice-miss]=$SLUICE_PID [sluice-hit]=$SLUICE_PID)
 declare -A URL_OF=([direct]=$MOCK_V1/chat/completions [floor]=$FLOOR_URL [sluice-miss]=$SLUICE_URL [sluice-hit]=$SLUICE_URL)
 declare -A EXTRA_OF=([sluice-hit]="--repeat sluice-hit")
+# The open-loop latency run's targets (the peers cannot hold its rate).
+LATENCY_TARGETS=("${TARGETS[@]}")
+
+# SLUICE_BEFORE: another sluice build (an earlier commit's, say) on the same
+# config, as before-miss and before-hit: a change measured in one run.
+if [[ -n ${SLUICE_BEFORE:-} ]]; then
+  port=$(free_port)
+  SLUICE_BENCH_UPSTREAM=$MOCK_V1 \
+    "$SLUICE_BEFORE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$WORK/before.log" 2>&1 &
+  BEFORE_PID=$!
+  PIDS+=($BEFORE_PID)
+  wait_ready $BEFORE_PID "http://127.0.0.1:$port/healthz"
+  BEFORE_URL=http://127.0.0.1:$port/v1/chat/completions
+  BEFORE_TARGETS=(--target "before-miss=$BEFORE_URL" --target "before-hit=$BEFORE_URL" --repeat before-hit)
+  TARGETS+=("${BEFORE_TARGETS[@]}")
+  LATENCY_TARGETS+=("${BEFORE_TARGETS[@]}")
+  PID_OF[before-miss]=$BEFORE_PID
+  PID_OF[before-hit]=$BEFORE_PID
+  URL_OF[before-miss]=$BEFORE_URL
+  URL_OF[before-hit]=$BEFORE_URL
+  EXTRA_OF[before-hit]="--repeat before-hit"
+fi
 
 for p in $PEERS; do
   port=$(free_port)
@@ -224,9 +248,7 @@ run() {
 }
 
 run capacity "${TARGETS[@]}" --concurrency "$CONCURRENCY" --round "$ROUND" --unique
-run latency --target "direct=$MOCK_V1/chat/completions" --target "floor=$FLOOR_URL" \
-  --target "sluice-miss=$SLUICE_URL" --target "sluice-hit=$SLUICE_URL" --repeat sluice-hit \
-  --rate "$RATE" --round "$ROUND" --unique
+run latency "${LATENCY_TARGETS[@]}" --rate "$RATE" --round "$ROUND" --unique
 
 # --- CPU per request --------------------------------------------------------
 
@@ -257,7 +279,7 @@ echo "== cpu: each target alone, closed loop at $CONCURRENCY, CPU time of its pr
 echo "   (direct: the mock's; the others: the proxy's own, the mock's excluded)"
 printf '   %-12s %9s %12s %9s\n' target requests "CPU us/req" "/floor"
 floor_us=
-for name in direct floor sluice-miss sluice-hit portkey litellm; do
+for name in direct floor sluice-miss sluice-hit before-miss before-hit portkey litellm; do
   [[ -n ${PID_OF[$name]:-} ]] || continue
   url=${URL_OF[$name]}
   n=$CPU_REQUESTS

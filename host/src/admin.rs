@@ -146,6 +146,7 @@ async fn list(State(gw): State<Arc<Gateway>>) -> Response {
                 "source": gw.plugins.origin(kind),
                 "failure": slot.failure(),
                 "loaded_at_ms": unix_ms(plugin.loaded_at()),
+                "init": plugin.init(),
                 "calls": stats.calls,
                 "failures": stats.failures,
                 "p50_us": stats.p50_us,

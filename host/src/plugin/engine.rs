@@ -170,9 +170,14 @@ fn store_artifact(path: &Path, component: &Component) -> anyhow::Result<()> {
     let bytes = component
         .serialize()
         .map_err(|e| anyhow::anyhow!("serialize: {e}"))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it, so a
+/// concurrent reader never sees half a file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    // Write then rename so a concurrent reader never sees half a file.
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name()

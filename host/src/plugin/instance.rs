@@ -1,11 +1,12 @@
 //! [`Plugin`]: a loaded component and its calls, each in a fresh sandboxed
 //! instance.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::watch;
 use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc};
 use wasmtime::{Store, Trap};
 
@@ -112,75 +113,16 @@ impl PluginStats {
     }
 }
 
-/// Export lookups resolved once at load.
-struct Exports {
-    lifecycle: Option<ex::lifecycle::GuestIndices>,
-    cache_key: Option<ex::cache_key::GuestIndices>,
-    semantic: Option<ex::semantic::GuestIndices>,
-    throttle: Option<ex::throttle::GuestIndices>,
-    retry: Option<ex::retry::GuestIndices>,
-    route: Option<ex::route::GuestIndices>,
-}
-
-/// Runs one export on a fresh instance of `$plugin`: instantiate (with
-/// `init`), look the export up, call `$func` with `$params`, classify a
-/// failure, flush the guest's output; `$then` turns the raw answer into the
-/// result. A macro because the call borrows the store across an await.
-macro_rules! on_fresh_instance {
-    ($plugin:ident, $idx:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {{
-        let clock = CallClock::start($plugin.runtime.slow_lanes());
-        $plugin
-            .run(&clock, async {
-                let mut call = $plugin.begin(&clock).await?;
-                let $guest = $idx
-                    .load(&mut call.store, &call.instance)
-                    .map_err(|e| CallError::Trap(first_line(&e)))?;
-                let raw = $plugin.invoke(&mut call.store, $func, $params).await;
-                // A closure, not an async block: nothing here awaits, and a
-                // shared borrow of the store held across an await would make
-                // the future !Send.
-                let out = (|| {
-                    let ($out,) =
-                        raw.map_err(|e| classify(&call.store, &e, $plugin.limits.deadline))?;
-                    $then
-                })();
-                $plugin.finish(&call.store, out)
-            })
-            .await
-    }};
-}
-
-/// A loaded, initialised plugin component.
-pub struct Plugin {
-    runtime: PluginRuntime,
+/// A linked component and its export lookups, resolved once: the plugin's
+/// own, and later the snapshot pre-initialisation links in its place.
+struct Image {
     pre: InstancePre<StoreData>,
     exports: Exports,
-    env: Arc<HostEnv>,
-    limits: Limits,
-    /// Imports something that may wait on I/O (see [`imports::may_wait`]):
-    /// a timer bounds its calls too, since the epoch stops only guest code.
-    may_wait: bool,
-    info: ComponentInfo,
-    loaded_at: std::time::SystemTime,
-    stats: PluginStats,
-    log: GuestLog,
 }
 
-/// One fresh instance, alive for one call.
-struct Call {
-    store: Store<StoreData>,
-    instance: Instance,
-}
-
-impl Plugin {
-    pub(crate) fn new(
-        runtime: PluginRuntime,
-        pre: InstancePre<StoreData>,
-        info: ComponentInfo,
-        env: Arc<HostEnv>,
-        limits: Limits,
-    ) -> wasmtime::Result<Self> {
-        let has = |k: Slot| info.kinds.contains(&k);
+impl Image {
+    fn new(pre: InstancePre<StoreData>, kinds: &[Slot]) -> wasmtime::Result<Self> {
+        let has = |k: Slot| kinds.contains(&k);
         let exports = Exports {
             lifecycle: ex::lifecycle::GuestIndices::new(&pre).ok(),
             cache_key: has(Slot::CacheKey)
@@ -199,13 +141,111 @@ impl Plugin {
                 .then(|| ex::route::GuestIndices::new(&pre))
                 .transpose()?,
         };
+        Ok(Self { pre, exports })
+    }
+}
+
+/// Export lookups of one linked component.
+struct Exports {
+    lifecycle: Option<ex::lifecycle::GuestIndices>,
+    cache_key: Option<ex::cache_key::GuestIndices>,
+    semantic: Option<ex::semantic::GuestIndices>,
+    throttle: Option<ex::throttle::GuestIndices>,
+    retry: Option<ex::retry::GuestIndices>,
+    route: Option<ex::route::GuestIndices>,
+}
+
+/// Runs one export (`$kind`, the slot's field of [`Exports`]) on a fresh
+/// instance of `$plugin`: instantiate (from the snapshot after `init`, or
+/// running `init`), look the export up, call `$func` with `$params`, classify a
+/// failure, flush the guest's output; `$then` turns the raw answer into the
+/// result. A macro because the call borrows the store across an await.
+macro_rules! on_fresh_instance {
+    ($plugin:ident, $kind:ident, $slot:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {{
+        export(&$plugin.image.exports.$kind, $slot)?;
+        let clock = CallClock::start($plugin.runtime.slow_lanes());
+        $plugin
+            .run(&clock, async {
+                let mut call = $plugin.begin(&clock).await?;
+                let $guest = export(&call.image.exports.$kind, $slot)?
+                    .load(&mut call.store, &call.instance)
+                    .map_err(|e| CallError::Trap(first_line(&e)))?;
+                let raw = $plugin.invoke(&mut call.store, $func, $params).await;
+                // A closure, not an async block: nothing here awaits, and a
+                // shared borrow of the store held across an await would make
+                // the future !Send.
+                let out = (|| {
+                    let ($out,) =
+                        raw.map_err(|e| classify(&call.store, &e, $plugin.limits.deadline))?;
+                    $then
+                })();
+                $plugin.finish(&call.store, out)
+            })
+            .await
+    }};
+}
+
+/// How a fresh instance comes to hold the plugin's parsed config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// The component exports no `lifecycle` interface: nothing to run.
+    None,
+    /// Pre-initialisation is under way (it runs after the load, so a new
+    /// version serves at once); until it ends `init` runs on every instance.
+    Pending,
+    /// `init` ran once, after the load; every instance starts from the
+    /// snapshot it left (see `plugin/preinit.rs`).
+    Done,
+    /// `init` runs on every fresh instance, before its call.
+    EachInstance,
+}
+
+/// A loaded, initialised plugin component.
+pub struct Plugin {
+    runtime: PluginRuntime,
+    image: Image,
+    /// The image `init` left, once pre-initialisation has linked it.
+    snapshot: OnceLock<Image>,
+    /// Whether pre-initialisation has ended, either way.
+    preinit_ended: watch::Sender<bool>,
+    env: Arc<HostEnv>,
+    limits: Limits,
+    /// Imports something that may wait on I/O (see [`imports::may_wait`]):
+    /// a timer bounds its calls too, since the epoch stops only guest code.
+    may_wait: bool,
+    info: ComponentInfo,
+    loaded_at: std::time::SystemTime,
+    stats: PluginStats,
+    log: GuestLog,
+}
+
+/// One fresh instance, alive for one call.
+struct Call<'a> {
+    store: Store<StoreData>,
+    instance: Instance,
+    /// What it was instantiated from.
+    image: &'a Image,
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: PluginRuntime,
+        pre: InstancePre<StoreData>,
+        info: ComponentInfo,
+        env: Arc<HostEnv>,
+        limits: Limits,
+    ) -> wasmtime::Result<Self> {
+        let image = Image::new(pre, &info.kinds)?;
+        let (preinit_ended, _) = watch::channel(image.exports.lifecycle.is_none());
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
         let log = GuestLog::new(env.slot, &info.hash);
         Ok(Self {
             log,
             runtime,
-            pre,
-            exports,
+            image,
+            snapshot: OnceLock::new(),
+            preinit_ended,
             env,
             limits,
             may_wait,
@@ -240,13 +280,56 @@ impl Plugin {
         &self.stats
     }
 
+    /// Whether instances start initialised or run `init` first.
+    pub fn init(&self) -> Init {
+        if self.image.exports.lifecycle.is_none() {
+            Init::None
+        } else if self.snapshot.get().is_some() {
+            Init::Done
+        } else if !*self.preinit_ended.borrow() {
+            Init::Pending
+        } else {
+            Init::EachInstance
+        }
+    }
+
+    /// Waits until pre-initialisation has ended, and says how it ended.
+    pub async fn preinitialised(&self) -> Init {
+        let mut ended = self.preinit_ended.subscribe();
+        // The sender lives as long as `self`.
+        let _ = ended.wait_for(|ended| *ended).await;
+        self.init()
+    }
+
+    /// Ends pre-initialisation: from now on instances start from `snapshot`
+    /// (when there is one), without `init`.
+    pub(crate) fn end_preinit(&self, snapshot: Option<InstancePre<StoreData>>) {
+        if let Some(pre) = snapshot {
+            match Image::new(pre, &self.info.kinds) {
+                Ok(image) => {
+                    let _ = self.snapshot.set(image);
+                }
+                Err(e) => {
+                    tracing::warn!(slot = %self.env.slot, error = %first_line(&e), "plugin snapshot unusable; init runs on every instance")
+                }
+            }
+        }
+        self.preinit_ended.send_replace(true);
+    }
+
+    /// What host imports reach on the plugin's behalf.
+    pub(crate) fn env(&self) -> &Arc<HostEnv> {
+        &self.env
+    }
+
     /// Its sandbox limits.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
-    /// Instantiates once and runs `init`: the load-time check that the
-    /// component links, starts and accepts its config.
+    /// Instantiates once (running `init` unless the instance starts from a
+    /// snapshot of it): the load-time check that the component links,
+    /// starts and accepts its config.
     pub(crate) async fn smoke_test(&self) -> Result<(), PluginError> {
         match self
             .begin(&CallClock::start(self.runtime.slow_lanes()))
@@ -262,7 +345,7 @@ impl Plugin {
 
     /// A fresh instance with its deadline (on `clock`) and memory cap set,
     /// initialised with the plugin's config.
-    async fn begin(&self, clock: &CallClock) -> Result<Call, CallError> {
+    async fn begin(&self, clock: &CallClock) -> Result<Call<'_>, CallError> {
         let mut store = Store::new(
             self.runtime.engine(),
             StoreData::new(self.env.clone(), &self.limits),
@@ -273,7 +356,11 @@ impl Plugin {
         // tick) or, at the deadline, traps.
         store.epoch_deadline_callback(clock.time_slices(self.limits.deadline));
         store.set_epoch_deadline(1);
-        let instance = match self.pre.instantiate_async(&mut store).await {
+        let (image, run_init) = match self.snapshot.get() {
+            Some(snapshot) => (snapshot, false),
+            None => (&self.image, true),
+        };
+        let instance = match image.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => {
                 // Pool exhaustion and instantiation traps look alike; the
@@ -287,7 +374,7 @@ impl Plugin {
                 return self.finish(&store, Err(err));
             }
         };
-        if let Some(idx) = &self.exports.lifecycle {
+        if run_init && let Some(idx) = &image.exports.lifecycle {
             let guest = match idx.load(&mut store, &instance) {
                 Ok(g) => g,
                 Err(e) => return Err(CallError::Trap(first_line(&e))),
@@ -306,7 +393,11 @@ impl Plugin {
                 }
             }
         }
-        Ok(Call { store, instance })
+        Ok(Call {
+            store,
+            instance,
+            image,
+        })
     }
 
     /// Calls `func` on a fiber, so the guest can yield at epoch ticks and
@@ -407,18 +498,24 @@ impl Plugin {
 
     /// `cache-key.derive`.
     pub async fn derive_cache_key(&self, req: &PolicyRequest) -> Result<CacheDecision, CallError> {
-        let idx = export(&self.exports.cache_key, Slot::CacheKey)?;
         let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        let out = on_fresh_instance!(self, idx, |guest| guest.func_derive(), (&req,), |d| {
-            let d = convert::cache_decision(d);
-            match &d {
-                CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
-                CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
+        let out = on_fresh_instance!(
+            self,
+            cache_key,
+            Slot::CacheKey,
+            |guest| guest.func_derive(),
+            (&req,),
+            |d| {
+                let d = convert::cache_decision(d);
+                match &d {
+                    CacheDecision::Cache { key, .. } => check_text("cache key", key, max)?,
+                    CacheDecision::Bypass { reason } => check_text("bypass reason", reason, max)?,
+                }
+                Ok(d)
             }
-            Ok(d)
-        });
+        );
         self.record(view, &out);
         out
     }
@@ -428,24 +525,30 @@ impl Plugin {
         &self,
         req: &PolicyRequest,
     ) -> Result<Option<SemanticProbe>, CallError> {
-        let idx = export(&self.exports.semantic, Slot::Semantic)?;
         let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        let out = on_fresh_instance!(self, idx, |guest| guest.func_prepare(), (&req,), |p| {
-            let p = p.map(convert::probe);
-            if let Some(p) = &p {
-                check_text("semantic text", &p.text, max)?;
-                check_text("semantic namespace", &p.namespace, max)?;
-                if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
-                    return Err(CallError::BadAnswer(format!(
-                        "threshold {} is not within [-1, 1]",
-                        p.threshold
-                    )));
+        let out = on_fresh_instance!(
+            self,
+            semantic,
+            Slot::Semantic,
+            |guest| guest.func_prepare(),
+            (&req,),
+            |p| {
+                let p = p.map(convert::probe);
+                if let Some(p) = &p {
+                    check_text("semantic text", &p.text, max)?;
+                    check_text("semantic namespace", &p.namespace, max)?;
+                    if !(p.threshold.is_finite() && (-1.0..=1.0).contains(&p.threshold)) {
+                        return Err(CallError::BadAnswer(format!(
+                            "threshold {} is not within [-1, 1]",
+                            p.threshold
+                        )));
+                    }
                 }
+                Ok(p)
             }
-            Ok(p)
-        });
+        );
         self.record(view, &out);
         out
     }
@@ -456,12 +559,12 @@ impl Plugin {
         req: &PolicyRequest,
         candidate: &SemanticCandidate,
     ) -> Result<bool, CallError> {
-        let idx = export(&self.exports.semantic, Slot::Semantic)?;
         let req = convert::request(req);
         let candidate = convert::candidate(candidate);
         on_fresh_instance!(
             self,
-            idx,
+            semantic,
+            Slot::Semantic,
             |guest| guest.func_accept(),
             (&req, &candidate),
             |accepted| { Ok(accepted) }
@@ -470,18 +573,26 @@ impl Plugin {
 
     /// `throttle.admit`.
     pub async fn throttle_admit(&self, req: &PolicyRequest) -> Result<Admission, CallError> {
-        let idx = export(&self.exports.throttle, Slot::Throttle)?;
         let view = req;
         let req = convert::request(req);
         let max = self.limits.max_answer_bytes;
-        let out = on_fresh_instance!(self, idx, |guest| guest.func_admit(), (&req,), |a| {
-            let a = convert::admission(a).map_err(CallError::BadAnswer)?;
-            match &a {
-                Admission::Charge { buckets } => check_buckets(buckets)?,
-                Admission::Reject { message, .. } => check_text("reject message", message, max)?,
+        let out = on_fresh_instance!(
+            self,
+            throttle,
+            Slot::Throttle,
+            |guest| guest.func_admit(),
+            (&req,),
+            |a| {
+                let a = convert::admission(a).map_err(CallError::BadAnswer)?;
+                match &a {
+                    Admission::Charge { buckets } => check_buckets(buckets)?,
+                    Admission::Reject { message, .. } => {
+                        check_text("reject message", message, max)?
+                    }
+                }
+                Ok(a)
             }
-            Ok(a)
-        });
+        );
         self.record(view, &out);
         out
     }
@@ -492,14 +603,20 @@ impl Plugin {
         req: &PolicyRequest,
         usage: &Usage,
     ) -> Result<Vec<Bucket>, CallError> {
-        let idx = export(&self.exports.throttle, Slot::Throttle)?;
         let req = convert::request(req);
         let usage = convert::usage(usage);
-        on_fresh_instance!(self, idx, |guest| guest.func_settle(), (&req, usage), |b| {
-            let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
-            check_buckets(&b)?;
-            Ok(b)
-        })
+        on_fresh_instance!(
+            self,
+            throttle,
+            Slot::Throttle,
+            |guest| guest.func_settle(),
+            (&req, usage),
+            |b| {
+                let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
+                check_buckets(&b)?;
+                Ok(b)
+            }
+        )
     }
 
     /// `retry.decide`.
@@ -508,13 +625,13 @@ impl Plugin {
         req: &PolicyRequest,
         attempt: &Attempt,
     ) -> Result<RetryVerdict, CallError> {
-        let idx = export(&self.exports.retry, Slot::Retry)?;
         let view = req;
         let req = convert::request(req);
         let attempt = convert::attempt(attempt);
         let out = on_fresh_instance!(
             self,
-            idx,
+            retry,
+            Slot::Retry,
             |guest| guest.func_decide(),
             (&req, &attempt),
             |v| {
@@ -545,13 +662,13 @@ impl Plugin {
         req: &PolicyRequest,
         candidates: &[RouteCandidate],
     ) -> Result<Vec<RouteChoice>, CallError> {
-        let idx = export(&self.exports.route, Slot::Route)?;
         let view = req;
         let req = convert::request(req);
         let wit_candidates: Vec<_> = candidates.iter().map(convert::route_candidate).collect();
         let out = on_fresh_instance!(
             self,
-            idx,
+            route,
+            Slot::Route,
             |guest| guest.func_order(),
             (&req, &wit_candidates),
             |choices| {

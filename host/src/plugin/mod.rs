@@ -19,6 +19,7 @@ mod engine;
 mod imports;
 mod instance;
 mod output;
+mod preinit;
 mod recent;
 mod runtime;
 mod sandbox;
@@ -26,7 +27,7 @@ mod slot;
 
 pub(crate) use convert::request as request_view;
 pub use engine::{EngineSettings, default_cache_dir};
-pub use instance::{CallError, Plugin, PluginStats};
+pub use instance::{CallError, Init, Plugin, PluginStats};
 pub use recent::{RECENT_PER_SLOT, SAMPLE_ID_PREFIX};
 pub use runtime::{ComponentInfo, LoadOptions, PluginError, PluginRuntime};
 pub use sandbox::{Access, Limits, PluginMetrics, import_access};

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
-use super::instance::Plugin;
+use super::instance::{Init, Plugin};
+use super::preinit;
 use super::recent::RecentRequests;
 use super::sandbox::{HostEnv, Limits, PluginMetrics, SlowLanes, StoreData};
 use super::{WIT_PACKAGE, WIT_VERSION};
@@ -232,7 +233,69 @@ impl PluginRuntime {
         let plugin = Plugin::new(self.clone(), pre, info, env, opts.limits)
             .map_err(|e| PluginError::Invalid(first_line(&e)))?;
         plugin.smoke_test().await?;
-        Ok(Arc::new(plugin))
+        let plugin = Arc::new(plugin);
+        if plugin.init() == Init::Pending {
+            // After the load, so a new version serves at once: its calls run
+            // `init` until the snapshot is linked (two more compilations).
+            let this = self.clone();
+            let (plugin, wasm) = (plugin.clone(), wasm.to_vec());
+            tokio::spawn(async move {
+                let snapshot = this.preinitialise(&plugin, &wasm).await;
+                plugin.end_preinit(snapshot);
+            });
+        }
+        Ok(plugin)
+    }
+}
+
+impl PluginRuntime {
+    /// Runs `plugin`'s `init` once and links the snapshot it leaves (see
+    /// [`preinit`]); None when no snapshot can be taken, and `init` keeps
+    /// running on every instance.
+    async fn preinitialise(&self, plugin: &Plugin, wasm: &[u8]) -> Option<InstancePre<StoreData>> {
+        let inner = &self.inner;
+        let slot = plugin.slot();
+        let outcome = preinit::preinitialise(
+            &inner.engine,
+            inner.cache_dir.as_deref(),
+            wasm,
+            plugin.env().clone(),
+            &plugin.limits(),
+            &inner.slow_lanes,
+        )
+        .await;
+        let snapshot = match outcome {
+            preinit::Preinit::Snapshot(bytes) => bytes,
+            preinit::Preinit::PerInstance(why) => {
+                tracing::debug!(%slot, reason = %why, "init runs on every instance");
+                return None;
+            }
+            // The load ran the same `init` on the same config and it agreed:
+            // only an `init` that is not a function of its config gets here.
+            preinit::Preinit::Rejected(msg) => {
+                tracing::warn!(%slot, reason = %msg, "init refused its config once loaded; it runs on every instance");
+                return None;
+            }
+        };
+        let this = self.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            engine::compile_cached(
+                &this.inner.engine,
+                this.inner.cache_dir.as_deref(),
+                &snapshot,
+            )
+        })
+        .await;
+        let linked = match compiled {
+            Ok(Ok((component, _))) => inner.linker.instantiate_pre(&component),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(wasmtime::format_err!("compiler task failed: {e}")),
+        };
+        linked
+            .inspect_err(|e| {
+                tracing::warn!(%slot, error = %first_line(e), "plugin snapshot unusable; init runs on every instance");
+            })
+            .ok()
     }
 }
 

@@ -112,6 +112,11 @@ async fn list_upload_refuse_and_roll_back() {
     let throttle = slot(&listing, "throttle");
     assert_eq!(throttle["kinds"], json!(["throttle"]));
     assert_eq!(throttle["source"], "builtin");
+    // Pre-initialisation runs after the load: done, or still under way.
+    assert!(
+        throttle["init"] == "done" || throttle["init"] == "pending",
+        "{throttle}"
+    );
     assert!(
         throttle["calls"].as_u64().expect("calls") >= 1,
         "{throttle}"

@@ -35,6 +35,7 @@ fn plugin_check_describes_a_plugin() {
     );
     let info: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(info["kinds"], json!(["throttle"]));
+    assert_eq!(info["init"], "done", "init runs once, at load");
     assert!(info["size_bytes"].as_u64().unwrap_or(0) > 1000);
     assert!(info["imports"].as_array().is_some_and(|i| {
         i.iter()

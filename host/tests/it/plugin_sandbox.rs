@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice::plugin::{CallError, EngineSettings, Limits, LoadOptions, PluginError, PluginRuntime};
+use sluice::plugin::{
+    CallError, EngineSettings, Init, Limits, LoadOptions, PluginError, PluginRuntime,
+};
 use sluice::policy::{Attempt, AttemptOutcome, CacheDecision, PolicyRequest, Slot};
 use sluice::state::State;
 
@@ -398,4 +400,87 @@ async fn compiled_code_is_cached_on_disk() {
     assert!(second.from_cache);
     assert_eq!(first.hash, second.hash);
     assert_eq!(second.kinds, Slot::ALL.to_vec());
+}
+
+/// A cache-key plugin written by hand: one core module whose `init` stores
+/// "ok" and, when `reads_clock`, first calls the `clock` import; `derive`
+/// is never called. Built against the real contract (`wit/`).
+fn hand_written_plugin(reads_clock: bool) -> Vec<u8> {
+    use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
+    let clock_call = if reads_clock { "call $now drop" } else { "" };
+    let wat = format!(
+        r#"(module
+          (import "sluice:policy/clock@0.1.0" "monotonic-ns" (func $now (result i64)))
+          (memory (export "memory") 1)
+          (global $heap (mut i32) (i32.const 1024))
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $at i32)
+            (local.set $at (i32.and
+              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+              (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $heap (i32.add (local.get $at) (local.get 3)))
+            (local.get $at))
+          (func (export "sluice:policy/lifecycle@0.1.0#init") (param i32 i32) (result i32)
+            {clock_call}
+            (i32.store8 (i32.const 16) (i32.const 0))
+            (i32.const 16))
+          (func (export "sluice:policy/cache-key@0.1.0#derive") (param i32) (result i32)
+            unreachable))"#
+    );
+    let mut module = wat::parse_str(&wat).expect("wat");
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit"))
+        .expect("wit parses");
+    let world = resolve
+        .select_world(&[pkg], Some("cache-key-plugin"))
+        .expect("world");
+    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).expect("embed");
+    ComponentEncoder::default()
+        .module(&module)
+        .expect("module")
+        .validate(true)
+        .encode()
+        .expect("encode")
+}
+
+/// `init` runs once after the load and instances start from its snapshot
+/// only when that is the same as running it on each: it called no import,
+/// and the component is one core module. Otherwise it still runs on every
+/// fresh instance (the hostile fixtures: several core modules).
+#[tokio::test]
+async fn init_runs_once_only_when_it_is_a_pure_function_of_the_config() {
+    let (rt, dir) = runtime(State::memory());
+    let load = |wasm: Vec<u8>| {
+        let rt = rt.clone();
+        async move {
+            let mut opts = LoadOptions::new(Slot::CacheKey);
+            opts.limits.deadline = Duration::from_secs(5);
+            rt.load(&wasm, opts).await.expect("loads")
+        }
+    };
+    let pure = load(hand_written_plugin(false)).await;
+    assert_eq!(pure.preinitialised().await, Init::Done);
+    let snapshots = || {
+        std::fs::read_dir(dir.path())
+            .expect("cache dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".preinit.wasm"))
+            })
+            .count()
+    };
+    assert_eq!(snapshots(), 1, "the snapshot is cached for the next start");
+
+    let impure = load(hand_written_plugin(true)).await;
+    assert_eq!(impure.preinitialised().await, Init::EachInstance);
+    assert_eq!(snapshots(), 1);
+
+    for build in [HOSTILE, HOSTILE_FIBERLESS] {
+        let p = rt
+            .load(&fixture(build), options("ok"))
+            .await
+            .expect("loads");
+        assert_eq!(p.preinitialised().await, Init::EachInstance, "{build}");
+    }
 }

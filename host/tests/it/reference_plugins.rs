@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use sluice::plugin::{EngineSettings, LoadOptions, Plugin, PluginRuntime};
+use sluice::plugin::{EngineSettings, Init, LoadOptions, Plugin, PluginRuntime};
 use sluice::policy::Slot;
 use sluice::policy::{
     Admission, Attempt, AttemptOutcome, CacheDecision, Message, Param, PolicyRequest, RetryVerdict,
@@ -30,7 +30,11 @@ async fn load(kind: Slot, config: Value) -> Arc<Plugin> {
     // build on a busy two-core machine can take longer than a slot's 50 ms
     // to copy a 4 MiB request into an instance.
     opts.limits.deadline = std::time::Duration::from_secs(5);
-    runtime.load(wasm, opts).await.expect("loads")
+    let plugin = runtime.load(wasm, opts).await.expect("loads");
+    // Every reference plugin starts its instances from a snapshot taken
+    // after `init`: these tests show the config it parsed is there.
+    assert_eq!(plugin.preinitialised().await, Init::Done);
+    plugin
 }
 
 fn user(text: &str) -> Message {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::input::{self, TestInput};
 use crate::config::PluginLimits;
 use crate::plugin::{
-    Access, CallError, EngineSettings, LoadOptions, Plugin, PluginRuntime, import_access,
+    Access, CallError, EngineSettings, Init, LoadOptions, Plugin, PluginRuntime, import_access,
 };
 use crate::policy::{Admission, ChargeResult, Slot};
 use crate::state::State;
@@ -33,12 +33,16 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
     };
     // Linking is part of "usable": refuse imports the host cannot satisfy.
     let slot = info.kinds.first().copied().unwrap_or(Slot::Throttle);
-    if let Err(e) = rt.load(&wasm, LoadOptions::new(slot)).await
-        && matches!(e, crate::plugin::PluginError::Imports(_))
-    {
-        eprintln!("{}: not a usable plugin: {e}", file.display());
-        return Ok(ExitCode::FAILURE);
-    }
+    // With an empty config: `init` may refuse it, which says nothing of
+    // whether the component is usable.
+    let init = match rt.load(&wasm, LoadOptions::new(slot)).await {
+        Ok(plugin) => Some(plugin.preinitialised().await),
+        Err(e @ crate::plugin::PluginError::Imports(_)) => {
+            eprintln!("{}: not a usable plugin: {e}", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(_) => None,
+    };
     let sandbox: Vec<(&str, Access, &str)> = info
         .imports
         .iter()
@@ -49,6 +53,7 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
         .collect();
     if json_out {
         let mut v = serde_json::to_value(&info)?;
+        v["init"] = serde_json::to_value(init)?;
         v["sandbox"] = sandbox
             .iter()
             .map(|(i, access, what)| json!({"import": i, "access": access, "what": what}))
@@ -65,6 +70,9 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
             info.compile_time.as_secs_f64() * 1000.0,
             if info.from_cache { " (from cache)" } else { "" }
         );
+        if let Some(init) = init {
+            println!("  init:     {}", describe_init(init));
+        }
         println!(
             "  imports declared by the component, and what the sandbox grants for each \
              (a language runtime declares more than it may use):"
@@ -89,6 +97,18 @@ pub async fn check(file: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a loaded plugin's instances get their config, for `plugin check`.
+fn describe_init(init: Init) -> &'static str {
+    match init {
+        Init::None => "none (exports no lifecycle interface)",
+        Init::Pending => "pending (runs on every instance until the snapshot is linked)",
+        Init::Done => "once at load; every instance starts from the memory it left",
+        Init::EachInstance => {
+            "on every instance (init calls an import, or the component holds several core modules)"
+        }
+    }
 }
 
 /// What `sluice plugin test` runs: one input, or a scenario of several.
