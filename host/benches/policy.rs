@@ -104,7 +104,10 @@ async fn load_with(runtime: &PluginRuntime, kind: Slot, config: serde_json::Valu
     // Generous: a benchmark on a shared machine must not trip the deadline
     // when the scheduler parks it; it measures cost, not limits.
     opts.limits.deadline = Duration::from_secs(1);
-    runtime.load(wasm, opts).await.expect("loads")
+    let plugin = runtime.load(wasm, opts).await.expect("loads");
+    // Calls as they run once the snapshot after `init` is linked.
+    plugin.preinitialised().await;
+    plugin
 }
 
 fn policy(c: &mut Criterion) {
