@@ -127,13 +127,22 @@ PIDS+=($FLOOR_PID)
 wait_ready $FLOOR_PID "http://127.0.0.1:$port/v1/models"
 FLOOR_URL=http://127.0.0.1:$port/v1/chat/completions
 
-port=$(free_port)
-SLUICE_BENCH_UPSTREAM=$MOCK_V1 \
-  "$SLUICE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$WORK/sluice.log" 2>&1 &
-SLUICE_PID=$!
-PIDS+=($SLUICE_PID)
-wait_ready $SLUICE_PID "http://127.0.0.1:$port/healthz"
-SLUICE_URL=http://127.0.0.1:$port/v1/chat/completions
+# start_sluice BINARY LOG: `serve` on the bench config in front of the mock;
+# sets STARTED_PID and STARTED_URL.
+start_sluice() {
+  local port
+  port=$(free_port)
+  SLUICE_BENCH_UPSTREAM=$MOCK_V1 \
+    "$1" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$2" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=($STARTED_PID)
+  wait_ready $STARTED_PID "http://127.0.0.1:$port/healthz"
+  STARTED_URL=http://127.0.0.1:$port/v1/chat/completions
+}
+
+start_sluice "$SLUICE" "$WORK/sluice.log"
+SLUICE_PID=$STARTED_PID
+SLUICE_URL=$STARTED_URL
 
 # NAME=URL targets with their processes and headers, in report order.
 TARGETS=(--target "direct=$MOCK_V1/chat/completions" --target "floor=$FLOOR_URL"
@@ -147,13 +156,9 @@ LATENCY_TARGETS=("${TARGETS[@]}")
 # SLUICE_BEFORE: another sluice build (an earlier commit's, say) on the same
 # config, as before-miss and before-hit: a change measured in one run.
 if [[ -n ${SLUICE_BEFORE:-} ]]; then
-  port=$(free_port)
-  SLUICE_BENCH_UPSTREAM=$MOCK_V1 \
-    "$SLUICE_BEFORE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$WORK/before.log" 2>&1 &
-  BEFORE_PID=$!
-  PIDS+=($BEFORE_PID)
-  wait_ready $BEFORE_PID "http://127.0.0.1:$port/healthz"
-  BEFORE_URL=http://127.0.0.1:$port/v1/chat/completions
+  start_sluice "$SLUICE_BEFORE" "$WORK/before.log"
+  BEFORE_PID=$STARTED_PID
+  BEFORE_URL=$STARTED_URL
   BEFORE_TARGETS=(--target "before-miss=$BEFORE_URL" --target "before-hit=$BEFORE_URL" --repeat before-hit)
   TARGETS+=("${BEFORE_TARGETS[@]}")
   LATENCY_TARGETS+=("${BEFORE_TARGETS[@]}")

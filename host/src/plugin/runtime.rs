@@ -103,6 +103,9 @@ struct Inner {
     metrics: Option<Arc<dyn PluginMetrics>>,
     slow_lanes: SlowLanes,
     recent: RecentRequests,
+    /// One pre-initialisation at a time: a burst of new versions queues its
+    /// compilations instead of running them all at once.
+    preinit_turn: tokio::sync::Semaphore,
     _ticker: EpochTicker,
 }
 
@@ -129,6 +132,7 @@ impl PluginRuntime {
                 metrics,
                 slow_lanes: SlowLanes::per_worker(),
                 recent: RecentRequests::default(),
+                preinit_turn: tokio::sync::Semaphore::new(1),
                 _ticker: ticker,
             }),
         })
@@ -237,9 +241,18 @@ impl PluginRuntime {
         if plugin.init() == Init::Pending {
             // After the load, so a new version serves at once: its calls run
             // `init` until the snapshot is linked (two more compilations).
+            // A version dropped before its turn (replaced, or loaded only to
+            // be verified) is skipped.
             let this = self.clone();
-            let (plugin, wasm) = (plugin.clone(), wasm.to_vec());
+            let (waiting, wasm) = (Arc::downgrade(&plugin), wasm.to_vec());
             tokio::spawn(async move {
+                // The semaphore is never closed.
+                let Ok(_turn) = this.inner.preinit_turn.acquire().await else {
+                    return;
+                };
+                let Some(plugin) = waiting.upgrade() else {
+                    return;
+                };
                 let snapshot = this.preinitialise(&plugin, &wasm).await;
                 plugin.end_preinit(snapshot);
             });

@@ -312,13 +312,22 @@ async fn not_a_plugin_is_refused_with_a_reason() {
 
 /// A component for `world` of an inline WIT package, with a dummy core module.
 fn component_for(wit: &str, world: &str) -> Vec<u8> {
-    use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
     let mut resolve = wit_parser::Resolve::default();
     let pkg = resolve.push_str("test.wit", wit).expect("wit parses");
     let world = resolve.select_world(&[pkg], Some(world)).expect("world");
-    let mut module =
+    let module =
         wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).expect("embed");
+    componentize(module, &resolve, world)
+}
+
+/// `module`, a core module for `world`, made a component.
+fn componentize(
+    mut module: Vec<u8>,
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> Vec<u8> {
+    use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
+    embed_component_metadata(&mut module, resolve, world, StringEncoding::UTF8).expect("embed");
     ComponentEncoder::default()
         .module(&module)
         .expect("module")
@@ -406,7 +415,6 @@ async fn compiled_code_is_cached_on_disk() {
 /// "ok" and, when `reads_clock`, first calls the `clock` import; `derive`
 /// is never called. Built against the real contract (`wit/`).
 fn hand_written_plugin(reads_clock: bool) -> Vec<u8> {
-    use wit_component::{ComponentEncoder, StringEncoding, embed_component_metadata};
     let clock_call = if reads_clock { "call $now drop" } else { "" };
     let wat = format!(
         r#"(module
@@ -427,7 +435,7 @@ fn hand_written_plugin(reads_clock: bool) -> Vec<u8> {
           (func (export "sluice:policy/cache-key@0.1.0#derive") (param i32) (result i32)
             unreachable))"#
     );
-    let mut module = wat::parse_str(&wat).expect("wat");
+    let module = wat::parse_str(&wat).expect("wat");
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve
         .push_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit"))
@@ -435,13 +443,7 @@ fn hand_written_plugin(reads_clock: bool) -> Vec<u8> {
     let world = resolve
         .select_world(&[pkg], Some("cache-key-plugin"))
         .expect("world");
-    embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).expect("embed");
-    ComponentEncoder::default()
-        .module(&module)
-        .expect("module")
-        .validate(true)
-        .encode()
-        .expect("encode")
+    componentize(module, &resolve, world)
 }
 
 /// `init` runs once after the load and instances start from its snapshot
