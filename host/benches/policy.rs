@@ -1,5 +1,7 @@
 //! The cost of policy decisions: each reference plugin alone, and the four
-//! together as one request pays for them (fresh instances every call); and
+//! together as one request pays for them (fresh instances every call), both
+//! from the snapshot taken after `init` and with `init` on every instance;
+//! and
 //! the semantic plugin's `accept` with its structural guards on and off,
 //! for a short prompt and a long one (the guards' cost inside Wasm).
 //!
@@ -96,11 +98,26 @@ async fn load(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
     load_with(runtime, kind, json!({})).await
 }
 
+/// Loaded with `init` on every instance, as before pre-initialisation.
+async fn load_without_preinit(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
+    load_opts(runtime, kind, json!({}), false).await
+}
+
 async fn load_with(runtime: &PluginRuntime, kind: Slot, config: serde_json::Value) -> Arc<Plugin> {
+    load_opts(runtime, kind, config, true).await
+}
+
+async fn load_opts(
+    runtime: &PluginRuntime,
+    kind: Slot,
+    config: serde_json::Value,
+    preinit: bool,
+) -> Arc<Plugin> {
     let wasm = sluice::plugin::builtin::builtin(kind).expect("builtin plugin");
     let mut opts = LoadOptions::new(kind);
     opts.require = vec![kind];
     opts.config = config;
+    opts.preinit = preinit;
     // Generous: a benchmark on a shared machine must not trip the deadline
     // when the scheduler parks it; it measures cost, not limits.
     opts.limits.deadline = Duration::from_secs(1);
@@ -132,6 +149,14 @@ fn policy(c: &mut Criterion) {
             cache_key: load(&runtime, Slot::CacheKey).await,
             semantic: load(&runtime, Slot::Semantic).await,
             retry: load(&runtime, Slot::Retry).await,
+        }
+    });
+    let per_instance = rt.block_on(async {
+        Set {
+            throttle: load_without_preinit(&runtime, Slot::Throttle).await,
+            cache_key: load_without_preinit(&runtime, Slot::CacheKey).await,
+            semantic: load_without_preinit(&runtime, Slot::Semantic).await,
+            retry: load_without_preinit(&runtime, Slot::Retry).await,
         }
     });
     let req = request();
@@ -194,19 +219,24 @@ fn policy(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("all four (admit+derive+prepare+decide)", |b| {
-        b.iter_custom(|iters| {
-            cpu_time(&rt, iters, || async {
-                set.throttle.throttle_admit(&req).await.expect("admit");
-                set.cache_key.derive_cache_key(&req).await.expect("derive");
-                set.semantic.semantic_prepare(&req).await.expect("prepare");
-                set.retry
-                    .retry_decide(&req, &attempt)
-                    .await
-                    .expect("decide");
+    for (name, set) in [
+        ("all four (admit+derive+prepare+decide)", &set),
+        ("all four, init on every instance", &per_instance),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                cpu_time(&rt, iters, || async {
+                    set.throttle.throttle_admit(&req).await.expect("admit");
+                    set.cache_key.derive_cache_key(&req).await.expect("derive");
+                    set.semantic.semantic_prepare(&req).await.expect("prepare");
+                    set.retry
+                        .retry_decide(&req, &attempt)
+                        .await
+                        .expect("decide");
+                })
             })
-        })
-    });
+        });
+    }
     g.finish();
 
     // The semantic plugin's accept: the guards compare the request's last

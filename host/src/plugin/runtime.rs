@@ -74,6 +74,10 @@ pub struct LoadOptions {
     /// Its config, handed to `init` and the `config` import.
     pub config: serde_json::Value,
     pub limits: Limits,
+    /// Run `init` once and start instances from the snapshot it leaves,
+    /// where that is safe (the default); false keeps `init` on every
+    /// instance (benchmarks compare the two).
+    pub preinit: bool,
 }
 
 impl LoadOptions {
@@ -84,6 +88,7 @@ impl LoadOptions {
             require: Vec::new(),
             config: serde_json::Value::Object(Default::default()),
             limits: Limits::default(),
+            preinit: true,
         }
     }
 }
@@ -238,13 +243,23 @@ impl PluginRuntime {
             .map_err(|e| PluginError::Invalid(first_line(&e)))?;
         plugin.smoke_test().await?;
         let plugin = Arc::new(plugin);
-        if plugin.init() == Init::Pending {
+        match (plugin.init(), opts.preinit) {
+            (Init::Pending, false) => plugin.end_preinit(None),
+            (Init::Pending, true) => self.spawn_preinit(&plugin, wasm),
+            _ => {}
+        }
+        Ok(plugin)
+    }
+
+    /// Pre-initialises `plugin` in the background (see [`preinit`]).
+    fn spawn_preinit(&self, plugin: &Arc<Plugin>, wasm: &[u8]) {
+        {
             // After the load, so a new version serves at once: its calls run
             // `init` until the snapshot is linked (two more compilations).
             // A version dropped before its turn (replaced, or loaded only to
             // be verified) is skipped.
             let this = self.clone();
-            let (waiting, wasm) = (Arc::downgrade(&plugin), wasm.to_vec());
+            let (waiting, wasm) = (Arc::downgrade(plugin), wasm.to_vec());
             tokio::spawn(async move {
                 // The semaphore is never closed.
                 let Ok(_turn) = this.inner.preinit_turn.acquire().await else {
@@ -257,7 +272,6 @@ impl PluginRuntime {
                 plugin.end_preinit(snapshot);
             });
         }
-        Ok(plugin)
     }
 }
 

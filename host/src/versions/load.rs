@@ -48,6 +48,7 @@ pub(super) async fn load_slot(
         require: vec![slot],
         config: cfg.config.clone(),
         limits: slot_limits(cfg),
+        preinit: true,
     };
     let plugin: Arc<_> = runtime
         .load(&wasm, opts)

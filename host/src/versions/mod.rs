@@ -329,6 +329,7 @@ impl PluginVersions {
             require: vec![kind],
             config: config.unwrap_or(slot_cfg.config),
             limits,
+            preinit: true,
         };
         let candidate = self
             .runtime

@@ -50,6 +50,7 @@ fn options(mode: &str) -> LoadOptions {
             deadline: Duration::from_millis(50),
             ..Limits::default()
         },
+        preinit: true,
     }
 }
 
@@ -473,6 +474,15 @@ async fn init_runs_once_only_when_it_is_a_pure_function_of_the_config() {
             .count()
     };
     assert_eq!(snapshots(), 1, "the snapshot is cached for the next start");
+
+    // Asked not to, it keeps `init` on every instance.
+    let mut opts = LoadOptions::new(Slot::CacheKey);
+    opts.preinit = false;
+    let kept = rt
+        .load(&hand_written_plugin(false), opts)
+        .await
+        .expect("loads");
+    assert_eq!(kept.init(), Init::EachInstance);
 
     let impure = load(hand_written_plugin(true)).await;
     assert_eq!(impure.preinitialised().await, Init::EachInstance);

@@ -79,6 +79,7 @@ async fn looping_calls_hold_the_thread_a_tick_at_a_time() {
                 deadline: DEADLINE,
                 ..Limits::default()
             },
+            preinit: true,
         };
         let plugin = rt.load(&wasm, opts).await.expect("loads");
 
