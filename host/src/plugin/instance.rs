@@ -1,10 +1,11 @@
 //! [`Plugin`]: a loaded component and its calls, each in a fresh sandboxed
 //! instance.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::watch;
 use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc};
@@ -114,14 +115,17 @@ impl PluginStats {
 }
 
 /// A linked component and its export lookups, resolved once: the plugin's
-/// own, and later the snapshot pre-initialisation links in its place.
+/// own, until pre-initialisation links the snapshot in its place (and the
+/// original's compiled code goes once no call holds it).
 struct Image {
     pre: InstancePre<StoreData>,
     exports: Exports,
+    /// Whether a fresh instance must run `init` before its call.
+    runs_init: bool,
 }
 
 impl Image {
-    fn new(pre: InstancePre<StoreData>, kinds: &[Slot]) -> wasmtime::Result<Self> {
+    fn new(pre: InstancePre<StoreData>, kinds: &[Slot], snapshot: bool) -> wasmtime::Result<Self> {
         let has = |k: Slot| kinds.contains(&k);
         let exports = Exports {
             lifecycle: ex::lifecycle::GuestIndices::new(&pre).ok(),
@@ -141,7 +145,12 @@ impl Image {
                 .then(|| ex::route::GuestIndices::new(&pre))
                 .transpose()?,
         };
-        Ok(Self { pre, exports })
+        let runs_init = !snapshot && exports.lifecycle.is_some();
+        Ok(Self {
+            pre,
+            exports,
+            runs_init,
+        })
     }
 }
 
@@ -162,7 +171,7 @@ struct Exports {
 /// result. A macro because the call borrows the store across an await.
 macro_rules! on_fresh_instance {
     ($plugin:ident, $kind:ident, $slot:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {{
-        export(&$plugin.image.exports.$kind, $slot)?;
+        $plugin.provides($slot)?;
         let clock = CallClock::start($plugin.runtime.slow_lanes());
         $plugin
             .run(&clock, async {
@@ -204,9 +213,11 @@ pub enum Init {
 /// A loaded, initialised plugin component.
 pub struct Plugin {
     runtime: PluginRuntime,
-    image: Image,
-    /// The image `init` left, once pre-initialisation has linked it.
-    snapshot: OnceLock<Image>,
+    /// What a new call instantiates: the component itself, or the
+    /// snapshot `init` left once pre-initialisation has linked it.
+    image: RwLock<Arc<Image>>,
+    /// It exports the `lifecycle` interface.
+    has_init: bool,
     /// Whether pre-initialisation has ended, either way.
     preinit_ended: watch::Sender<bool>,
     env: Arc<HostEnv>,
@@ -221,11 +232,11 @@ pub struct Plugin {
 }
 
 /// One fresh instance, alive for one call.
-struct Call<'a> {
+struct Call {
     store: Store<StoreData>,
     instance: Instance,
     /// What it was instantiated from.
-    image: &'a Image,
+    image: Arc<Image>,
 }
 
 impl Plugin {
@@ -236,15 +247,16 @@ impl Plugin {
         env: Arc<HostEnv>,
         limits: Limits,
     ) -> wasmtime::Result<Self> {
-        let image = Image::new(pre, &info.kinds)?;
-        let (preinit_ended, _) = watch::channel(image.exports.lifecycle.is_none());
+        let image = Image::new(pre, &info.kinds, false)?;
+        let has_init = image.exports.lifecycle.is_some();
+        let (preinit_ended, _) = watch::channel(!has_init);
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
         let log = GuestLog::new(env.slot, &info.hash);
         Ok(Self {
             log,
             runtime,
-            image,
-            snapshot: OnceLock::new(),
+            image: RwLock::new(Arc::new(image)),
+            has_init,
             preinit_ended,
             env,
             limits,
@@ -282,14 +294,28 @@ impl Plugin {
 
     /// Whether instances start initialised or run `init` first.
     pub fn init(&self) -> Init {
-        if self.image.exports.lifecycle.is_none() {
+        if !self.has_init {
             Init::None
-        } else if self.snapshot.get().is_some() {
+        } else if !self.image().runs_init {
             Init::Done
         } else if !*self.preinit_ended.borrow() {
             Init::Pending
         } else {
             Init::EachInstance
+        }
+    }
+
+    /// The image a new call instantiates.
+    fn image(&self) -> Arc<Image> {
+        self.image.read().clone()
+    }
+
+    /// NotProvided unless the component exports `kind`.
+    fn provides(&self, kind: Slot) -> Result<(), CallError> {
+        if self.info.kinds.contains(&kind) {
+            Ok(())
+        } else {
+            Err(CallError::NotProvided(kind))
         }
     }
 
@@ -305,10 +331,8 @@ impl Plugin {
     /// (when there is one), without `init`.
     pub(crate) fn end_preinit(&self, snapshot: Option<InstancePre<StoreData>>) {
         if let Some(pre) = snapshot {
-            match Image::new(pre, &self.info.kinds) {
-                Ok(image) => {
-                    let _ = self.snapshot.set(image);
-                }
+            match Image::new(pre, &self.info.kinds, true) {
+                Ok(image) => *self.image.write() = Arc::new(image),
                 Err(e) => {
                     tracing::warn!(slot = %self.env.slot, error = %first_line(&e), "plugin snapshot unusable; init runs on every instance")
                 }
@@ -345,7 +369,7 @@ impl Plugin {
 
     /// A fresh instance with its deadline (on `clock`) and memory cap set,
     /// initialised with the plugin's config.
-    async fn begin(&self, clock: &CallClock) -> Result<Call<'_>, CallError> {
+    async fn begin(&self, clock: &CallClock) -> Result<Call, CallError> {
         let mut store = Store::new(
             self.runtime.engine(),
             StoreData::new(self.env.clone(), &self.limits),
@@ -356,10 +380,7 @@ impl Plugin {
         // tick) or, at the deadline, traps.
         store.epoch_deadline_callback(clock.time_slices(self.limits.deadline));
         store.set_epoch_deadline(1);
-        let (image, run_init) = match self.snapshot.get() {
-            Some(snapshot) => (snapshot, false),
-            None => (&self.image, true),
-        };
+        let image = self.image();
         let instance = match image.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => {
@@ -374,7 +395,9 @@ impl Plugin {
                 return self.finish(&store, Err(err));
             }
         };
-        if run_init && let Some(idx) = &image.exports.lifecycle {
+        if image.runs_init
+            && let Some(idx) = &image.exports.lifecycle
+        {
             let guest = match idx.load(&mut store, &instance) {
                 Ok(g) => g,
                 Err(e) => return Err(CallError::Trap(first_line(&e))),
