@@ -94,13 +94,16 @@ struct Set {
     retry: Arc<Plugin>,
 }
 
-async fn load(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
-    load_with(runtime, kind, json!({})).await
-}
-
-/// Loaded with `init` on every instance, as before pre-initialisation.
-async fn load_without_preinit(runtime: &PluginRuntime, kind: Slot) -> Arc<Plugin> {
-    load_opts(runtime, kind, json!({}), false).await
+/// The four reference plugins with empty configs; `preinit` false keeps
+/// `init` on every instance, as before pre-initialisation.
+async fn load_set(runtime: &PluginRuntime, preinit: bool) -> Set {
+    let load = |kind| load_opts(runtime, kind, json!({}), preinit);
+    Set {
+        throttle: load(Slot::Throttle).await,
+        cache_key: load(Slot::CacheKey).await,
+        semantic: load(Slot::Semantic).await,
+        retry: load(Slot::Retry).await,
+    }
 }
 
 async fn load_with(runtime: &PluginRuntime, kind: Slot, config: serde_json::Value) -> Arc<Plugin> {
@@ -143,22 +146,8 @@ fn policy(c: &mut Criterion) {
         )
         .expect("runtime")
     });
-    let set = rt.block_on(async {
-        Set {
-            throttle: load(&runtime, Slot::Throttle).await,
-            cache_key: load(&runtime, Slot::CacheKey).await,
-            semantic: load(&runtime, Slot::Semantic).await,
-            retry: load(&runtime, Slot::Retry).await,
-        }
-    });
-    let per_instance = rt.block_on(async {
-        Set {
-            throttle: load_without_preinit(&runtime, Slot::Throttle).await,
-            cache_key: load_without_preinit(&runtime, Slot::CacheKey).await,
-            semantic: load_without_preinit(&runtime, Slot::Semantic).await,
-            retry: load_without_preinit(&runtime, Slot::Retry).await,
-        }
-    });
+    let set = rt.block_on(load_set(&runtime, true));
+    let per_instance = rt.block_on(load_set(&runtime, false));
     let req = request();
     let attempt = Attempt {
         number: 1,
