@@ -216,8 +216,6 @@ pub struct Plugin {
     /// What a new call instantiates: the component itself, or the
     /// snapshot `init` left once pre-initialisation has linked it.
     image: RwLock<Arc<Image>>,
-    /// It exports the `lifecycle` interface.
-    has_init: bool,
     /// Whether pre-initialisation has ended, either way.
     preinit_ended: watch::Sender<bool>,
     env: Arc<HostEnv>,
@@ -248,15 +246,14 @@ impl Plugin {
         limits: Limits,
     ) -> wasmtime::Result<Self> {
         let image = Image::new(pre, &info.kinds, false)?;
-        let has_init = image.exports.lifecycle.is_some();
-        let (preinit_ended, _) = watch::channel(!has_init);
+        // Nothing to pre-initialise without `init`.
+        let (preinit_ended, _) = watch::channel(image.exports.lifecycle.is_none());
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
         let log = GuestLog::new(env.slot, &info.hash);
         Ok(Self {
             log,
             runtime,
             image: RwLock::new(Arc::new(image)),
-            has_init,
             preinit_ended,
             env,
             limits,
@@ -294,9 +291,10 @@ impl Plugin {
 
     /// Whether instances start initialised or run `init` first.
     pub fn init(&self) -> Init {
-        if !self.has_init {
+        let image = self.image();
+        if image.exports.lifecycle.is_none() {
             Init::None
-        } else if !self.image().runs_init {
+        } else if !image.runs_init {
             Init::Done
         } else if !*self.preinit_ended.borrow() {
             Init::Pending

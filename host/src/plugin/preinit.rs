@@ -20,9 +20,9 @@ use wasmtime::{Engine, Store};
 use wasmtime_wizer::ComponentInstanceState;
 use wasmtime_wizer::Wizer;
 
+use super::bindings::exports::sluice::policy::lifecycle;
 use super::runtime::first_line;
 use super::sandbox::{CallClock, HostEnv, Limits, SlowLanes, StoreData};
-use super::{WIT_PACKAGE, WIT_VERSION};
 
 /// The outcome of pre-initialising one (component, config).
 #[derive(Debug)]
@@ -34,11 +34,6 @@ pub(crate) enum Preinit {
     Rejected(String),
     /// No snapshot (why): `init` runs on every fresh instance.
     PerInstance(String),
-}
-
-/// The lifecycle interface's export name.
-fn lifecycle_export() -> String {
-    format!("{WIT_PACKAGE}/lifecycle@{WIT_VERSION}")
 }
 
 /// Runs `init` with the plugin's config once and snapshots the instance,
@@ -136,11 +131,18 @@ async fn run_init(
     if let Err(e) = linker.define_unknown_imports_as_traps(&component) {
         return Preinit::PerInstance(format!("imports: {}", first_line(&e)));
     }
-    let instance = match linker.instantiate_async(&mut store, &component).await {
+    let linked = linker
+        .instantiate_pre(&component)
+        .and_then(|pre| Ok((lifecycle::GuestIndices::new(&pre)?, pre)));
+    let (init, pre) = match linked {
+        Ok(l) => l,
+        Err(e) => return Preinit::PerInstance(format!("linking: {}", first_line(&e))),
+    };
+    let instance = match pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => return Preinit::PerInstance(format!("instantiating: {}", first_line(&e))),
     };
-    match call_init(&mut store, &instance, &env.config_json).await {
+    match call_init(&mut store, &instance, &init, &env.config_json).await {
         Ok(Ok(())) => {}
         Ok(Err(msg)) => return Preinit::Rejected(msg),
         Err(why) => return Preinit::PerInstance(why),
@@ -164,18 +166,13 @@ async fn run_init(
 async fn call_init(
     store: &mut Store<StoreData>,
     instance: &Instance,
+    init: &lifecycle::GuestIndices,
     config: &str,
 ) -> Result<Result<(), String>, String> {
-    let iface = instance
-        .get_export_index(&mut *store, None, &lifecycle_export())
-        .ok_or("exports no lifecycle interface")?;
-    let func = instance
-        .get_export_index(&mut *store, Some(&iface), "init")
-        .ok_or("its lifecycle interface has no init")?;
-    let init = instance
-        .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, func)
+    let guest = init
+        .load(&mut *store, instance)
         .map_err(|e| format!("init: {}", first_line(&e)))?;
-    match init.call_async(&mut *store, (config,)).await {
+    match guest.func_init().call_async(&mut *store, (config,)).await {
         Ok((answer,)) => Ok(answer),
         // A trap here is most often an import called from `init`.
         Err(e) => Err(format!(

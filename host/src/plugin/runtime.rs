@@ -253,29 +253,25 @@ impl PluginRuntime {
 
     /// Pre-initialises `plugin` in the background (see [`preinit`]).
     fn spawn_preinit(&self, plugin: &Arc<Plugin>, wasm: &[u8]) {
-        {
-            // After the load, so a new version serves at once: its calls run
-            // `init` until the snapshot is linked (two more compilations).
-            // A version dropped before its turn (replaced, or loaded only to
-            // be verified) is skipped.
-            let this = self.clone();
-            let (waiting, wasm) = (Arc::downgrade(plugin), wasm.to_vec());
-            tokio::spawn(async move {
-                // The semaphore is never closed.
-                let Ok(_turn) = this.inner.preinit_turn.acquire().await else {
-                    return;
-                };
-                let Some(plugin) = waiting.upgrade() else {
-                    return;
-                };
-                let snapshot = this.preinitialise(&plugin, &wasm).await;
-                plugin.end_preinit(snapshot);
-            });
-        }
+        // After the load, so a new version serves at once: its calls run
+        // `init` until the snapshot is linked (two more compilations). A
+        // version dropped before its turn (replaced, or loaded only to be
+        // verified) is skipped.
+        let this = self.clone();
+        let (waiting, wasm) = (Arc::downgrade(plugin), wasm.to_vec());
+        tokio::spawn(async move {
+            // The semaphore is never closed.
+            let Ok(_turn) = this.inner.preinit_turn.acquire().await else {
+                return;
+            };
+            let Some(plugin) = waiting.upgrade() else {
+                return;
+            };
+            let snapshot = this.preinitialise(&plugin, &wasm).await;
+            plugin.end_preinit(snapshot);
+        });
     }
-}
 
-impl PluginRuntime {
     /// Runs `plugin`'s `init` once and links the snapshot it leaves (see
     /// [`preinit`]); None when no snapshot can be taken, and `init` keeps
     /// running on every instance.
