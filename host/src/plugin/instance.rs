@@ -1,20 +1,23 @@
 //! [`Plugin`]: a loaded component and its calls, each in a fresh sandboxed
 //! instance.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::watch;
-use wasmtime::component::{ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc,
+};
 use wasmtime::{Store, Trap};
 
 use super::bindings::exports::sluice::policy as ex;
 use super::output::GuestLog;
 use super::runtime::{ComponentInfo, PluginError, PluginRuntime, first_line};
 use super::sandbox::{CallClock, HostEnv, Limits, StoreData};
+use super::{WIT_PACKAGE, WIT_VERSION};
 use super::{convert, imports};
 use crate::policy::{
     Admission, Attempt, Bucket, CacheDecision, PolicyRequest, RetryVerdict, RouteCandidate,
@@ -126,26 +129,23 @@ struct Image {
 
 impl Image {
     fn new(pre: InstancePre<StoreData>, kinds: &[Slot], snapshot: bool) -> wasmtime::Result<Self> {
-        let has = |k: Slot| kinds.contains(&k);
-        let exports = Exports {
-            lifecycle: ex::lifecycle::GuestIndices::new(&pre).ok(),
-            cache_key: has(Slot::CacheKey)
-                .then(|| ex::cache_key::GuestIndices::new(&pre))
-                .transpose()?,
-            semantic: has(Slot::Semantic)
-                .then(|| ex::semantic::GuestIndices::new(&pre))
-                .transpose()?,
-            throttle: has(Slot::Throttle)
-                .then(|| ex::throttle::GuestIndices::new(&pre))
-                .transpose()?,
-            retry: has(Slot::Retry)
-                .then(|| ex::retry::GuestIndices::new(&pre))
-                .transpose()?,
-            route: has(Slot::Route)
-                .then(|| ex::route::GuestIndices::new(&pre))
-                .transpose()?,
+        let find = |kind: Slot, func: &str| {
+            kinds
+                .contains(&kind)
+                .then(|| ExportFunc::find(&pre, kind.interface(), func))
+                .transpose()
         };
-        let runs_init = !snapshot && exports.lifecycle.is_some();
+        let exports = Exports {
+            init: ExportFunc::find(&pre, "lifecycle", "init").ok(),
+            derive: find(Slot::CacheKey, "derive")?,
+            prepare: find(Slot::Semantic, "prepare")?,
+            accept: find(Slot::Semantic, "accept")?,
+            admit: find(Slot::Throttle, "admit")?,
+            settle: find(Slot::Throttle, "settle")?,
+            decide: find(Slot::Retry, "decide")?,
+            order: find(Slot::Route, "order")?,
+        };
+        let runs_init = !snapshot && exports.init.is_some();
         Ok(Self {
             pre,
             exports,
@@ -154,32 +154,94 @@ impl Image {
     }
 }
 
-/// Export lookups of one linked component.
+/// The functions one linked component exports, by WIT name; `None` where
+/// it does not provide the kind.
 struct Exports {
-    lifecycle: Option<ex::lifecycle::GuestIndices>,
-    cache_key: Option<ex::cache_key::GuestIndices>,
-    semantic: Option<ex::semantic::GuestIndices>,
-    throttle: Option<ex::throttle::GuestIndices>,
-    retry: Option<ex::retry::GuestIndices>,
-    route: Option<ex::route::GuestIndices>,
+    init: Option<ExportFunc>,
+    derive: Option<ExportFunc>,
+    prepare: Option<ExportFunc>,
+    accept: Option<ExportFunc>,
+    admit: Option<ExportFunc>,
+    settle: Option<ExportFunc>,
+    decide: Option<ExportFunc>,
+    order: Option<ExportFunc>,
 }
 
-/// Runs one export (`$kind`, the slot's field of [`Exports`]) on a fresh
-/// instance of `$plugin`: instantiate (from the snapshot after `init`, or
-/// running `init`), look the export up, call `$func` with `$params`, classify a
-/// failure, flush the guest's output; `$then` turns the raw answer into the
-/// result. A macro because the call borrows the store across an await.
+/// One function an image exports: where it is, found once when the image
+/// is linked, and the signature its first call checked it against. Every
+/// instance of an image has the same types, so later calls with that
+/// signature skip the check (the generated `GuestIndices::load` checks
+/// every function of an interface, on every call: 2-3% of a request).
+struct ExportFunc {
+    index: ComponentExportIndex,
+    /// `type_name` of the `(params, results)` the function was checked as.
+    checked: OnceLock<&'static str>,
+}
+
+impl ExportFunc {
+    /// `func` of the policy interface `interface`, or why it is missing.
+    fn find(pre: &InstancePre<StoreData>, interface: &str, func: &str) -> wasmtime::Result<Self> {
+        let component = pre.component();
+        let name = format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}");
+        let instance = component
+            .get_export_index(None, &name)
+            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{name}`"))?;
+        let index = component
+            .get_export_index(Some(&instance), func)
+            .ok_or_else(|| wasmtime::format_err!("`{name}` does not export `{func}`"))?;
+        Ok(Self {
+            index,
+            checked: OnceLock::new(),
+        })
+    }
+
+    /// The function on `instance` (an instance of this export's image),
+    /// typed as `_signature`: a generated accessor such as
+    /// `ex::throttle::Guest::func_admit`, named only for its types, so that
+    /// the bindings alone spell them.
+    fn typed<'a, G, P, R>(
+        &self,
+        store: &mut Store<StoreData>,
+        instance: &Instance,
+        _signature: fn(&'a G) -> TypedFunc<P, R>,
+    ) -> wasmtime::Result<TypedFunc<P, R>>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
+        let func = instance
+            .get_func(&mut *store, self.index)
+            .ok_or_else(|| wasmtime::format_err!("an export is missing from its own instance"))?;
+        let signature = std::any::type_name::<(P, R)>();
+        if self.checked.get() == Some(&signature) {
+            // SAFETY: `func` is this export on an instance of this image,
+            // whose types an earlier call checked against these parameter
+            // and result types (lifetimes aside, which change nothing in
+            // how values are lowered or lifted).
+            return Ok(unsafe { TypedFunc::new_unchecked(func) });
+        }
+        let typed = func.typed::<P, R>(&*store)?;
+        let _ = self.checked.set(signature);
+        Ok(typed)
+    }
+}
+
+/// Runs one export (`$func`, its field of [`Exports`], typed as the
+/// generated accessor `$signature`) on a fresh instance of `$plugin`:
+/// instantiate (from the snapshot after `init`, or running `init`), call it
+/// with `$params`, classify a failure, flush the guest's output; `$then`
+/// turns the raw answer into the result. A macro because the call borrows the store across an await.
 macro_rules! on_fresh_instance {
-    ($plugin:ident, $kind:ident, $slot:expr, |$guest:ident| $func:expr, $params:expr, |$out:ident| $then:block) => {{
+    ($plugin:ident, $func:ident, $slot:expr, $signature:expr, $params:expr, |$out:ident| $then:block) => {{
         $plugin.provides($slot)?;
         let clock = CallClock::start($plugin.runtime.slow_lanes());
         $plugin
             .run(&clock, async {
                 let mut call = $plugin.begin(&clock).await?;
-                let $guest = export(&call.image.exports.$kind, $slot)?
-                    .load(&mut call.store, &call.instance)
+                let func = export(&call.image.exports.$func, $slot)?
+                    .typed(&mut call.store, &call.instance, $signature)
                     .map_err(|e| CallError::Trap(first_line(&e)))?;
-                let raw = $plugin.invoke(&mut call.store, $func, $params).await;
+                let raw = $plugin.invoke(&mut call.store, func, $params).await;
                 // A closure, not an async block: nothing here awaits, and a
                 // shared borrow of the store held across an await would make
                 // the future !Send.
@@ -247,7 +309,7 @@ impl Plugin {
     ) -> wasmtime::Result<Self> {
         let image = Image::new(pre, &info.kinds, false)?;
         // Nothing to pre-initialise without `init`.
-        let (preinit_ended, _) = watch::channel(image.exports.lifecycle.is_none());
+        let (preinit_ended, _) = watch::channel(image.exports.init.is_none());
         let may_wait = info.imports.iter().any(|name| imports::may_wait(name));
         let log = GuestLog::new(env.slot, &info.hash);
         Ok(Self {
@@ -292,7 +354,7 @@ impl Plugin {
     /// Whether instances start initialised or run `init` first.
     pub fn init(&self) -> Init {
         let image = self.image();
-        if image.exports.lifecycle.is_none() {
+        if image.exports.init.is_none() {
             Init::None
         } else if !image.runs_init {
             Init::Done
@@ -394,18 +456,14 @@ impl Plugin {
             }
         };
         if image.runs_init
-            && let Some(idx) = &image.exports.lifecycle
+            && let Some(init) = &image.exports.init
         {
-            let guest = match idx.load(&mut store, &instance) {
-                Ok(g) => g,
+            let init = match init.typed(&mut store, &instance, ex::lifecycle::Guest::func_init) {
+                Ok(f) => f,
                 Err(e) => return Err(CallError::Trap(first_line(&e))),
             };
             let config = (&*self.env.config_json,);
-            match self
-                .invoke(&mut store, guest.func_init(), config)
-                .await
-                .map(|(a,)| a)
-            {
+            match self.invoke(&mut store, init, config).await.map(|(a,)| a) {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => return self.finish(&store, Err(CallError::InitRejected(msg))),
                 Err(e) => {
@@ -524,9 +582,9 @@ impl Plugin {
         let max = self.limits.max_answer_bytes;
         let out = on_fresh_instance!(
             self,
-            cache_key,
+            derive,
             Slot::CacheKey,
-            |guest| guest.func_derive(),
+            ex::cache_key::Guest::func_derive,
             (&req,),
             |d| {
                 let d = convert::cache_decision(d);
@@ -551,9 +609,9 @@ impl Plugin {
         let max = self.limits.max_answer_bytes;
         let out = on_fresh_instance!(
             self,
-            semantic,
+            prepare,
             Slot::Semantic,
-            |guest| guest.func_prepare(),
+            ex::semantic::Guest::func_prepare,
             (&req,),
             |p| {
                 let p = p.map(convert::probe);
@@ -584,9 +642,9 @@ impl Plugin {
         let candidate = convert::candidate(candidate);
         on_fresh_instance!(
             self,
-            semantic,
+            accept,
             Slot::Semantic,
-            |guest| guest.func_accept(),
+            ex::semantic::Guest::func_accept,
             (&req, &candidate),
             |accepted| { Ok(accepted) }
         )
@@ -599,9 +657,9 @@ impl Plugin {
         let max = self.limits.max_answer_bytes;
         let out = on_fresh_instance!(
             self,
-            throttle,
+            admit,
             Slot::Throttle,
-            |guest| guest.func_admit(),
+            ex::throttle::Guest::func_admit,
             (&req,),
             |a| {
                 let a = convert::admission(a).map_err(CallError::BadAnswer)?;
@@ -628,9 +686,9 @@ impl Plugin {
         let usage = convert::usage(usage);
         on_fresh_instance!(
             self,
-            throttle,
+            settle,
             Slot::Throttle,
-            |guest| guest.func_settle(),
+            ex::throttle::Guest::func_settle,
             (&req, usage),
             |b| {
                 let b = convert::buckets_from_wit(b).map_err(CallError::BadAnswer)?;
@@ -651,9 +709,9 @@ impl Plugin {
         let attempt = convert::attempt(attempt);
         let out = on_fresh_instance!(
             self,
-            retry,
+            decide,
             Slot::Retry,
-            |guest| guest.func_decide(),
+            ex::retry::Guest::func_decide,
             (&req, &attempt),
             |v| {
                 let v = convert::verdict(v);
@@ -688,9 +746,9 @@ impl Plugin {
         let wit_candidates: Vec<_> = candidates.iter().map(convert::route_candidate).collect();
         let out = on_fresh_instance!(
             self,
-            route,
+            order,
             Slot::Route,
-            |guest| guest.func_order(),
+            ex::route::Guest::func_order,
             (&req, &wit_candidates),
             |choices| {
                 let choices: Vec<RouteChoice> =
