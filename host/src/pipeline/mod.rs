@@ -441,7 +441,7 @@ fn parse(
 /// The client's `x-request-id` when it is sane, else a fresh UUIDv7.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&respond::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()

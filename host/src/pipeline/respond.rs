@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 
 use super::store::StorePlan;
 use super::stream::{Finished, Tee, replay_bytes};
@@ -237,54 +237,67 @@ pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     if let Some(cost) = ctx.spend.cost
         && let Ok(v) = HeaderValue::from_str(&usd_text(cost))
     {
-        h.insert("x-sluice-cost-usd", v);
+        h.insert(COST_USD.clone(), v);
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        h.insert("x-request-id", v);
+        h.insert(REQUEST_ID.clone(), v);
     }
-    h.insert(
-        "x-sluice-cache",
-        HeaderValue::from_static(ctx.cache.as_str()),
-    );
+    h.insert(CACHE.clone(), HeaderValue::from_static(ctx.cache.as_str()));
     if ctx.attempts > 0 {
-        h.insert("x-sluice-attempts", HeaderValue::from(ctx.attempts));
+        h.insert(ATTEMPTS.clone(), HeaderValue::from(ctx.attempts));
     }
     let Some(limits) = &ctx.limits else {
         return;
     };
-    for (unit, suffix) in [(Unit::Requests, "requests"), (Unit::Tokens, "tokens")] {
+    for (unit, [limit, remaining, reset]) in &RATELIMIT_HEADERS {
         // The most constraining bucket of the unit speaks for it.
         let Some(b) = limits
             .buckets
             .iter()
-            .filter(|b| b.unit == unit)
+            .filter(|b| b.unit == *unit)
             .min_by_key(|b| (b.remaining, std::cmp::Reverse(b.reset_ms)))
         else {
             continue;
         };
-        h.insert(
-            header_name("x-ratelimit-limit-", suffix),
-            HeaderValue::from(b.limit),
-        );
-        h.insert(
-            header_name("x-ratelimit-remaining-", suffix),
-            HeaderValue::from(b.remaining),
-        );
+        h.insert(limit.clone(), HeaderValue::from(b.limit));
+        h.insert(remaining.clone(), HeaderValue::from(b.remaining));
         if let Ok(v) = HeaderValue::from_str(&openai_duration(b.reset_ms)) {
-            h.insert(header_name("x-ratelimit-reset-", suffix), v);
+            h.insert(reset.clone(), v);
         }
     }
 }
+
+// The headers every response carries, parsed at compile time: a name
+// given as a string is parsed again on every insert.
+static COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
+pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
+static ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, per
+/// unit.
+static RATELIMIT_HEADERS: [(Unit, [HeaderName; 3]); 2] = [
+    (
+        Unit::Requests,
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+    ),
+    (
+        Unit::Tokens,
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ),
+];
 
 /// Nano-USD as decimal USD without trailing zeros: `0.00045`, `0`.
 fn usd_text(nano: crate::spend::Nano) -> String {
     let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
-fn header_name(prefix: &str, suffix: &str) -> http::HeaderName {
-    http::HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
-        .expect("static header names are valid")
 }
 
 /// OpenAI's reset format: "120ms", "1.5s", "6m0s", "1h2m3s".
