@@ -337,6 +337,34 @@ fn componentize(
         .expect("encode")
 }
 
+/// An export whose signature is not the host's is refused at its call, on
+/// every call: the host checks an export's types on an image's first call
+/// and trusts them afterwards only for the types that passed.
+#[tokio::test]
+async fn an_export_with_other_types_is_refused_on_every_call() {
+    let (rt, _dir) = runtime(State::memory());
+    let mistyped = component_for(
+        "package sluice:policy@0.1.0;
+         interface cache-key { derive: func(n: u32) -> u32; }
+         world w { export cache-key; }",
+        "w",
+    );
+    let plugin = rt
+        .load(&mistyped, LoadOptions::new(Slot::CacheKey))
+        .await
+        .expect("its exports are found by name; their types are checked at the call");
+    for call in 1..=2 {
+        let err = plugin
+            .derive_cache_key(&PolicyRequest::default())
+            .await
+            .expect_err("a mistyped export is never called");
+        assert!(
+            matches!(&err, CallError::Trap(msg) if msg.contains("type mismatch")),
+            "call {call}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_component_for_another_world_is_refused() {
     let (rt, _dir) = runtime(State::memory());
