@@ -237,45 +237,46 @@ pub fn decorate(ctx: &RequestCtx, resp: &mut Response) {
     if let Some(cost) = ctx.spend.cost
         && let Ok(v) = HeaderValue::from_str(&usd_text(cost))
     {
-        h.insert(COST_USD.clone(), v);
+        h.insert(COST_USD, v);
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        h.insert(REQUEST_ID.clone(), v);
+        h.insert(REQUEST_ID, v);
     }
-    h.insert(CACHE.clone(), HeaderValue::from_static(ctx.cache.as_str()));
+    h.insert(CACHE, HeaderValue::from_static(ctx.cache.as_str()));
     if ctx.attempts > 0 {
-        h.insert(ATTEMPTS.clone(), HeaderValue::from(ctx.attempts));
+        h.insert(ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     let Some(limits) = &ctx.limits else {
         return;
     };
-    for (unit, [limit, remaining, reset]) in &RATELIMIT_HEADERS {
+    for (unit, [limit, remaining, reset]) in RATELIMIT_HEADERS {
         // The most constraining bucket of the unit speaks for it.
         let Some(b) = limits
             .buckets
             .iter()
-            .filter(|b| b.unit == *unit)
+            .filter(|b| b.unit == unit)
             .min_by_key(|b| (b.remaining, std::cmp::Reverse(b.reset_ms)))
         else {
             continue;
         };
-        h.insert(limit.clone(), HeaderValue::from(b.limit));
-        h.insert(remaining.clone(), HeaderValue::from(b.remaining));
+        h.insert(limit, HeaderValue::from(b.limit));
+        h.insert(remaining, HeaderValue::from(b.remaining));
         if let Ok(v) = HeaderValue::from_str(&openai_duration(b.reset_ms)) {
-            h.insert(reset.clone(), v);
+            h.insert(reset, v);
         }
     }
 }
 
-// The headers every response carries, parsed at compile time: a name
-// given as a string is parsed again on every insert.
-static COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
-pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
-static ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+// The headers every response carries, parsed at compile time (as
+// `upstream::client` keeps its own): a name given as a string is parsed
+// again on every insert.
+const COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, per
 /// unit.
-static RATELIMIT_HEADERS: [(Unit, [HeaderName; 3]); 2] = [
+const RATELIMIT_HEADERS: [(Unit, [HeaderName; 3]); 2] = [
     (
         Unit::Requests,
         [
