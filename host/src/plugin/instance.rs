@@ -172,7 +172,7 @@ struct Exports {
 /// instance of an image has the same types, so later calls with that
 /// signature skip the check (the generated `GuestIndices::load` checks
 /// every function of an interface, on every call: 2-3% of a request).
-struct ExportFunc {
+pub(super) struct ExportFunc {
     index: ComponentExportIndex,
     /// `type_name` of the `(params, results)` the function was checked as.
     checked: OnceLock<&'static str>,
@@ -180,7 +180,11 @@ struct ExportFunc {
 
 impl ExportFunc {
     /// `func` of the policy interface `interface`, or why it is missing.
-    fn find(pre: &InstancePre<StoreData>, interface: &str, func: &str) -> wasmtime::Result<Self> {
+    pub(super) fn find(
+        pre: &InstancePre<StoreData>,
+        interface: &str,
+        func: &str,
+    ) -> wasmtime::Result<Self> {
         let component = pre.component();
         let name = format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}");
         let instance = component
@@ -199,7 +203,7 @@ impl ExportFunc {
     /// typed as `_signature`: a generated accessor such as
     /// `ex::throttle::Guest::func_admit`, named only for its types, so that
     /// the bindings alone spell them.
-    fn typed<'a, G, P, R>(
+    pub(super) fn typed<'a, G, P, R>(
         &self,
         store: &mut Store<StoreData>,
         instance: &Instance,
@@ -230,7 +234,8 @@ impl ExportFunc {
 /// generated accessor `$signature`) on a fresh instance of `$plugin`:
 /// instantiate (from the snapshot after `init`, or running `init`), call it
 /// with `$params`, classify a failure, flush the guest's output; `$then`
-/// turns the raw answer into the result. A macro because the call borrows the store across an await.
+/// turns the raw answer into the result. A macro because the call borrows
+/// the store across an await.
 macro_rules! on_fresh_instance {
     ($plugin:ident, $func:ident, $slot:expr, $signature:expr, $params:expr, |$out:ident| $then:block) => {{
         $plugin.provides($slot)?;

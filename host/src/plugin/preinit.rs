@@ -21,6 +21,7 @@ use wasmtime_wizer::ComponentInstanceState;
 use wasmtime_wizer::Wizer;
 
 use super::bindings::exports::sluice::policy::lifecycle;
+use super::instance::ExportFunc;
 use super::runtime::first_line;
 use super::sandbox::{CallClock, HostEnv, Limits, SlowLanes, StoreData};
 
@@ -133,7 +134,7 @@ async fn run_init(
     }
     let linked = linker
         .instantiate_pre(&component)
-        .and_then(|pre| Ok((lifecycle::GuestIndices::new(&pre)?, pre)));
+        .and_then(|pre| Ok((ExportFunc::find(&pre, "lifecycle", "init")?, pre)));
     let (init, pre) = match linked {
         Ok(l) => l,
         Err(e) => return Preinit::PerInstance(format!("linking: {}", first_line(&e))),
@@ -166,13 +167,13 @@ async fn run_init(
 async fn call_init(
     store: &mut Store<StoreData>,
     instance: &Instance,
-    init: &lifecycle::GuestIndices,
+    init: &ExportFunc,
     config: &str,
 ) -> Result<Result<(), String>, String> {
-    let guest = init
-        .load(&mut *store, instance)
+    let init = init
+        .typed(&mut *store, instance, lifecycle::Guest::func_init)
         .map_err(|e| format!("init: {}", first_line(&e)))?;
-    match guest.func_init().call_async(&mut *store, (config,)).await {
+    match init.call_async(&mut *store, (config,)).await {
         Ok((answer,)) => Ok(answer),
         // A trap here is most often an import called from `init`.
         Err(e) => Err(format!(
