@@ -4,9 +4,9 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use wasmtime::component::Component;
@@ -83,35 +83,116 @@ pub(crate) fn build_engine(settings: &EngineSettings) -> anyhow::Result<Engine> 
     Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))
 }
 
-/// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Increments the engine's epoch every [`EPOCH_TICK`] while any store is
+/// alive (see [`Ticking`]), and parks its thread after [`IDLE_BEFORE_PARK`]
+/// with none, so an idle node does not wake a thousand times a second.
 pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How long the ticker keeps ticking with no store alive before it parks:
+/// long enough that steady traffic never pays the wake-up.
+const IDLE_BEFORE_PARK: Duration = Duration::from_millis(100);
+
+struct TickerShared {
+    /// Stores alive now (the [`Ticking`] guards).
+    alive: AtomicUsize,
+    /// The thread is parked, or about to: the next guard unparks it.
+    parked: AtomicBool,
+    stop: AtomicBool,
+    /// Ticks made so far.
+    ticks: AtomicU64,
+    thread: OnceLock<Thread>,
+}
+
+impl TickerShared {
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Held by every store for its whole life: while one is alive the epoch
+/// advances, so its guest is time-sliced and meets its deadline.
+pub(crate) struct Ticking(Arc<TickerShared>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        Self::start_parking_after(engine, IDLE_BEFORE_PARK)
+    }
+
+    fn start_parking_after(engine: Engine, idle_before_park: Duration) -> Self {
+        let shared = Arc::new(TickerShared {
+            alive: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+            thread: OnceLock::new(),
+        });
+        let state = shared.clone();
+        let idle_limit = idle_before_park.as_nanos() / EPOCH_TICK.as_nanos();
         let thread = std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                // Set here, before any park, so a guard never finds it unset
+                // while the thread sleeps.
+                state.thread.get_or_init(std::thread::current);
+                let mut idle = 0;
+                while !state.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    state.ticks.fetch_add(1, Ordering::Relaxed);
+                    if state.alive.load(Ordering::SeqCst) > 0 {
+                        idle = 0;
+                        continue;
+                    }
+                    idle += 1;
+                    if idle < idle_limit {
+                        continue;
+                    }
+                    // Announce the park, then look again: a guard taken in
+                    // between either is seen here or sees the flag and
+                    // unparks (both sides are SeqCst).
+                    state.parked.store(true, Ordering::SeqCst);
+                    while state.alive.load(Ordering::SeqCst) == 0
+                        && !state.stop.load(Ordering::SeqCst)
+                    {
+                        std::thread::park();
+                    }
+                    state.parked.store(false, Ordering::SeqCst);
+                    idle = 0;
                 }
             })
             .expect("spawning the epoch ticker thread");
         Self {
-            stop,
+            shared,
             thread: Some(thread),
         }
+    }
+
+    /// A guard that keeps the epoch advancing until dropped.
+    pub(crate) fn ticking(&self) -> Ticking {
+        let shared = &self.shared;
+        if shared.alive.fetch_add(1, Ordering::SeqCst) == 0 && shared.parked.load(Ordering::SeqCst)
+        {
+            shared.wake();
+        }
+        Ticking(shared.clone())
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -188,4 +269,51 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Waits (yielding, at most 20 s) until `what` holds.
+    fn until(what: impl Fn() -> bool, waiting_for: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !what() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {waiting_for}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_ticker_parks_while_no_store_is_alive_and_wakes_for_one() {
+        let engine = Engine::new(Config::new().epoch_interruption(true)).unwrap();
+        let ticker = EpochTicker::start_parking_after(engine, Duration::from_millis(5));
+        let shared = ticker.shared.clone();
+        let parked = || shared.parked.load(Ordering::SeqCst);
+        let ticks = || shared.ticks.load(Ordering::Relaxed);
+        until(parked, "the idle ticker to park");
+
+        let from = ticks();
+        let store = ticker.ticking();
+        until(|| ticks() >= from + 3, "ticks while a store is alive");
+        assert!(!parked(), "a ticker ticking for a store is not parked");
+
+        // A second store while the first lives does not disturb it.
+        let second = ticker.ticking();
+        drop(store);
+        let from = ticks();
+        until(|| ticks() >= from + 3, "ticks while the second store lives");
+        drop(second);
+        until(parked, "the ticker to park once the last store is gone");
+
+        let from = ticks();
+        let again = ticker.ticking();
+        until(|| ticks() >= from + 3, "ticks again for a new store");
+        drop(again);
+        drop(ticker);
+    }
 }

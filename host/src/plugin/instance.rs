@@ -437,7 +437,7 @@ impl Plugin {
     async fn begin(&self, clock: &CallClock) -> Result<Call, CallError> {
         let mut store = Store::new(
             self.runtime.engine(),
-            StoreData::new(self.env.clone(), &self.limits),
+            StoreData::new(self.env.clone(), &self.limits, self.runtime.ticking()),
         );
         store.limiter(|d| &mut d.memory);
         // Every tick the guest runs through goes to the callback: it pauses
@@ -510,10 +510,12 @@ impl Plugin {
         let span = crate::telemetry::traces::start_child(
             "sluice.plugin",
             opentelemetry::trace::SpanKind::Internal,
-            vec![
-                opentelemetry::KeyValue::new("sluice.plugin.slot", self.env.slot.name()),
-                opentelemetry::KeyValue::new("sluice.plugin.version", self.info.hash.clone()),
-            ],
+            || {
+                vec![
+                    opentelemetry::KeyValue::new("sluice.plugin.slot", self.env.slot.name()),
+                    opentelemetry::KeyValue::new("sluice.plugin.version", self.info.hash.clone()),
+                ]
+            },
         );
         let result = if self.may_wait {
             // The epoch callback stops guest code; this bounds time spent

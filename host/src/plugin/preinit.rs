@@ -21,6 +21,7 @@ use wasmtime_wizer::ComponentInstanceState;
 use wasmtime_wizer::Wizer;
 
 use super::bindings::exports::sluice::policy::lifecycle;
+use super::engine::Ticking;
 use super::instance::ExportFunc;
 use super::runtime::first_line;
 use super::sandbox::{CallClock, HostEnv, Limits, SlowLanes, StoreData};
@@ -47,6 +48,7 @@ pub(crate) async fn preinitialise(
     env: Arc<HostEnv>,
     limits: &Limits,
     lanes: &SlowLanes,
+    ticking: Ticking,
 ) -> Preinit {
     if let Err(why) = single_core_module(wasm) {
         return Preinit::PerInstance(why);
@@ -60,7 +62,7 @@ pub(crate) async fn preinitialise(
     {
         return Preinit::Snapshot(bytes);
     }
-    let outcome = run_init(engine, wasm, env, limits, lanes).await;
+    let outcome = run_init(engine, wasm, env, limits, lanes, ticking).await;
     if let (Preinit::Snapshot(bytes), Some(path)) = (&outcome, &cached)
         && let Err(e) = super::engine::write_atomically(path, bytes)
     {
@@ -102,6 +104,7 @@ async fn run_init(
     env: Arc<HostEnv>,
     limits: &Limits,
     lanes: &SlowLanes,
+    ticking: Ticking,
 ) -> Preinit {
     let wizer = Wizer::new();
     let (cx, instrumented) = match wizer.instrument_component(wasm) {
@@ -122,7 +125,7 @@ async fn run_init(
     };
 
     let clock = CallClock::start(lanes);
-    let mut store = Store::new(engine, StoreData::new(env.clone(), limits));
+    let mut store = Store::new(engine, StoreData::new(env.clone(), limits, ticking));
     store.limiter(|d| &mut d.memory);
     store.epoch_deadline_callback(clock.time_slices(limits.deadline));
     store.set_epoch_deadline(1);

@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use super::engine::{self, EngineSettings, EpochTicker};
+use super::engine::{self, EngineSettings, EpochTicker, Ticking};
 use super::imports;
 use super::instance::{Init, Plugin};
 use super::preinit;
@@ -111,7 +111,7 @@ struct Inner {
     /// One pre-initialisation at a time: a burst of new versions queues its
     /// compilations instead of running them all at once.
     preinit_turn: tokio::sync::Semaphore,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl PluginRuntime {
@@ -138,13 +138,19 @@ impl PluginRuntime {
                 slow_lanes: SlowLanes::per_worker(),
                 recent: RecentRequests::default(),
                 preinit_turn: tokio::sync::Semaphore::new(1),
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Keeps the epoch advancing (guests time-sliced, deadlines enforced)
+    /// until dropped: every store holds one.
+    pub(crate) fn ticking(&self) -> Ticking {
+        self.inner.ticker.ticking()
     }
 
     pub(crate) fn slow_lanes(&self) -> &SlowLanes {
@@ -285,6 +291,7 @@ impl PluginRuntime {
             plugin.env().clone(),
             &plugin.limits(),
             &inner.slow_lanes,
+            self.ticking(),
         )
         .await;
         let snapshot = match outcome {

@@ -18,6 +18,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::engine::Ticking;
 use crate::policy::Slot;
 use crate::state::State;
 
@@ -193,16 +194,19 @@ pub(crate) struct StoreData {
     pub(crate) memory: MemoryGuard,
     pub(crate) host: Arc<HostEnv>,
     pub(crate) output: CapturedOutput,
+    /// Keeps the epoch advancing while this store lives.
+    _ticking: Ticking,
 }
 
 impl StoreData {
-    pub(crate) fn new(host: Arc<HostEnv>, limits: &Limits) -> Self {
+    pub(crate) fn new(host: Arc<HostEnv>, limits: &Limits, ticking: Ticking) -> Self {
         Self {
             wasi: None,
             table: ResourceTable::new(),
             memory: MemoryGuard::new(limits.memory_bytes),
             host,
             output: CapturedOutput::new(OUTPUT_CAPTURE_BYTES),
+            _ticking: ticking,
         }
     }
 }
