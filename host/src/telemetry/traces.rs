@@ -175,7 +175,7 @@ impl RequestTrace {
 
     /// Starts the span of one pipeline phase; end it with [`end`].
     pub fn phase(&self, name: &'static str) -> Context {
-        child(&self.cx, name, SpanKind::Internal, Vec::new()).unwrap_or_else(|| self.cx.clone())
+        child(&self.cx, name, SpanKind::Internal, Vec::new).unwrap_or_else(|| self.cx.clone())
     }
 
     /// Ends the server span with what the request was answered with.
@@ -196,28 +196,30 @@ impl RequestTrace {
 }
 
 /// Starts a child span of `parent`'s span, if `parent` belongs to a traced
-/// request; the context with it current.
+/// request; the context with it current. `attributes` is only called then,
+/// so an untraced request builds none.
 fn child(
     parent: &Context,
     name: &'static str,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
 ) -> Option<Context> {
     let RequestTracer(tracer) = parent.get::<RequestTracer>()?;
     let span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
+        .with_attributes(attributes())
         .start_with_context(tracer, parent);
     Some(parent.with_span(span))
 }
 
 /// Starts a child span of the current request's context (none when the
-/// current task serves no traced request).
+/// current task serves no traced request); `attributes` is called only
+/// for a traced one.
 pub fn start_child(
     name: &'static str,
     kind: SpanKind,
-    attributes: Vec<KeyValue>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
 ) -> Option<Context> {
     child(&Context::current(), name, kind, attributes)
 }

@@ -380,10 +380,12 @@ impl Provider {
         let span = crate::telemetry::traces::start_child(
             "sluice.upstream_attempt",
             opentelemetry::trace::SpanKind::Client,
-            vec![opentelemetry::KeyValue::new(
-                "sluice.provider",
-                self.name.clone(),
-            )],
+            || {
+                vec![opentelemetry::KeyValue::new(
+                    "sluice.provider",
+                    self.name.clone(),
+                )]
+            },
         );
         let result = self
             .attempt(request, key_index, settings, span.as_ref())
