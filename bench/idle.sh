@@ -17,13 +17,9 @@ WINDOW=${WINDOW:-10}
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-WORK=$(mktemp -d)
+WORK=$(mktemp -d -t sluice-idle.XXXXXX)
 trap 'cleanup; rm -rf "$WORK"' EXIT
-
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 
 declare -A PID_OF URL_OF
 NAMES=()

@@ -1,5 +1,6 @@
-# Shared by bench/run.sh and bench/redis.sh (sourced, not run): process
-# bookkeeping, free ports and readiness polling.
+# Shared by the bench scripts (sourced, not run): process
+# bookkeeping, free ports, readiness polling, and starting the mock or a
+# private redis-server.
 
 # Only what the script started is stopped, by PID.
 PIDS=()
@@ -34,4 +35,14 @@ start_redis() {
     ((SECONDS < deadline)) || { echo "redis-server did not start" >&2; exit 1; }
     sleep 0.1
   done
+}
+
+# Starts `$SLUICE mock` on a free port (further arguments go to it); sets
+# MOCK_PORT and MOCK_PID once it answers.
+start_mock() {
+  MOCK_PORT=$(free_port)
+  "$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" "$@" >/dev/null &
+  MOCK_PID=$!
+  PIDS+=($MOCK_PID)
+  wait_ready $MOCK_PID "http://127.0.0.1:$MOCK_PORT/v1/models"
 }
