@@ -136,7 +136,7 @@ impl Image {
                 .transpose()
         };
         let exports = Exports {
-            init: ExportFunc::find(&pre, "lifecycle", "init").ok(),
+            init: ExportFunc::init(&pre).ok(),
             derive: find(Slot::CacheKey, "derive")?,
             prepare: find(Slot::Semantic, "prepare")?,
             accept: find(Slot::Semantic, "accept")?,
@@ -179,12 +179,13 @@ pub(super) struct ExportFunc {
 }
 
 impl ExportFunc {
+    /// `lifecycle.init`, which a plugin of any kind may export.
+    pub(super) fn init(pre: &InstancePre<StoreData>) -> wasmtime::Result<Self> {
+        Self::find(pre, "lifecycle", "init")
+    }
+
     /// `func` of the policy interface `interface`, or why it is missing.
-    pub(super) fn find(
-        pre: &InstancePre<StoreData>,
-        interface: &str,
-        func: &str,
-    ) -> wasmtime::Result<Self> {
+    fn find(pre: &InstancePre<StoreData>, interface: &str, func: &str) -> wasmtime::Result<Self> {
         let component = pre.component();
         let name = format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}");
         let instance = component
@@ -437,7 +438,7 @@ impl Plugin {
     async fn begin(&self, clock: &CallClock) -> Result<Call, CallError> {
         let mut store = Store::new(
             self.runtime.engine(),
-            StoreData::new(self.env.clone(), &self.limits, self.runtime.ticking()),
+            StoreData::new(self.env.clone(), &self.limits, self.runtime.ticker()),
         );
         store.limiter(|d| &mut d.memory);
         // Every tick the guest runs through goes to the callback: it pauses

@@ -21,7 +21,7 @@ use wasmtime_wizer::ComponentInstanceState;
 use wasmtime_wizer::Wizer;
 
 use super::bindings::exports::sluice::policy::lifecycle;
-use super::engine::Ticking;
+use super::engine::EpochTicker;
 use super::instance::ExportFunc;
 use super::runtime::first_line;
 use super::sandbox::{CallClock, HostEnv, Limits, SlowLanes, StoreData};
@@ -48,7 +48,7 @@ pub(crate) async fn preinitialise(
     env: Arc<HostEnv>,
     limits: &Limits,
     lanes: &SlowLanes,
-    ticking: Ticking,
+    ticker: &EpochTicker,
 ) -> Preinit {
     if let Err(why) = single_core_module(wasm) {
         return Preinit::PerInstance(why);
@@ -62,7 +62,7 @@ pub(crate) async fn preinitialise(
     {
         return Preinit::Snapshot(bytes);
     }
-    let outcome = run_init(engine, wasm, env, limits, lanes, ticking).await;
+    let outcome = run_init(engine, wasm, env, limits, lanes, ticker).await;
     if let (Preinit::Snapshot(bytes), Some(path)) = (&outcome, &cached)
         && let Err(e) = super::engine::write_atomically(path, bytes)
     {
@@ -104,7 +104,7 @@ async fn run_init(
     env: Arc<HostEnv>,
     limits: &Limits,
     lanes: &SlowLanes,
-    ticking: Ticking,
+    ticker: &EpochTicker,
 ) -> Preinit {
     let wizer = Wizer::new();
     let (cx, instrumented) = match wizer.instrument_component(wasm) {
@@ -125,7 +125,7 @@ async fn run_init(
     };
 
     let clock = CallClock::start(lanes);
-    let mut store = Store::new(engine, StoreData::new(env.clone(), limits, ticking));
+    let mut store = Store::new(engine, StoreData::new(env.clone(), limits, ticker));
     store.limiter(|d| &mut d.memory);
     store.epoch_deadline_callback(clock.time_slices(limits.deadline));
     store.set_epoch_deadline(1);
@@ -137,7 +137,7 @@ async fn run_init(
     }
     let linked = linker
         .instantiate_pre(&component)
-        .and_then(|pre| Ok((ExportFunc::find(&pre, "lifecycle", "init")?, pre)));
+        .and_then(|pre| Ok((ExportFunc::init(&pre)?, pre)));
     let (init, pre) = match linked {
         Ok(l) => l,
         Err(e) => return Preinit::PerInstance(format!("linking: {}", first_line(&e))),

@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
-use super::engine::{self, EngineSettings, EpochTicker, Ticking};
+use super::engine::{self, EngineSettings, EpochTicker};
 use super::imports;
 use super::instance::{Init, Plugin};
 use super::preinit;
@@ -147,10 +147,9 @@ impl PluginRuntime {
         &self.inner.engine
     }
 
-    /// Keeps the epoch advancing (guests time-sliced, deadlines enforced)
-    /// until dropped: every store holds one.
-    pub(crate) fn ticking(&self) -> Ticking {
-        self.inner.ticker.ticking()
+    /// The clock guests are time-sliced by: every store keeps it ticking.
+    pub(crate) fn ticker(&self) -> &EpochTicker {
+        &self.inner.ticker
     }
 
     pub(crate) fn slow_lanes(&self) -> &SlowLanes {
@@ -291,7 +290,7 @@ impl PluginRuntime {
             plugin.env().clone(),
             &plugin.limits(),
             &inner.slow_lanes,
-            self.ticking(),
+            &inner.ticker,
         )
         .await;
         let snapshot = match outcome {

@@ -18,7 +18,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::engine::Ticking;
+use super::engine::{EpochTicker, Ticking};
 use crate::policy::Slot;
 use crate::state::State;
 
@@ -199,14 +199,15 @@ pub(crate) struct StoreData {
 }
 
 impl StoreData {
-    pub(crate) fn new(host: Arc<HostEnv>, limits: &Limits, ticking: Ticking) -> Self {
+    /// The data of a new store, which keeps `ticker` ticking while it lives.
+    pub(crate) fn new(host: Arc<HostEnv>, limits: &Limits, ticker: &EpochTicker) -> Self {
         Self {
             wasi: None,
             table: ResourceTable::new(),
             memory: MemoryGuard::new(limits.memory_bytes),
             host,
             output: CapturedOutput::new(OUTPUT_CAPTURE_BYTES),
-            _ticking: ticking,
+            _ticking: ticker.ticking(),
         }
     }
 }
