@@ -39,10 +39,7 @@ mkdir -p "$OUT"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 export SLUICE_BENCH_UPSTREAM="http://127.0.0.1:$MOCK_PORT/v1"
 
 start_redis

@@ -22,10 +22,7 @@ source "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d)
 trap 'cleanup; rm -rf "$WORK"' EXIT
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 cat >"$WORK/sluice.toml" <<TOML
 [[providers]]
 name = "mock"

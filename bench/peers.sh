@@ -113,11 +113,7 @@ for p in $PEERS; do "install_$p"; done
 
 # --- starting everything ----------------------------------------------------
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-MOCK_PID=$!
-PIDS+=($MOCK_PID)
-wait_ready $MOCK_PID "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 MOCK_V1=http://127.0.0.1:$MOCK_PORT/v1
 
 port=$(free_port)

@@ -40,10 +40,7 @@ source "$ROOT/bench/lib.sh"
 WORK=$(mktemp -d -t sluice-profile.XXXXXX)
 trap 'cleanup; rm -rf "$WORK"' EXIT
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 port=$(free_port)
 SLUICE_BENCH_UPSTREAM=http://127.0.0.1:$MOCK_PORT/v1 \
   "$SLUICE" serve --config "$ROOT/bench/sluice-bench.toml" --listen "127.0.0.1:$port" >"$WORK/sluice.log" 2>&1 &

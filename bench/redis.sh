@@ -30,10 +30,7 @@ mkdir -p "$OUT"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 DIRECT="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 
 start_redis

@@ -40,15 +40,6 @@ mkdir -p "$OUT"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-start_mock() {
-  MOCK_PORT=$(free_port)
-  "$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" \
-    --latency-ms "$MOCK_LATENCY_MS" --chunk-delay-ms "$MOCK_CHUNK_DELAY_MS" >/dev/null &
-  PIDS+=($!)
-  wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
-  DIRECT="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
-}
-
 # start_gateway CONFIG: sets GW to its chat completions URL.
 start_gateway() {
   local port
@@ -87,7 +78,8 @@ run() {
   echo "   (JSON: $json)"
 }
 
-start_mock
+start_mock --latency-ms "$MOCK_LATENCY_MS" --chunk-delay-ms "$MOCK_CHUNK_DELAY_MS"
+DIRECT="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 start_gateway "$ROOT/bench/sluice-bench.toml"
 SLUICE_GW=$GW
 

@@ -38,10 +38,7 @@ WORK=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-MOCK_PORT=$(free_port)
-"$SLUICE" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null &
-PIDS+=($!)
-wait_ready $! "http://127.0.0.1:$MOCK_PORT/v1/models"
+start_mock
 
 # Redis on a port of its own that survives restarts; its PID changes.
 REDIS_PORT=$(free_port)
