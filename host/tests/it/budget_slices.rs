@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sluice::alerts::Alerts;
 use sluice::spend::{BudgetLimits, BudgetSubject, Budgets, Period, SubjectBudget};
-use sluice::state::{OnError, State, StateSettings, round_trips};
+use sluice::state::{BudgetSliceStats, OnError, State, StateSettings, round_trips};
 use sluice::telemetry::Metrics;
 use sluice_loadgen::delay::DelayProxy;
 
@@ -69,6 +69,27 @@ async fn total_usage(node: &FarNode, limit: i64) -> (i64, i64) {
     (total.spent, total.committed)
 }
 
+/// [`total_usage`] with the node's slice stats, taken while no slice grant
+/// or return is on its way: the background refill (every
+/// `REFILL_EVERY`) may top a slice up between a read of the stats and the
+/// read of Redis, so both are read again (at most 20 times) until the
+/// stats are the same on both sides of the Redis read and Redis counts
+/// what they say is held. The last reading is returned either way, for the
+/// caller's assertions.
+async fn settled_usage(node: &FarNode, limit: i64) -> ((i64, i64), BudgetSliceStats) {
+    let mut reading = None;
+    for _ in 0..20 {
+        let before = node.state.budget_slice_stats().expect("redis");
+        let (spent, committed) = total_usage(node, limit).await;
+        let after = node.state.budget_slice_stats().expect("redis");
+        reading = Some(((spent, committed), after));
+        if before == after && committed == spent + after.nano_held as i64 {
+            break;
+        }
+    }
+    reading.expect("read at least once")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budgeted_request_served_from_a_slice_makes_no_round_trip() {
     let redis = RedisServer::start();
@@ -99,11 +120,10 @@ async fn a_budgeted_request_served_from_a_slice_makes_no_round_trip() {
         );
         node.budgets.settle(Some(r), 4_000, None).await.unwrap();
     }
-    let stats = node.state.budget_slice_stats().expect("redis");
+    // Redis counts the slice as reserved: spend plus slices never pass.
+    let ((spent, committed), stats) = settled_usage(&node, 1_000_000_000).await;
     assert_eq!(stats.local_reserves, 5);
     assert!(stats.nano_held > 0);
-    // Redis counts the slice as reserved: spend plus slices never pass.
-    let (spent, committed) = total_usage(&node, 1_000_000_000).await;
     assert_eq!(spent, 7_000 + 5 * 4_000);
     assert_eq!(committed, spent + stats.nano_held as i64);
     // A node that stops gives its slice back.
@@ -125,9 +145,9 @@ async fn a_refused_node_gets_the_slices_of_others_back_and_is_admitted() {
     // A spends 10,000 and takes a slice of 20,000: 30,000 committed.
     let r = a.budgets.reserve(&subjects, 10_000, "acme").await.unwrap();
     a.budgets.settle(Some(r), 10_000, None).await.unwrap();
-    let held = a.state.budget_slice_stats().unwrap().nano_held;
+    let ((spent, committed), stats) = settled_usage(&a, LIMIT).await;
+    let held = stats.nano_held;
     assert!(held > 0, "A holds a slice");
-    let (spent, committed) = total_usage(&a, LIMIT).await;
     assert_eq!((spent, committed), (10_000, 10_000 + held as i64));
     // B needs 80,000: more than the unleased remainder, less than what is
     // not spent. It is refused at first, raises the flag, A gives its slice
